@@ -1,0 +1,69 @@
+"""promptkit: stream LLM chat turns synchronously, with threads instead of asyncio.
+
+>>> import promptkit
+>>> client = promptkit.Client()                       # doctest: +SKIP
+>>> conv = client.conversation(system_prompt="You are terse.")  # doctest: +SKIP
+>>> for event in conv.send_stream("Hi"):              # doctest: +SKIP
+...     if event.type == "content":
+...         print(event.content, end="", flush=True)
+"""
+
+from ._version import __version__
+from .client import Client
+from .conversation import Conversation
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    BudgetExceededError,
+    CallbackError,
+    ConfigurationError,
+    ConversationBusyError,
+    NotFoundError,
+    PromptKitError,
+    RateLimitError,
+    ServerError,
+    StreamError,
+    StreamTruncatedError,
+    ToolError,
+)
+from .stream import Stream
+from .tools import Tool, ToolRegistry, tool
+from .types import Choice, Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
+
+__all__ = [
+    "__version__",
+    "Client",
+    "Conversation",
+    "Stream",
+    "StreamEvent",
+    "Response",
+    "Usage",
+    "ToolCall",
+    "ToolResult",
+    "Choice",
+    "Timeout",
+    "Tool",
+    "ToolRegistry",
+    "tool",
+    "PromptKitError",
+    "ConfigurationError",
+    "ConversationBusyError",
+    "CallbackError",
+    "ToolError",
+    "BudgetExceededError",
+    "APIError",
+    "APIStatusError",
+    "BadRequestError",
+    "AuthenticationError",
+    "NotFoundError",
+    "RateLimitError",
+    "ServerError",
+    "APIConnectionError",
+    "APITimeoutError",
+    "StreamError",
+    "StreamTruncatedError",
+]

@@ -1,0 +1,159 @@
+"""Client: configuration and the shared connection pool."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping, Optional, Sequence
+from urllib.parse import urlparse
+
+from .conversation import Conversation
+from .errors import ConfigurationError
+from .pricing import PriceTable
+from .retry import RetryPolicy
+from .transport import Transport
+from .turn import TurnSettings
+from .types import Timeout
+
+__all__ = ["Client", "OPENAI_BASE_URL"]
+
+logger = logging.getLogger(__name__)
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+def _is_openai(base_url: str) -> bool:
+    host = (urlparse(base_url).hostname or "").lower()
+    return host == "api.openai.com"
+
+
+class Client:
+    """Talks to one OpenAI-compatible server. Thread-safe: share one per process.
+
+    Args:
+        api_key: the API key; default ``OPENAI_API_KEY``. It may be omitted for
+            servers that need none (Ollama, vLLM, llama.cpp), but not for OpenAI.
+        base_url: default ``OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
+        model: the default model of conversations.
+        timeout: a :class:`~promptkit.Timeout`, or a number of seconds (idle).
+        max_retries: retries before any content (connection errors, 408, 409, 429, 5xx).
+        session: a ``requests.Session`` to use (its TLS settings and adapters are
+            kept, and it is not closed by :meth:`close`). One is created otherwise.
+        pool_size: connections kept open to the server (created sessions only).
+        pricing: price overrides ``{model: {"input", "cached_input", "output"}}``,
+            a :class:`~promptkit.pricing.PriceTable`, or ``"genai-prices"``.
+        headers: extra HTTP headers sent with every request.
+        max_rounds: the most request rounds a turn's tool loop may take.
+        tool_workers: threads running one round's tool calls at once (1 = one by one).
+
+    Raises:
+        ConfigurationError: bad options, or no key for OpenAI's URL (before any I/O).
+    """
+
+    def __init__(
+        self,
+        api_key: Optional[str] = None,
+        base_url: Optional[str] = None,
+        model: str = "gpt-4o-mini",
+        timeout: "Timeout | float | None" = None,
+        max_retries: int = 2,
+        session: Optional[Any] = None,
+        *,
+        pool_size: int = 10,
+        pricing: Any = None,
+        headers: Optional[Mapping[str, str]] = None,
+        max_rounds: int = 10,
+        tool_workers: int = 4,
+    ) -> None:
+        if api_key is None:
+            api_key = os.environ.get("OPENAI_API_KEY") or None
+        if base_url is None:
+            base_url = os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+        parsed = urlparse(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
+        if api_key is not None and not isinstance(api_key, str):
+            raise ConfigurationError("api_key must be a str")
+        if not api_key and _is_openai(base_url):
+            raise ConfigurationError(
+                "no API key: pass api_key=... or set OPENAI_API_KEY "
+                "(a key is optional only for other servers, given with base_url)"
+            )
+        if not isinstance(model, str) or not model:
+            raise ConfigurationError(f"model must be a non-empty str, got {model!r}")
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        for name, value in (("pool_size", pool_size), ("max_rounds", max_rounds), ("tool_workers", tool_workers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout = Timeout.coerce(timeout)
+        self.max_retries = max_retries
+        self.prices = PriceTable.from_spec(pricing)
+        self._has_key = bool(api_key)
+        self._policy = RetryPolicy(max_retries=max_retries)
+        self._max_rounds = max_rounds
+        self._tool_workers = tool_workers
+        self._transport = Transport(
+            base_url=self.base_url, api_key=api_key, session=session, pool_size=pool_size, headers=headers
+        )
+
+    def __repr__(self) -> str:
+        key = "set" if self._has_key else "none"
+        return f"Client(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+
+    def conversation(
+        self,
+        system_prompt: Optional[str] = None,
+        tools: Optional[Sequence[Any]] = None,
+        store: Any = None,
+        conversation_id: Optional[str] = None,
+        model: Optional[str] = None,
+        *,
+        timeout: "Timeout | float | None" = None,
+        max_rounds: Optional[int] = None,
+        **params: Any,
+    ) -> Conversation:
+        """Start a conversation.
+
+        Args:
+            system_prompt: the system message, first in the history.
+            tools: functions decorated with :func:`promptkit.tool`, :class:`promptkit.Tool`
+                objects, or OpenAI tool dicts (answer those with ``on_tool`` or
+                ``add_tool_result``).
+            store: reserved for conversation stores; only ``None`` (in memory) for now.
+            conversation_id: the id; ``conv_<time_ns>`` by default.
+            model: this conversation's model (default: the client's).
+            timeout: this conversation's timeouts (default: the client's).
+            max_rounds: the tool loop's limit (default: the client's).
+            **params: extra request fields: ``temperature``, ``max_tokens``, ...
+        """
+        if store is not None:
+            raise ConfigurationError("conversation stores are not available in this version; pass store=None")
+        settings = TurnSettings(
+            model=model or self.model,
+            params=dict(params),
+            timeout=self.timeout if timeout is None else Timeout.coerce(timeout),
+            policy=self._policy,
+            prices=self.prices,
+            max_rounds=self._max_rounds if max_rounds is None else max_rounds,
+            tool_workers=self._tool_workers,
+        )
+        return Conversation(
+            transport=self._transport,
+            settings=settings,
+            conversation_id=conversation_id,
+            system_prompt=system_prompt,
+            tools=tools,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool (when the client created its session)."""
+        self._transport.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()

@@ -1,0 +1,253 @@
+"""Conversation: history, one turn at a time, commits when a turn's stream ends.
+
+A successful turn commits the user message, the assistant message(s) with
+their tool calls, and the tool results, all at once. A failed turn commits
+nothing (its tokens still count in the totals). A cancelled turn commits the
+user message and the partial assistant text, as chat UIs do after "stop".
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+
+from .errors import ConfigurationError, ConversationBusyError, ToolError
+from .stream import Stream
+from .tools import Tool, ToolRegistry
+from .turn import Turn, TurnSettings
+from .types import Response, ToolCall, ToolResult, Usage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .transport import Transport
+
+__all__ = ["Conversation"]
+
+logger = logging.getLogger(__name__)
+
+_RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "tools"})
+
+
+class Conversation:
+    """A chat with history. Create one with :meth:`promptkit.Client.conversation`.
+
+    A Conversation runs one turn at a time: starting a second while one is in
+    flight raises :class:`~promptkit.ConversationBusyError`. Reading
+    ``messages``, ``usage`` and ``total_cost`` is safe from any thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: "Transport",
+        settings: TurnSettings,
+        conversation_id: Optional[str] = None,
+        system_prompt: Optional[str] = None,
+        tools: Optional[Sequence[Any]] = None,
+    ) -> None:
+        for key in settings.params:
+            if key in _RESERVED_PARAMS:
+                raise ConfigurationError(f"{key!r} is set by promptkit and cannot be passed as a request parameter")
+        self.id = conversation_id or f"conv_{time.time_ns()}"
+        self.system_prompt = system_prompt
+        self._transport = transport
+        self._settings = settings
+        self._tools = ToolRegistry(tools or ())
+        self._lock = threading.Lock()  # guards the fields below
+        self._busy = threading.Lock()  # held for the whole turn
+        self._messages: List[Dict[str, Any]] = []
+        if system_prompt:
+            self._messages.append({"role": "system", "content": system_prompt})
+        self._usage = Usage()
+        self._cost = 0.0
+        self._pending: Dict[str, ToolCall] = {}
+        self._results: Dict[str, ToolResult] = {}
+        self._last: Optional[Response] = None
+
+    def __repr__(self) -> str:
+        return f"Conversation(id={self.id!r}, messages={len(self._messages)})"
+
+    # -- state ---------------------------------------------------------------
+    @property
+    def messages(self) -> List[Dict[str, Any]]:
+        """A copy of the committed history as OpenAI message dicts (system prompt first)."""
+        with self._lock:
+            return copy.deepcopy(self._messages)
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens of every turn so far, failed and cancelled ones included."""
+        with self._lock:
+            return self._usage
+
+    @property
+    def total_cost(self) -> float:
+        """USD cost of every turn so far, failed and cancelled ones included."""
+        with self._lock:
+            return self._cost
+
+    @property
+    def last_response(self) -> Optional[Response]:
+        """The Response of the last turn that ended with ``done``."""
+        with self._lock:
+            return self._last
+
+    @property
+    def pending_tool_calls(self) -> List[ToolCall]:
+        """Tool calls of the last turn that still need a result (tools without handlers)."""
+        with self._lock:
+            return [call for call_id, call in self._pending.items() if call_id not in self._results]
+
+    @property
+    def tools(self) -> ToolRegistry:
+        """The conversation's tools."""
+        return self._tools
+
+    # -- tools -----------------------------------------------------------------
+    def on_tool(self, name: str, handler: Callable[..., Any]) -> Tool:
+        """Attach a handler to a tool whose schema was given as an OpenAI dict."""
+        return self._tools.on_tool(name, handler)
+
+    def add_tool_result(self, call_id: str, result: Any, *, is_error: bool = False) -> None:
+        """Answer a pending tool call; continue with ``send()`` / ``send_stream()`` and no message.
+
+        A non-str ``result`` is sent JSON-encoded.
+        """
+        with self._lock:
+            call = self._pending.get(call_id)
+            if call is None:
+                known = ", ".join(self._pending) or "none"
+                raise ToolError(f"no pending tool call with id {call_id!r} (pending: {known})")
+            content = result if isinstance(result, str) else _json(result)
+            self._results[call_id] = ToolResult(call_id, call.name, content, is_error)
+
+    # -- turns -------------------------------------------------------------------
+    def send(self, message: Optional[str] = None, **kwargs: Any) -> Response:
+        """Send a message and wait for the whole reply: ``send_stream(...).result()``.
+
+        Raises the turn's error (with ``.partial``) if it fails.
+        """
+        return self.send_stream(message, **kwargs).result()
+
+    def send_stream(
+        self,
+        message: Optional[str] = None,
+        *,
+        on_content: Optional[Callable[[str], Any]] = None,
+        on_tool_call: Optional[Callable[[ToolCall], Any]] = None,
+        on_tool_result: Optional[Callable[[ToolResult], Any]] = None,
+        on_error: Optional[Callable[[BaseException], Any]] = None,
+        on_done: Optional[Callable[[Response], Any]] = None,
+        buffer_size: int = 10,
+        max_retries: Optional[int] = None,
+    ) -> Stream:
+        """Send a message and return a :class:`~promptkit.Stream` of the reply's events.
+
+        Returns once the server has answered 2xx with an event stream; errors
+        before that (HTTP status, connection, timeouts, a non-stream body) are
+        raised here after retries. Later errors arrive as the stream's single
+        ``error`` event. ``message=None`` continues after pending tool calls
+        were answered with :meth:`add_tool_result`.
+        """
+        if message is not None and not isinstance(message, str):
+            raise ConfigurationError(f"message must be a str or None, got {type(message).__name__}")
+        if not isinstance(buffer_size, int) or buffer_size < 1:
+            raise ConfigurationError(f"buffer_size must be a positive int, got {buffer_size!r}")
+        if not self._busy.acquire(blocking=False):
+            raise ConversationBusyError(f"conversation {self.id} already has a turn in flight; wait for it to end")
+        try:
+            settings = self._settings
+            if max_retries is not None:
+                settings = _with_retries(settings, max_retries)
+            new_messages = self._start_messages(message)
+            started = time.monotonic()
+            total = settings.timeout.total
+            turn = Turn(
+                transport=self._transport,
+                settings=settings,
+                history=self.messages,
+                new_messages=new_messages,
+                tools=self._tools,
+                sink=self,
+                started=started,
+                deadline=None if total is None else started + total,
+            )
+            turn.open(_sleep)
+        except BaseException:
+            self._busy.release()  # nothing was consumed: the request never got an answer
+            raise
+        return Stream(
+            turn.run,
+            buffer_size=buffer_size,
+            on_content=on_content,
+            on_tool_call=on_tool_call,
+            on_tool_result=on_tool_result,
+            on_error=on_error,
+            on_done=on_done,
+        )
+
+    def _start_messages(self, message: Optional[str]) -> List[Dict[str, Any]]:
+        """The messages this turn adds before the reply: tool results answered, then the user message."""
+        with self._lock:
+            missing = [call_id for call_id in self._pending if call_id not in self._results]
+            if missing:
+                raise ToolError(
+                    "the last reply has tool calls without results: "
+                    + ", ".join(missing)
+                    + "; call add_tool_result(call_id, result) for each before continuing"
+                )
+            staged = [self._results[call_id].to_message() for call_id in self._pending]
+        if message is None and not staged:
+            raise ConfigurationError("send() needs a message (None only continues after add_tool_result)")
+        if message is not None:
+            staged.append({"role": "user", "content": message})
+        return staged
+
+    # -- TurnSink: called on the worker thread before the terminal event ---------
+    def commit(self, messages: List[Dict[str, Any]], response: Response) -> None:
+        """Record a turn that ended with ``done`` and release the conversation."""
+        try:
+            with self._lock:
+                self._messages.extend(copy.deepcopy(messages))
+                self._usage = self._usage + response.usage
+                self._cost += response.cost
+                self._last = response
+                self._results.clear()
+                self._pending = {}
+                if response.finish_reason == "tool_calls":
+                    answered = {r.call_id for r in response.tool_results}
+                    self._pending = {c.id: c for c in response.tool_calls if c.id not in answered}
+        finally:
+            self._busy.release()
+
+    def fail(self, partial: Optional[Response]) -> None:
+        """Record the tokens of a failed turn (nothing else) and release the conversation."""
+        try:
+            if partial is not None:
+                with self._lock:
+                    self._usage = self._usage + partial.usage
+                    self._cost += partial.cost
+        finally:
+            self._busy.release()
+
+
+def _sleep(seconds: float) -> bool:
+    # Before send_stream returns there is no stream to cancel: a plain wait.
+    time.sleep(seconds)
+    return True
+
+
+def _with_retries(settings: TurnSettings, max_retries: int) -> TurnSettings:
+    import attrs
+
+    if not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
+    return attrs.evolve(settings, policy=attrs.evolve(settings.policy, max_retries=max_retries))
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False, default=str)

@@ -1,0 +1,163 @@
+"""The exception hierarchy.
+
+Every error promptkit raises derives from :class:`PromptKitError`. Errors that
+come from the API carry ``partial``: the :class:`~promptkit.types.Response`
+assembled so far (``None`` when nothing had arrived). No message ever contains
+the API key: messages are built from the server's reply and the request's
+method and URL only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .types import Response
+
+__all__ = [
+    "PromptKitError",
+    "ConfigurationError",
+    "ConversationBusyError",
+    "CallbackError",
+    "ToolError",
+    "BudgetExceededError",
+    "APIError",
+    "APIStatusError",
+    "BadRequestError",
+    "AuthenticationError",
+    "NotFoundError",
+    "RateLimitError",
+    "ServerError",
+    "APIConnectionError",
+    "APITimeoutError",
+    "StreamError",
+    "StreamTruncatedError",
+]
+
+
+class PromptKitError(Exception):
+    """Base class of every error raised by promptkit."""
+
+
+class ConfigurationError(PromptKitError, ValueError):
+    """A bad option or a missing API key; raised before any I/O."""
+
+
+class ConversationBusyError(PromptKitError):
+    """A second turn was started while one is still in flight on the conversation."""
+
+
+class CallbackError(PromptKitError):
+    """A user callback raised. The original exception is ``__cause__``."""
+
+
+class ToolError(PromptKitError):
+    """A tool definition is invalid, a tool result is missing, or the tool loop ran too long."""
+
+
+class BudgetExceededError(PromptKitError):
+    """The conversation's ``max_cost`` budget is spent (before or during a turn)."""
+
+    def __init__(self, message: str, *, partial: Optional["Response"] = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+class APIError(PromptKitError):
+    """An error from the API or the transport.
+
+    Attributes:
+        partial: the Response assembled before the failure, or ``None``.
+        attempts: how many HTTP attempts were made for this request.
+    """
+
+    def __init__(self, message: str, *, partial: Optional["Response"] = None, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.partial = partial
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        if self.attempts > 1:
+            return f"{self.message} (after {self.attempts} attempts)"
+        return self.message
+
+
+class APIStatusError(APIError):
+    """The server answered with a non-2xx status.
+
+    Attributes:
+        status_code: the HTTP status.
+        body: the parsed JSON body when it was JSON, else the text (truncated).
+        request_id: the ``x-request-id`` header, when the server sent one.
+        retry_after: the wait the server asked for (``Retry-After``), in seconds, or ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: Any = None,
+        request_id: Optional[str] = None,
+        retry_after: Optional[float] = None,
+        partial: Optional["Response"] = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message, partial=partial, attempts=attempts)
+        self.status_code = status_code
+        self.body = body
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+
+class BadRequestError(APIStatusError):
+    """400 or 422: the request was rejected."""
+
+
+class AuthenticationError(APIStatusError):
+    """401 or 403: the key is missing, wrong or lacks permission."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown model or wrong base URL."""
+
+
+class RateLimitError(APIStatusError):
+    """429. ``retry_after`` holds the server's requested wait in seconds, or ``None``."""
+
+
+class ServerError(APIStatusError):
+    """5xx."""
+
+
+class APIConnectionError(APIError):
+    """The connection failed: refused, reset, DNS, TLS."""
+
+
+class APITimeoutError(APIConnectionError):
+    """A connect, idle or total deadline passed.
+
+    Attributes:
+        kind: ``"connect"``, ``"idle"`` or ``"total"``.
+    """
+
+    def __init__(self, message: str, *, kind: str = "idle", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.kind = kind
+
+
+class StreamError(APIError):
+    """The stream itself was bad: an in-band ``{"error": ...}``, a malformed chunk, a wrong content type.
+
+    Attributes:
+        body: the in-band error object or the offending text, when there is one.
+    """
+
+    def __init__(self, message: str, *, body: Any = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.body = body
+
+
+class StreamTruncatedError(StreamError):
+    """The body ended before ``[DONE]`` and without a ``finish_reason``."""

@@ -1,0 +1,481 @@
+"""Model prices and the cost of a turn.
+
+Prices are USD per 1M tokens. :class:`PriceTable` resolves a model name (with
+provider prefixes and dated snapshot suffixes) to a :class:`ModelPrice` and
+turns a :class:`~promptkit.types.Usage` into a cost. A model with no price
+costs 0.0 and is reported as unknown, with one warning per model per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from decimal import Decimal
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+
+import attrs
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .types import Usage
+
+__all__ = [
+    "ModelPrice",
+    "PriceTable",
+    "GenAIPricesTable",
+    "PRICES_AS_OF",
+    "BUILTIN_PRICES",
+    "normalize_model",
+    "format_cost",
+]
+
+logger = logging.getLogger(__name__)
+
+_PRICE_FIELDS = ("input", "cached_input", "output", "reasoning", "audio_input", "audio_output")
+
+
+def _to_float(value: Any) -> Any:
+    # Decimal and Fraction are welcome (prices are often written as Decimals);
+    # anything else is left alone so that the validator can name the field.
+    if isinstance(value, (int, float, Decimal, Fraction)) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _check_price(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
+    if value is None and attribute.name not in ("input", "output"):
+        return
+    if not isinstance(value, float) or not math.isfinite(value) or value < 0:
+        raise ConfigurationError(
+            f"ModelPrice.{attribute.name} must be a non-negative number of USD per 1M tokens, got {value!r}"
+        )
+
+
+def _price_field(*, optional: bool) -> Any:
+    if optional:
+        return attrs.field(default=None, converter=_to_float, validator=_check_price, kw_only=True)
+    return attrs.field(converter=_to_float, validator=_check_price)
+
+
+@attrs.frozen
+class ModelPrice:
+    """Prices of one model in USD per 1M tokens.
+
+    Attributes:
+        input: uncached prompt tokens.
+        output: completion tokens that are not reasoning tokens.
+        cached_input: cached prompt tokens; defaults to ``input``.
+        reasoning: reasoning tokens; defaults to ``output``.
+        audio_input: audio prompt tokens; ``None`` bills them as text.
+        audio_output: audio completion tokens; ``None`` bills them as text.
+    """
+
+    input: float = _price_field(optional=False)
+    output: float = _price_field(optional=False)
+    cached_input: float = _price_field(optional=True)
+    reasoning: float = _price_field(optional=True)
+    audio_input: Optional[float] = _price_field(optional=True)
+    audio_output: Optional[float] = _price_field(optional=True)
+
+    def __attrs_post_init__(self) -> None:
+        # Resolve the defaults once, so that equality and repr show the prices
+        # actually charged. Frozen classes need object.__setattr__ for this.
+        if self.cached_input is None:
+            object.__setattr__(self, "cached_input", self.input)
+        if self.reasoning is None:
+            object.__setattr__(self, "reasoning", self.output)
+
+    @classmethod
+    def coerce(cls, value: "ModelPrice | Mapping[str, Any] | Tuple[Any, ...]") -> "ModelPrice":
+        """Build a price from a ModelPrice, a dict or a tuple.
+
+        Args:
+            value: a :class:`ModelPrice` (returned as is); a dict with the keys
+                ``input``, ``output`` and optionally ``cached_input``,
+                ``reasoning``, ``audio_input``, ``audio_output``; or a tuple
+                ``(input, cached_input, output)`` (``cached_input`` may be
+                ``None``) or ``(input, output)``.
+
+        Raises:
+            ConfigurationError: the value has another shape or a bad price.
+        """
+        if isinstance(value, ModelPrice):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - set(_PRICE_FIELDS)
+            if unknown:
+                raise ConfigurationError(f"unknown ModelPrice keys {sorted(map(str, unknown))}; use {list(_PRICE_FIELDS)}")
+            missing = {"input", "output"} - set(value)
+            if missing:
+                raise ConfigurationError(f"a model price needs the keys 'input' and 'output' (missing {sorted(missing)})")
+            return cls(**{str(k): v for k, v in value.items()})
+        if isinstance(value, tuple):
+            if len(value) == 3:
+                return cls(input=value[0], cached_input=value[1], output=value[2])
+            if len(value) == 2:
+                return cls(input=value[0], output=value[1])
+        raise ConfigurationError(
+            "a model price must be a ModelPrice, a dict or a tuple (input, cached_input, output), " f"got {value!r}"
+        )
+
+
+# Standard-tier (non-batch, non-flex, non-priority) Chat Completions prices,
+# USD per 1M tokens. Source: the OpenAI API pricing page
+# (https://platform.openai.com/docs/pricing). This machine cannot reach that
+# page, so on 2026-11-23 every entry was checked against the OpenAI data bundled
+# in genai-prices 0.2.3 (pydantic/genai-prices, released 2026-11); all agree.
+# Audio prices (not in that data set) are from the same OpenAI page.
+# Snapshots whose price differs from their family have their own entry,
+# because exact names are looked up before date suffixes are stripped.
+PRICES_AS_OF = "2026-11-23"
+
+_AUDIO_4O = {"audio_input": 40.0, "audio_output": 80.0}
+_AUDIO_MINI = {"audio_input": 10.0, "audio_output": 20.0}
+
+_TABLE: Dict[str, Dict[str, float]] = {
+    # GPT-5 family
+    "gpt-5": {"input": 1.25, "cached_input": 0.125, "output": 10.0},
+    "gpt-5-mini": {"input": 0.25, "cached_input": 0.025, "output": 2.0},
+    "gpt-5-nano": {"input": 0.05, "cached_input": 0.005, "output": 0.40},
+    "gpt-5-pro": {"input": 15.0, "output": 120.0},
+    "gpt-5.1": {"input": 1.25, "cached_input": 0.125, "output": 10.0},
+    "gpt-5.1-codex-mini": {"input": 0.25, "cached_input": 0.025, "output": 2.0},
+    "gpt-5.2": {"input": 1.75, "cached_input": 0.175, "output": 14.0},
+    "gpt-5.2-pro": {"input": 21.0, "output": 168.0},
+    "codex-mini-latest": {"input": 1.50, "cached_input": 0.375, "output": 6.0},
+    # GPT-4.1 / 4.5
+    "gpt-4.1": {"input": 2.0, "cached_input": 0.50, "output": 8.0},
+    "gpt-4.1-mini": {"input": 0.40, "cached_input": 0.10, "output": 1.60},
+    "gpt-4.1-nano": {"input": 0.10, "cached_input": 0.025, "output": 0.40},
+    "gpt-4.5-preview": {"input": 75.0, "cached_input": 37.5, "output": 150.0},
+    # GPT-4o
+    "gpt-4o": {"input": 2.50, "cached_input": 1.25, "output": 10.0},
+    "gpt-4o-2024-05-13": {"input": 5.0, "output": 15.0},
+    "gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
+    "chatgpt-4o-latest": {"input": 5.0, "output": 15.0},
+    "gpt-4o-audio-preview": {"input": 2.50, "output": 10.0, **_AUDIO_4O},
+    "gpt-4o-audio-preview-2024-10-01": {"input": 2.50, "output": 10.0, "audio_input": 100.0, "audio_output": 200.0},
+    "gpt-4o-mini-audio-preview": {"input": 0.15, "output": 0.60, **_AUDIO_MINI},
+    "gpt-audio": {"input": 2.50, "output": 10.0, "audio_input": 32.0, "audio_output": 64.0},
+    "gpt-audio-mini": {"input": 0.60, "output": 2.40, **_AUDIO_MINI},
+    # o-series reasoning models
+    "o1": {"input": 15.0, "cached_input": 7.50, "output": 60.0},
+    "o1-mini": {"input": 1.10, "cached_input": 0.55, "output": 4.40},
+    "o1-pro": {"input": 150.0, "output": 600.0},
+    "o3": {"input": 2.0, "cached_input": 0.50, "output": 8.0},
+    "o3-mini": {"input": 1.10, "cached_input": 0.55, "output": 4.40},
+    "o3-pro": {"input": 20.0, "output": 80.0},
+    "o3-deep-research": {"input": 10.0, "cached_input": 2.50, "output": 40.0},
+    "o4-mini": {"input": 1.10, "cached_input": 0.275, "output": 4.40},
+    "o4-mini-deep-research": {"input": 2.0, "cached_input": 0.50, "output": 8.0},
+    # Legacy
+    "gpt-4-turbo": {"input": 10.0, "output": 30.0},
+    "gpt-4-1106-preview": {"input": 10.0, "output": 30.0},
+    "gpt-4-0125-preview": {"input": 10.0, "output": 30.0},
+    "gpt-4": {"input": 30.0, "output": 60.0},
+    "gpt-4-32k": {"input": 60.0, "output": 120.0},
+    "gpt-3.5-turbo": {"input": 0.50, "output": 1.50},
+    "gpt-3.5-turbo-1106": {"input": 1.0, "output": 2.0},
+    "gpt-3.5-turbo-0613": {"input": 1.50, "output": 2.0},
+    "gpt-3.5-turbo-16k": {"input": 3.0, "output": 4.0},
+    "gpt-3.5-turbo-instruct": {"input": 1.50, "output": 2.0},
+}
+
+BUILTIN_PRICES: Dict[str, ModelPrice] = {name: ModelPrice(**spec) for name, spec in _TABLE.items()}
+"""The built-in table (see :data:`PRICES_AS_OF`); treat it as read-only."""
+
+# Dated snapshot suffixes: -2024-08-06, -20241022, -0613 / -0125 (MMDD).
+_DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
+
+
+def _base_name(name: str) -> str:
+    """Lowercase, trimmed, provider prefix (``openai/``, ``azure/openai/``) removed."""
+    base = name.strip().lower().rsplit("/", 1)[-1]
+    # Azure spells GPT-3.5 model names "gpt-35-turbo".
+    return "gpt-3.5" + base[6:] if base.startswith("gpt-35") else base
+
+
+def _resolve(name: str, known: Iterable[str]) -> Optional[str]:
+    """The known name that ``name`` denotes, or ``None``.
+
+    Order: exact match, then after each stripped date suffix, then the longest
+    known prefix that ends on a ``-`` boundary. Exact-first and longest-first
+    keep ``gpt-4o-mini-x`` on ``gpt-4o-mini`` rather than ``gpt-4o``; the
+    boundary keeps ``gpt-4.1`` off ``gpt-4`` and ``o3x`` off ``o3``.
+    """
+    known = known if isinstance(known, (set, frozenset, dict)) else set(known)
+    candidate = _base_name(name)
+    if candidate in known:
+        return candidate
+    stripped = candidate
+    while True:
+        shorter = _DATE_SUFFIX.sub("", stripped)
+        if shorter == stripped or not shorter:
+            break
+        stripped = shorter
+        if stripped in known:
+            return stripped
+    best: Optional[str] = None
+    for key in known:
+        if stripped.startswith(key + "-") and (best is None or len(key) > len(best)):
+            best = key
+    return best
+
+
+def normalize_model(name: str) -> str:
+    """The canonical built-in name for a model name.
+
+    ``openai/gpt-4o-2024-08-06`` gives ``gpt-4o``, ``gpt-3.5-turbo-0125``
+    gives ``gpt-3.5-turbo`` and ``gpt-4o-mini-2024-07-18`` gives
+    ``gpt-4o-mini`` (never ``gpt-4o``). A name that matches no built-in entry
+    is returned lowercased, without provider prefix and date suffix.
+
+    Args:
+        name: a model name as sent to or reported by a server.
+
+    Returns:
+        The matched :data:`BUILTIN_PRICES` key, or the cleaned name.
+    """
+    found = _resolve(name, BUILTIN_PRICES)
+    if found is not None:
+        return found
+    cleaned = _base_name(name)
+    while True:
+        shorter = _DATE_SUFFIX.sub("", cleaned)
+        if shorter == cleaned or not shorter:
+            return cleaned
+        cleaned = shorter
+
+
+# One warning per unknown model name per process, whichever table sees it.
+_warned_models: set = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_unknown(model: str, why: str = "") -> None:
+    with _warned_lock:
+        if model in _warned_models:
+            return
+        _warned_models.add(model)
+    logger.warning(
+        "No price known for model %r%s; its cost is reported as 0.0 (cost_known=False). "
+        "Add one with PriceTable.register() or a prices override.",
+        model,
+        why,
+    )
+
+
+def _usage_cost(usage: "Usage", price: ModelPrice) -> float:
+    """USD cost of ``usage`` at ``price`` (prompt includes cached, completion includes reasoning)."""
+    prompt = max(usage.prompt_tokens, 0)
+    completion = max(usage.completion_tokens, 0)
+    # Audio is split out of the text totals only when it has its own price.
+    audio_in = min(max(usage.audio_prompt_tokens, 0), prompt) if price.audio_input is not None else 0
+    audio_out = min(max(usage.audio_completion_tokens, 0), completion) if price.audio_output is not None else 0
+    text_in = prompt - audio_in
+    # Clamped because some servers report details that exceed the totals;
+    # a negative token count must never lower a cost.
+    cached = min(max(usage.cached_tokens, 0), text_in)
+    text_out = completion - audio_out
+    reasoning = min(max(usage.reasoning_tokens, 0), text_out)
+    parts = [
+        (text_in - cached) * price.input,
+        cached * price.cached_input,
+        (text_out - reasoning) * price.output,
+        reasoning * price.reasoning,
+    ]
+    if price.audio_input is not None:
+        parts.append(audio_in * price.audio_input)
+    if price.audio_output is not None:
+        parts.append(audio_out * price.audio_output)
+    # fsum keeps the sum correctly rounded, so the result is within an ulp of
+    # the exact value of the formula.
+    return math.fsum(parts) / 1_000_000
+
+
+PriceLike = Union[ModelPrice, Mapping[str, Any], Tuple[Any, ...]]
+
+
+class PriceTable:
+    """Maps model names to prices and computes the cost of a turn.
+
+    Thread-safe: lookups may run while another thread registers a price.
+
+    Args:
+        overrides: model name to price (a :class:`ModelPrice`, a dict or a
+            tuple, see :meth:`ModelPrice.coerce`). These win over built-ins.
+        builtin: whether to include :data:`BUILTIN_PRICES`.
+    """
+
+    def __init__(self, overrides: Optional[Mapping[str, PriceLike]] = None, *, builtin: bool = True) -> None:
+        self._lock = threading.Lock()
+        self._builtin = builtin
+        self._user: Dict[str, ModelPrice] = {}
+        self._cache: Dict[str, Optional[str]] = {}
+        self._merged: Dict[str, ModelPrice] = dict(BUILTIN_PRICES) if builtin else {}
+        if overrides is not None:
+            if not isinstance(overrides, Mapping):
+                raise ConfigurationError(f"price overrides must be a mapping of model name to price, got {overrides!r}")
+            for model, price in overrides.items():
+                self.register(model, price)
+
+    def register(self, model: str, price: PriceLike) -> None:
+        """Set the price of a model (replacing any earlier or built-in one).
+
+        The name is lowercased and stripped of a provider prefix, and looked
+        up like built-in names: ``register("my-model", ...)`` also prices
+        ``vendor/my-model-2025-01-01``.
+
+        Raises:
+            ConfigurationError: empty name or bad price.
+        """
+        if not isinstance(model, str) or not _base_name(model):
+            raise ConfigurationError(f"a model name must be a non-empty string, got {model!r}")
+        coerced = ModelPrice.coerce(price)
+        key = _base_name(model)
+        with self._lock:
+            self._user[key] = coerced
+            # Copy-on-write: readers never see a dict that is being changed.
+            merged = dict(self._merged)
+            merged[key] = coerced
+            self._merged = merged
+            self._cache = {}
+
+    def lookup(self, model: str) -> Optional[ModelPrice]:
+        """The price of ``model``, or ``None`` when it is unknown.
+
+        Resolution runs over user and built-in names together (exact, then
+        without date suffixes, then longest ``-``-bounded prefix), so a user
+        price for ``gpt-4o`` never captures ``gpt-4o-mini``.
+        """
+        if not isinstance(model, str) or not model.strip():
+            return None
+        merged, cache = self._merged, self._cache
+        if model in cache:
+            key = cache[model]
+        else:
+            key = _resolve(model, merged)
+            with self._lock:
+                # Bounded, because model names can come from servers.
+                if self._merged is merged and len(self._cache) < 4096:
+                    self._cache[model] = key
+        return merged.get(key) if key is not None else None
+
+    def cost(self, usage: "Usage", model: str) -> Tuple[float, bool]:
+        """The USD cost of ``usage`` for ``model``.
+
+        Cost = uncached prompt × input + cached × cached_input
+        + (completion − reasoning) × output + reasoning × reasoning, per 1M
+        tokens; audio tokens go at the audio prices when the model has them.
+
+        Returns:
+            ``(cost, known)``; an unknown model gives ``(0.0, False)`` and one
+            logged warning per model name per process.
+        """
+        price = self.lookup(model)
+        if price is None:
+            _warn_unknown(str(model))
+            return 0.0, False
+        return _usage_cost(usage, price), True
+
+    @classmethod
+    def from_spec(cls, spec: "None | Mapping[str, PriceLike] | PriceTable | str") -> "PriceTable":
+        """Build a table from a user option.
+
+        Args:
+            spec: ``None`` (built-in prices), a mapping of overrides (on top
+                of the built-ins), a PriceTable (returned as is), or
+                ``"genai-prices"`` (prices from the optional ``genai-prices``
+                package, see :class:`GenAIPricesTable`).
+
+        Raises:
+            ConfigurationError: any other value, or ``"genai-prices"``
+                without that package installed.
+        """
+        if spec is None:
+            return cls()
+        if isinstance(spec, PriceTable):
+            return spec
+        if isinstance(spec, Mapping):
+            return cls(spec)
+        if isinstance(spec, str) and spec.strip().lower().replace("_", "-") == "genai-prices":
+            return GenAIPricesTable()
+        raise ConfigurationError(
+            f"prices must be None, a mapping of model name to price, a PriceTable or 'genai-prices', got {spec!r}"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(overrides={len(self._user)}, builtin={self._builtin})"
+
+
+class GenAIPricesTable(PriceTable):
+    """Prices from the optional ``genai-prices`` package (``pip install genai-prices``).
+
+    It covers many providers and keeps price history; its cost is computed by
+    ``genai_prices.calc_price``. Prices registered here still win. A
+    ``vendor/model`` name is tried with ``vendor`` as the genai-prices
+    provider first, then without.
+
+    Args:
+        overrides: prices that win over genai-prices, as for :class:`PriceTable`.
+        provider_id: a genai-prices provider id (``"openai"``, ``"groq"``...)
+            used for names without a prefix; ``None`` lets genai-prices guess.
+
+    Raises:
+        ConfigurationError: genai-prices is not installed.
+    """
+
+    def __init__(self, overrides: Optional[Mapping[str, PriceLike]] = None, *, provider_id: Optional[str] = None) -> None:
+        try:
+            import genai_prices  # noqa: F401  (optional dependency, imported only when asked for)
+        except ImportError as exc:
+            raise ConfigurationError(
+                "prices='genai-prices' needs the optional genai-prices package: pip install genai-prices"
+            ) from exc
+        super().__init__(overrides, builtin=False)
+        self._provider_id = provider_id
+
+    def _calc(self, usage: "Usage", model: str) -> Optional[float]:
+        import genai_prices
+
+        name = model.strip()
+        attempts = []
+        if "/" in name:
+            vendor, rest = name.split("/", 1)
+            attempts.append((rest.rsplit("/", 1)[-1], vendor.lower()))
+            name = rest.rsplit("/", 1)[-1]
+        attempts.append((name, self._provider_id))
+        gusage = genai_prices.Usage(
+            input_tokens=usage.prompt_tokens,
+            cache_read_tokens=usage.cached_tokens,
+            output_tokens=usage.completion_tokens,
+            input_audio_tokens=usage.audio_prompt_tokens,
+            output_audio_tokens=usage.audio_completion_tokens,
+        )
+        for ref, provider in attempts:
+            try:
+                result = genai_prices.calc_price(gusage, model_ref=ref, provider_id=provider)
+            except (LookupError, ValueError):
+                continue
+            return float(result.total_price)
+        return None
+
+    def cost(self, usage: "Usage", model: str) -> Tuple[float, bool]:
+        """As :meth:`PriceTable.cost`, falling back to genai-prices for unregistered models."""
+        price = self.lookup(model)
+        if price is not None:
+            return _usage_cost(usage, price), True
+        found = self._calc(usage, str(model)) if isinstance(model, str) and model.strip() else None
+        if found is None:
+            _warn_unknown(str(model), " (not in genai-prices either)")
+            return 0.0, False
+        return found, True
+
+
+def format_cost(cost: float, known: bool) -> str:
+    """Format a cost as in ``Response.summary()``: ``"$0.0032"``, or ``"n/a"`` when unknown."""
+    return f"${cost:.4f}" if known else "n/a"

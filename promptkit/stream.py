@@ -1,0 +1,349 @@
+"""Stream: the one module that starts threads.
+
+A worker thread runs a turn (reading the HTTP body, parsing, running tool
+rounds) and puts :class:`~promptkit.types.StreamEvent` objects into a bounded
+``queue.Queue``; the consumer takes them by iterating the :class:`Stream` or
+calling :meth:`Stream.result`. A slow consumer slows the socket read
+(backpressure); a cancelled one never strands the worker: cancelling lifts
+the queue bound and shuts the socket down, so a worker blocked in ``put`` or
+in ``recv`` wakes at once.
+
+The worker never holds a reference to the :class:`Stream` object, so an
+abandoned stream is garbage collected, and collection cancels it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from queue import Queue
+from typing import Any, Callable, Iterator, List, Optional, Sequence, TypeVar
+
+from .errors import CallbackError, PromptKitError, StreamError
+from .types import Response, StreamEvent
+
+__all__ = ["Stream", "StreamControl"]
+
+logger = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+_PUT_POLL = 0.25  # the worker re-checks the cancel flag at least this often when the queue is full
+_T = TypeVar("_T")
+
+
+class _Abortable:
+    """What the control can abort on cancel (an open HTTP stream)."""
+
+    def abort(self) -> None:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+class StreamControl:
+    """The worker's side of a stream: emit events, notice cancellation, run tool handlers.
+
+    Shared by the worker thread and the :class:`Stream`; holds no reference to
+    the Stream itself.
+    """
+
+    __slots__ = ("queue", "_cancelled", "cancel_error", "_lock", "_http", "_wake")
+
+    def __init__(self, buffer_size: int) -> None:
+        self.queue: "Queue[StreamEvent]" = Queue(maxsize=buffer_size)
+        self._cancelled = False
+        self.cancel_error: Optional[BaseException] = None
+        self._lock = threading.Lock()
+        self._http: Optional[Any] = None
+        self._wake = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the consumer cancelled the stream."""
+        return self._cancelled
+
+    def cancel(self, error: Optional[BaseException] = None) -> None:
+        """Stop the stream. Thread-safe, idempotent, returns at once.
+
+        ``error`` (a callback's failure) makes the turn end as that error
+        instead of as a cancelled success.
+        """
+        with self._lock:
+            if self._cancelled:
+                return
+            self._cancelled = True
+            self.cancel_error = error
+            http = self._http
+        self._wake.set()
+        # Lift the bound so a worker blocked in put() returns now; nobody consumes in order any more.
+        queue = self.queue
+        with queue.mutex:
+            queue.maxsize = sys.maxsize
+            queue.not_full.notify_all()
+        if http is not None:
+            http.abort()
+
+    def attach(self, http: Any) -> None:
+        """Register the open HTTP stream so that cancel() can abort it."""
+        with self._lock:
+            self._http = http
+            cancelled = self._cancelled
+        if cancelled:
+            http.abort()
+
+    def detach(self) -> None:
+        """Forget the HTTP stream (it is finished)."""
+        with self._lock:
+            self._http = None
+
+    def emit(self, event: StreamEvent) -> bool:
+        """Queue an event for the consumer, waiting while the buffer is full.
+
+        Returns ``False`` (and drops the event) once the stream is cancelled.
+        """
+        put = self.queue.put
+        while not self._cancelled:
+            try:
+                put(event, True, _PUT_POLL)
+                return True
+            except Exception:  # queue.Full: check the flag and wait again
+                continue
+        return False
+
+    def finish(self, terminal: StreamEvent) -> None:
+        """Queue the terminal event; it is never dropped."""
+        queue = self.queue
+        with queue.mutex:
+            # The terminal event must always fit, even in a full queue nobody reads.
+            queue.maxsize = sys.maxsize
+        queue.put(terminal)
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless cancelled first; returns ``False`` when cancelled."""
+        if seconds > 0:
+            self._wake.wait(seconds)
+        return not self._cancelled
+
+    def run_parallel(
+        self,
+        tasks: Sequence[Callable[[], _T]],
+        *,
+        max_workers: int,
+        timeouts: Sequence[Optional[float]],
+        on_timeout: Callable[[int], _T],
+        deadline: Optional[float] = None,
+    ) -> Optional[List[_T]]:
+        """Run ``tasks`` on a small thread pool; results in task order.
+
+        A task past its timeout (seconds from its start... approximated from
+        the round's start) gets ``on_timeout(i)`` as its result; its thread
+        finishes on its own. Returns ``None`` when the stream is cancelled:
+        tasks not started are dropped, running ones are left to finish.
+        """
+        results: List[Any] = [None] * len(tasks)
+        if not tasks:
+            return []
+        start = time.monotonic()
+        pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(tasks))), thread_name_prefix="promptkit-tool")
+        try:
+            futures: List[Future[Any]] = [pool.submit(task) for task in tasks]
+            pending = set(range(len(tasks)))
+            while pending:
+                if self._cancelled:
+                    return None
+                now = time.monotonic()
+                limits = [start + t for i in pending if (t := timeouts[i]) is not None]
+                if deadline is not None:
+                    limits.append(deadline)
+                wait_for = min([0.1] + [max(0.0, limit - now) for limit in limits])
+                wait([futures[i] for i in pending], timeout=wait_for, return_when=FIRST_COMPLETED)
+                now = time.monotonic()
+                for i in sorted(pending):
+                    if futures[i].done():
+                        results[i] = futures[i].result()
+                        pending.discard(i)
+                    elif (timeouts[i] is not None and now >= start + timeouts[i]) or (
+                        deadline is not None and now >= deadline
+                    ):
+                        results[i] = on_timeout(i)
+                        pending.discard(i)
+            return results
+        finally:
+            # Running handlers finish on their own; queued ones are dropped.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _worker(control: StreamControl, run: Callable[[StreamControl], Response]) -> None:
+    terminal: Optional[StreamEvent] = None
+    try:
+        terminal = StreamEvent("done", final=run(control))
+    except PromptKitError as exc:
+        terminal = StreamEvent("error", error=exc)
+    except BaseException as exc:  # a bug must still end the stream with one clear error
+        logger.error("unexpected error in a promptkit stream", exc_info=True)
+        error = StreamError(f"unexpected error in the stream worker: {exc!r}")
+        error.__cause__ = exc
+        terminal = StreamEvent("error", error=error)
+    finally:
+        if terminal is None:  # pragma: no cover - only if StreamEvent itself failed
+            terminal = StreamEvent("error", error=StreamError("stream ended without a result"))
+        control.finish(terminal)
+
+
+class Stream:
+    """The events of one turn, as they arrive.
+
+    Iterate it (``for event in stream``) or call :meth:`result`. A Stream has
+    one consumer. Callbacks given to ``send_stream`` run in the consuming
+    thread, in event order, just before each event is yielded. Breaking out of
+    the loop, :meth:`cancel`, :meth:`close`, leaving a ``with`` block and
+    garbage collection all cancel the upstream request; the turn then ends
+    with a ``done`` event whose Response has ``finish_reason == "cancelled"``.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[StreamControl], Response],
+        *,
+        buffer_size: int = 10,
+        on_content: Optional[Callable[[str], Any]] = None,
+        on_tool_call: Optional[Callable[[Any], Any]] = None,
+        on_tool_result: Optional[Callable[[Any], Any]] = None,
+        on_error: Optional[Callable[[BaseException], Any]] = None,
+        on_done: Optional[Callable[[Response], Any]] = None,
+    ) -> None:
+        self._control = StreamControl(buffer_size)
+        self._callbacks = {
+            "content": on_content,
+            "tool_call": on_tool_call,
+            "tool_result": on_tool_result,
+            "error": on_error,
+            "done": on_done,
+        }
+        self._has_callbacks = any(cb is not None for cb in self._callbacks.values())
+        self._terminal: Optional[StreamEvent] = None
+        self._consuming = False
+        self._thread = threading.Thread(
+            target=_worker, args=(self._control, run), name=f"promptkit-stream-{next(_ids)}", daemon=True
+        )
+        self._thread.start()
+
+    # -- consuming -------------------------------------------------------
+    def __iter__(self) -> Iterator[StreamEvent]:
+        return self._events()
+
+    def _events(self) -> Iterator[StreamEvent]:
+        if self._terminal is not None:
+            return
+        if self._consuming:
+            raise RuntimeError("this Stream is already being consumed; a Stream has one consumer")
+        self._consuming = True
+        get = self._control.queue.get
+        try:
+            while True:
+                event = get()
+                if event.type == "done" or event.type == "error":
+                    self._terminal = event
+                if self._has_callbacks:
+                    self._dispatch(event)
+                yield event
+                if self._terminal is not None:
+                    return
+        finally:
+            self._consuming = False
+            if self._terminal is None:  # the consumer left early: break, exception, or generator closed
+                self.close()
+
+    def _dispatch(self, event: StreamEvent) -> None:
+        callback = self._callbacks[event.type]
+        if callback is None:
+            return
+        if event.type == "content":
+            arg: Any = event.content
+        elif event.type == "tool_call":
+            arg = event.tool_call
+        elif event.type == "tool_result":
+            arg = event.tool_result
+        elif event.type == "error":
+            arg = event.error
+        else:
+            arg = event.final
+        try:
+            callback(arg)
+        except Exception as exc:
+            error = CallbackError(f"the on_{event.type} callback raised {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            if self._terminal is None:
+                self._control.cancel(error)
+                self._join()
+            self._terminal = StreamEvent("error", error=error)
+            raise error from exc
+
+    def result(self) -> Response:
+        """Consume the rest of the stream (running callbacks) and return the Response.
+
+        After a ``break``, :meth:`cancel` or :meth:`close` this returns the
+        cancelled Response. Raises the stream's error if it ended in one.
+        """
+        if self._terminal is None:
+            for _ in self._events():
+                pass
+        terminal = self._terminal
+        assert terminal is not None
+        if terminal.type == "error":
+            assert terminal.error is not None
+            raise terminal.error
+        assert terminal.final is not None
+        return terminal.final
+
+    # -- stopping --------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the stream: returns at once. Thread-safe and idempotent."""
+        self._control.cancel()
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Cancel (if still running) and wait until the worker thread has exited."""
+        self._control.cancel()
+        self._join(timeout)
+        if self._terminal is None and not self._thread.is_alive():
+            self._drain_terminal()
+
+    def _join(self, timeout: Optional[float] = None) -> None:
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _drain_terminal(self) -> None:
+        """Find the terminal event among what the worker left queued (no callbacks: the consumer left)."""
+        queue = self._control.queue
+        while True:
+            try:
+                event = queue.get_nowait()
+            except Exception:  # queue.Empty: the worker always queues a terminal, so this is not reached
+                return
+            if event.is_terminal:
+                self._terminal = event
+                return
+
+    @property
+    def done(self) -> bool:
+        """Whether the consumer has seen (or close() collected) the terminal event."""
+        return self._terminal is not None
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether cancel() was called (by the user, a break, or a failing callback)."""
+        return self._control.cancelled
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # An abandoned stream must not keep a socket and a thread busy.
+        control = getattr(self, "_control", None)
+        if control is not None and getattr(self, "_terminal", None) is None:
+            control.cancel()

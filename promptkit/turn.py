@@ -1,0 +1,388 @@
+"""One turn: the request rounds between a user message and the final reply.
+
+Runs on the stream's worker thread. It reads each HTTP body as bytes arrive,
+frames them as server-sent events, folds the chunks into an
+:class:`~promptkit.accumulator.Accumulator`, and emits events. When a round
+ends with tool calls that all have handlers, it runs them and starts the next
+round on the same stream. It retries a dropped or silent connection only
+before that request has produced any output, and never after.
+
+The turn reports its outcome through :class:`TurnSink` (the conversation),
+*before* the terminal event is queued, so history is committed by the time
+the consumer sees ``done``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+
+import attrs
+
+from .accumulator import Accumulator
+from .errors import APIConnectionError, APIError, APITimeoutError, StreamError, StreamTruncatedError, ToolError
+from .pricing import PriceTable
+from .retry import RetryPolicy
+from .sse import SSEParser
+from .stream import StreamControl
+from .tokens import estimate_usage
+from .tools import ToolRegistry
+from .transport import HTTPStream, Transport
+from .types import Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
+
+__all__ = ["TurnSettings", "Turn", "TurnSink"]
+
+logger = logging.getLogger(__name__)
+_monotonic = time.monotonic
+_loads = json.loads
+
+
+class TurnSink(Protocol):
+    """Where a turn reports how it ended (implemented by the conversation)."""
+
+    def commit(self, messages: List[Dict[str, Any]], response: Response) -> None:
+        """The turn ended with ``done`` (success or cancelled): record ``messages``."""
+
+    def fail(self, partial: Optional[Response]) -> None:
+        """The turn ended with an error: record nothing but the tokens it consumed."""
+
+
+@attrs.frozen
+class TurnSettings:
+    """What a turn needs from its client and conversation."""
+
+    model: str
+    params: Dict[str, Any]
+    timeout: Timeout
+    policy: RetryPolicy
+    prices: PriceTable
+    max_rounds: int = 10
+    tool_workers: int = 4
+    include_usage: bool = True
+
+
+@attrs.define
+class _Round:
+    """Totals carried across the rounds of a turn."""
+
+    usage: Usage = Usage()
+    cost: float = 0.0
+    cost_known: bool = True
+    tool_calls: List[ToolCall] = attrs.Factory(list)
+    tool_results: List[ToolResult] = attrs.Factory(list)
+    messages: List[Dict[str, Any]] = attrs.Factory(list)
+    rounds: int = 0
+    ttft: Optional[float] = None
+
+
+class Turn:
+    """Runs one turn on a stream's worker thread (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        settings: TurnSettings,
+        history: List[Dict[str, Any]],
+        new_messages: List[Dict[str, Any]],
+        tools: ToolRegistry,
+        sink: TurnSink,
+        started: float,
+        deadline: Optional[float],
+    ) -> None:
+        self._transport = transport
+        self._settings = settings
+        self._history = history  # messages before this turn (system prompt included)
+        self._tools = tools
+        self._sink = sink
+        self._t0 = started
+        self._deadline = deadline
+        self._totals = _Round(messages=list(new_messages))
+        self._http: Optional[HTTPStream] = None
+        self._attempt = 1
+        self._acc: Optional[Accumulator] = None  # the current round's
+        self._acc_counted = False  # whether its usage is in the totals yet
+        self._reported = False  # the sink hears exactly once how the turn ended
+
+    # -- requests --------------------------------------------------------
+    def payload(self) -> Dict[str, Any]:
+        """The request body for the next round."""
+        body: Dict[str, Any] = {"model": self._settings.model, "messages": self._history + self._totals.messages}
+        body.update(self._settings.params)
+        body["stream"] = True
+        if self._settings.include_usage:
+            body["stream_options"] = {"include_usage": True}
+        if len(self._tools):
+            body["tools"] = self._tools.to_openai()
+        return body
+
+    def _header_timeout(self) -> Optional[float]:
+        idle = self._settings.timeout.idle
+        if self._deadline is None:
+            return idle
+        remaining = max(0.001, self._deadline - _monotonic())
+        return remaining if idle is None else min(idle, remaining)
+
+    def open(self, wait: Callable[[float], bool]) -> None:
+        """Open the next round's request, retrying under the policy (raises on failure)."""
+        def bounded_wait(seconds: float) -> bool:
+            if self._deadline is not None and _monotonic() + seconds >= self._deadline:
+                return False
+            return wait(seconds)
+
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        self._http, self._attempt = self._transport.open_with_retries(
+            self.payload(),
+            policy=self._settings.policy,
+            connect_timeout=self._settings.timeout.connect,
+            read_timeout=self._header_timeout,
+            wait=bounded_wait,
+            attempt=self._attempt,
+        )
+
+    # -- the worker's entry point ----------------------------------------
+    def run(self, control: StreamControl) -> Response:
+        """Run every round; return the final (or cancelled) Response, or raise with ``partial`` set."""
+        totals = self._totals
+        try:
+            while True:
+                totals.rounds += 1
+                self._read_round(control)
+                acc = self._acc
+                assert acc is not None
+                if control.cancelled:
+                    return self._end_cancelled(control)
+                self._count_usage()
+                calls = acc.tool_calls()
+                if acc.finish_reason != "tool_calls" and not calls:
+                    return self._end(acc)
+                totals.tool_calls.extend(calls)
+                assistant = _assistant_message(acc.content, calls)
+                if not calls or not all(self._tools.has_handler(c.name) for c in calls):
+                    return self._end(acc, assistant)  # pending calls: the application answers them
+                if totals.rounds >= self._settings.max_rounds:
+                    raise ToolError(f"the tool loop reached max_rounds={self._settings.max_rounds} without a final answer")
+                results = self._run_tools(control, calls)
+                if results is None:
+                    return self._end_cancelled(control)
+                totals.messages.append(assistant)
+                totals.messages.extend(r.to_message() for r in results)
+                totals.tool_results.extend(results)
+                for result in results:
+                    control.emit(StreamEvent("tool_result", tool_result=result))
+                self._acc = None
+                if control.cancelled:
+                    return self._end_cancelled(control)
+                self.open(control.sleep)
+        except APIError as error:
+            if control.cancelled and control.cancel_error is None:
+                return self._end_cancelled(control)
+            self._count_usage()
+            error.partial = self._response(finish_reason=None)
+            self._report(None, error.partial)
+            raise
+        except ToolError:
+            self._report(None, self._response(finish_reason=None))
+            raise
+        except BaseException:
+            self._report(None, None)
+            raise
+        finally:
+            if self._http is not None:
+                self._http.close()
+                control.detach()
+
+    # -- one round ---------------------------------------------------------
+    def _read_round(self, control: StreamControl) -> None:
+        """Read one response body into ``self._acc``; retry a broken or silent connection before any output."""
+        while True:
+            assert self._http is not None
+            acc = self._acc = Accumulator()
+            self._acc_counted = False
+            control.attach(self._http)
+            try:
+                self._pump(control, self._http, acc)
+                return
+            except APIConnectionError as error:
+                if control.cancelled:
+                    return
+                retryable = not acc.saw_output and not (isinstance(error, APITimeoutError) and error.kind == "total")
+                delay = self._settings.policy.next_delay(error, self._attempt) if retryable else None
+                if delay is None or (self._deadline is not None and _monotonic() + delay >= self._deadline):
+                    error.attempts = self._attempt
+                    raise
+                logger.info("attempt %d failed before any output (%s); retrying in %.2fs", self._attempt, error, delay)
+                control.detach()
+                if not control.sleep(delay):
+                    return
+                self._attempt += 1
+                self.open(control.sleep)
+
+    def _pump(self, control: StreamControl, http: HTTPStream, acc: Accumulator) -> None:
+        """The hot loop: bytes -> SSE -> chunks -> events, until ``[DONE]``, EOF or cancel."""
+        parser = SSEParser()
+        feed = parser.feed
+        accumulate = acc.feed
+        emit = control.emit
+        idle = self._settings.timeout.idle
+        deadline = self._deadline
+        last = _monotonic()
+        while True:
+            wait = None if idle is None else idle - (_monotonic() - last)
+            kind = "idle"
+            if deadline is not None:
+                remaining = deadline - _monotonic()
+                if wait is None or remaining < wait:
+                    wait, kind = remaining, "total"
+            if wait is not None and wait <= 0:
+                raise self._timeout(kind)
+            try:
+                data = http.read1(wait)
+            except TimeoutError:
+                if control.cancelled:
+                    return
+                raise self._timeout(kind) from None
+            if control.cancelled:
+                return
+            if not data:
+                tail = parser.close()
+                if tail is not None and tail.data == "[DONE]":
+                    break
+                if acc.finish_reason is None:
+                    raise StreamTruncatedError("the stream ended before [DONE] and without a finish_reason")
+                break  # a finished reply whose server omitted [DONE]
+            events = feed(data)
+            if not events:
+                continue  # comments and partial lines do not count as activity
+            last = _monotonic()
+            for sse in events:
+                text = sse.data
+                if text == "[DONE]":
+                    for event in acc.finish():
+                        emit(event)
+                    http.finish()
+                    return
+                try:
+                    chunk = _loads(text)
+                except ValueError:
+                    if sse.event == "error":
+                        raise StreamError(f"the server sent an error event: {text[:300]}", body=text) from None
+                    raise StreamError(f"malformed chunk (not JSON): {text[:200]!r}", body=text) from None
+                if sse.event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
+                    raise StreamError(f"the server sent an error event: {text[:300]}", body=chunk)
+                for event in accumulate(chunk):
+                    if self._totals.ttft is None:
+                        self._totals.ttft = _monotonic()
+                    emit(event)
+        for event in acc.finish():
+            emit(event)
+
+    def _timeout(self, kind: str) -> APITimeoutError:
+        if kind == "total":
+            return APITimeoutError(f"the turn exceeded its total deadline of {self._settings.timeout.total}s", kind="total")
+        return APITimeoutError(f"no event from the server for {self._settings.timeout.idle}s", kind="idle")
+
+    # -- tools -------------------------------------------------------------
+    def _run_tools(self, control: StreamControl, calls: Sequence[ToolCall]) -> Optional[List[ToolResult]]:
+        tools = self._tools
+        tasks = [lambda call=call: tools.execute(call) for call in calls]
+        timeouts = [getattr(tools.get(call.name), "timeout", None) for call in calls]
+
+        def timed_out(i: int) -> ToolResult:
+            call = calls[i]
+            logger.warning("tool %r timed out after %ss", call.name, timeouts[i])
+            message = f"tool {call.name!r} timed out after {timeouts[i]}s"
+            return ToolResult(call.id, call.name, json.dumps({"error": message}), is_error=True)
+
+        return control.run_parallel(
+            tasks, max_workers=self._settings.tool_workers, timeouts=timeouts, on_timeout=timed_out, deadline=self._deadline
+        )
+
+    # -- results -----------------------------------------------------------
+    def _count_usage(self) -> None:
+        """Add the current round's usage (the server's, or an estimate) and cost to the totals, once."""
+        acc = self._acc
+        if acc is None or self._acc_counted:
+            return
+        self._acc_counted = True
+        usage = acc.usage
+        if usage is None:
+            calls = acc.tool_calls()
+            usage = estimate_usage(
+                model=acc.model or self._settings.model,
+                messages=self._history + self._totals.messages,
+                tools=self._tools.to_openai() or None,
+                completion_text=acc.content + acc.reasoning,
+                tool_call_arguments=[c.arguments_json for c in calls],
+                tool_call_names=[c.name for c in calls],
+            )
+        cost, known = self._settings.prices.cost(usage, acc.model or self._settings.model)
+        totals = self._totals
+        totals.usage = totals.usage + usage
+        totals.cost += cost
+        totals.cost_known = totals.cost_known and known
+
+    def _response(self, finish_reason: Optional[str]) -> Response:
+        totals = self._totals
+        acc = self._acc
+        now = _monotonic()
+        return Response(
+            content=acc.content if acc is not None else "",
+            tool_calls=tuple(totals.tool_calls),
+            finish_reason=finish_reason,
+            usage=totals.usage,
+            cost=totals.cost,
+            cost_known=totals.cost_known,
+            latency_ms=(now - self._t0) * 1000.0,
+            ttft_ms=None if totals.ttft is None else (totals.ttft - self._t0) * 1000.0,
+            model=(acc.model if acc is not None and acc.model else self._settings.model),
+            id=acc.id if acc is not None else "",
+            reasoning=acc.reasoning if acc is not None else "",
+            refusal=acc.refusal if acc is not None else "",
+            tool_results=tuple(totals.tool_results),
+            rounds=totals.rounds,
+            choices=acc.choices() if acc is not None else (),
+        )
+
+    def _report(self, response: Optional[Response], partial: Optional[Response] = None) -> None:
+        """Tell the sink how the turn ended: commit ``response``, or fail with ``partial``. Once only."""
+        if self._reported:
+            return
+        self._reported = True
+        if response is not None:
+            self._sink.commit(self._totals.messages, response)
+        else:
+            self._sink.fail(partial)
+
+    def _end(self, acc: Accumulator, assistant: Optional[Dict[str, Any]] = None) -> Response:
+        if assistant is None:
+            assistant = _assistant_message(acc.content, ())
+        self._totals.messages.append(assistant)
+        response = self._response(acc.finish_reason)
+        self._report(response)
+        return response
+
+    def _end_cancelled(self, control: StreamControl) -> Response:
+        """A stopped turn: keep the partial text (as chat UIs do), never unanswered tool calls."""
+        self._count_usage()
+        if control.cancel_error is not None:
+            self._report(None, self._response(finish_reason=None))
+            raise control.cancel_error
+        acc = self._acc
+        text = acc.content if acc is not None else ""
+        if text:
+            self._totals.messages.append(_assistant_message(text, ()))
+        response = self._response("cancelled")
+        self._report(response)
+        return response
+
+
+def _assistant_message(content: str, calls: Sequence[ToolCall]) -> Dict[str, Any]:
+    message: Dict[str, Any] = {"role": "assistant", "content": content if content or not calls else None}
+    if calls:
+        message["tool_calls"] = [call.to_message() for call in calls]
+    return message
