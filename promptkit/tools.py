@@ -40,7 +40,7 @@ _NONE = type(None)
 _SIMPLE = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"))
 _SEQUENCES = (list, tuple, collections.abc.Sequence)
 _MAPPINGS = (dict, collections.abc.Mapping)
-_UNIONS = (Union, types.UnionType)
+_UNIONS = (Union, getattr(types, "UnionType", Union))  # X | Y is 3.10+; setup.cfg allows 3.9
 _MISSING = object()
 
 
@@ -70,7 +70,9 @@ class Tool:
 
     name: str
     description: str = ""
-    parameters: Dict[str, Any] = attrs.field(factory=lambda: {"type": "object", "properties": {}}, converter=_copy_schema)
+    parameters: Dict[str, Any] = attrs.field(
+        factory=lambda: {"type": "object", "properties": {}}, converter=_copy_schema
+    )
     handler: Optional[Callable[..., Any]] = None
     timeout: Optional[float] = None
     strict: bool = False
@@ -101,7 +103,8 @@ class Tool:
 
     def to_openai(self) -> Dict[str, Any]:
         """The entry for a request's ``tools`` list: ``{"type": "function", "function": {...}}``."""
-        function = {"name": self.name, "description": self.description, "parameters": copy.deepcopy(self.parameters)}
+        parameters = copy.deepcopy(self.parameters)
+        function: Dict[str, Any] = {"name": self.name, "description": self.description, "parameters": parameters}
         if self.strict:
             function["strict"] = True
         return {"type": "function", "function": function}
@@ -241,7 +244,7 @@ def _name(ann: Any) -> str:
 
 def _globals_of(fn: Any) -> Dict[str, Any]:
     """The namespace the function's annotations were written in."""
-    for candidate in (inspect.unwrap(fn), getattr(fn, "func", None), getattr(type(fn), "__call__", None)):
+    for candidate in (inspect.unwrap(fn), getattr(fn, "func", None), getattr(type(fn), "__call__", None)):  # noqa: B004
         namespace = getattr(candidate, "__globals__", None)
         if isinstance(namespace, dict):
             return namespace
@@ -272,7 +275,7 @@ def _build(fn: Any, name: Optional[str], description: Optional[str], timeout: Op
     """Make a Tool from a function: the schema from its signature, the texts from its docstring."""
     if isinstance(fn, Tool) or not callable(fn):
         raise ToolError(f"@tool needs a function, got {fn!r}")
-    fname = getattr(fn, "__name__", None)
+    fname: str = getattr(fn, "__name__", None) or ""
     if name is None and not fname:
         raise ToolError(f"cannot name a tool for {fn!r}: pass name=")
     where = f"cannot make a tool from function {fname or name!r}"
@@ -317,8 +320,9 @@ def _build(fn: Any, name: Optional[str], description: Optional[str], timeout: Op
         properties[p.name] = schema
         arg_types[p.name] = ann
     parameters = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
-    text = description if description is not None else (summary or fname or name)
-    return Tool(name=name if name is not None else fname, description=text, parameters=parameters, handler=fn,
+    tool_name = name if name is not None else fname
+    text = description if description is not None else (summary or fname or tool_name)
+    return Tool(name=tool_name, description=text, parameters=parameters, handler=fn,
                 timeout=timeout, strict=strict, arg_types=arg_types)
 
 
@@ -391,7 +395,10 @@ class ToolRegistry:
         elif isinstance(item, Mapping):
             new = Tool.from_openai(item)
         elif callable(item):
-            new = _build(item, None, None, None, False, localns)
+            # The caller's scope may be unrelated to the function (e.g. a Conversation), so its
+            # locals only fill names the function's module lacks.
+            namespace = _globals_of(item)
+            new = _build(item, None, None, None, False, {k: v for k, v in localns.items() if k not in namespace})
         else:
             raise ToolError(f"cannot add {item!r} as a tool: give a Tool, a function or an OpenAI tool dict")
         if new.name in self._tools:

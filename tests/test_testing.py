@@ -52,11 +52,15 @@ def payload(stream: bool = True, usage: bool = False, messages: Optional[List[Di
 
 def post(srv: MockServer, body: Dict[str, Any], headers: Optional[Dict[str, str]] = None,
          conn: Optional[http.client.HTTPConnection] = None) -> Tuple[http.client.HTTPResponse, bytes]:
+    own = conn is None
     conn = conn or http.client.HTTPConnection("127.0.0.1", port_of(srv), timeout=10)
     conn.request("POST", "/v1/chat/completions", json.dumps(body),
                  {"Content-Type": "application/json", **(headers or {})})
     resp = conn.getresponse()
-    return resp, resp.read()
+    data = resp.read()
+    if own:
+        conn.close()
+    return resp, data
 
 
 def events(body: bytes) -> List[str]:
@@ -267,6 +271,7 @@ def test_unknown_path_is_404(server: MockServer) -> None:
     conn.request("POST", "/v1/completions", "{}")
     resp = conn.getresponse()
     assert resp.status == 404 and "error" in json.loads(resp.read())
+    conn.close()
 
 
 # --------------------------------------------------------------------------- framing and connections
@@ -402,6 +407,20 @@ def test_disconnect_mid_stream_is_quiet_and_counted(server: MockServer, capsys: 
     assert json.loads(body)["choices"][0]["message"]["content"] == "still alive"
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err and "Traceback" not in captured.out
+
+
+def test_disconnect_during_a_long_delay_is_seen_at_once(server: MockServer) -> None:
+    server.enqueue(MockReply.text("one two three", delay=60))
+    conn = http.client.HTTPConnection("127.0.0.1", port_of(server), timeout=10)
+    conn.request("POST", "/v1/chat/completions", json.dumps(payload()))
+    resp = conn.getresponse()
+    read_event(resp)
+    read_event(resp)  # "one"; the server now waits 60 s before "two"
+    resp.close()
+    conn.close()
+    started = time.monotonic()
+    assert server.disconnected.wait(10)
+    assert time.monotonic() - started < 5  # the pause watches the socket, it does not wait out the delay
 
 
 def test_reset_gives_a_connection_error(server: MockServer) -> None:

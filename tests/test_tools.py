@@ -70,7 +70,8 @@ SCHEMA_ROWS = [
     ("tuple-ellipsis", Tuple[int, ...], _NO, {"type": "array", "items": {"type": "integer"}}, True),
     ("bare-list", list, _NO, {"type": "array"}, True),
     ("list-default", list[int], [1, 2], {"type": "array", "items": {"type": "integer"}, "default": [1, 2]}, False),
-    ("tuple-default", tuple[int, ...], (1, 2), {"type": "array", "items": {"type": "integer"}, "default": [1, 2]}, False),
+    ("tuple-default", tuple[int, ...], (1, 2), {"type": "array", "items": {"type": "integer"}, "default": [1, 2]},
+     False),
     ("dict", dict[str, int], _NO, {"type": "object", "additionalProperties": {"type": "integer"}}, True),
     (
         "Dict-nested",
@@ -128,7 +129,9 @@ SCHEMA_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("annotation, default, expected, required", [r[1:] for r in SCHEMA_ROWS], ids=[r[0] for r in SCHEMA_ROWS])
+@pytest.mark.parametrize(
+    "annotation, default, expected, required", [r[1:] for r in SCHEMA_ROWS], ids=[r[0] for r in SCHEMA_ROWS]
+)
 def test_schema_table(annotation: Any, default: Any, expected: Any, required: bool) -> None:
     if default is _NO:
 
@@ -206,7 +209,9 @@ def test_docstring_styles_give_descriptions(doc: str) -> None:
 
     weather.__doc__ = doc
     made = tool(weather)
-    summary = "Look up the weather.\n\nUses the cached forecast\nwhen it is fresh." if doc is GOOGLE else "Look up the weather."
+    summary = "Look up the weather."
+    if doc is GOOGLE:
+        summary += "\n\nUses the cached forecast\nwhen it is fresh."
     assert made.description == summary
     assert made.parameters == {
         "type": "object",
@@ -491,6 +496,28 @@ def test_registry_add_and_lookup() -> None:
     assert ToolRegistry().to_openai() == []
 
 
+def _add_from_unrelated_scope(registry: ToolRegistry, fn: Any) -> Tool:
+    Color = int  # noqa: N806, F841 -- a local of the calling scope, unrelated to fn's annotations
+    return registry.add(fn)
+
+
+def test_registry_add_resolves_caller_locals_after_module_globals() -> None:
+    class Shade(enum.Enum):
+        DARK = "dark"
+
+    def shade(value: Shade) -> str:
+        return value.value
+
+    def paint(color: Color) -> str:
+        return color.value
+
+    registry = ToolRegistry()
+    assert registry.add(shade).parameters["properties"]["value"] == {"type": "string", "enum": ["dark"]}
+    # The module's Color wins over the adding scope's unrelated local "Color".
+    made = _add_from_unrelated_scope(registry, paint)
+    assert made.parameters["properties"]["color"] == {"type": "string", "enum": ["red", "green"]}
+
+
 def test_registry_duplicates_and_bad_items() -> None:
     registry = ToolRegistry([add])
     with pytest.raises(ToolError, match="duplicate tool name 'add'"):
@@ -551,7 +578,9 @@ def recorded_tool(result: Any = "ok") -> Tuple[Tool, Recorder]:
     recorder = Recorder(result)
     calls = recorder.calls
 
-    def target(city: str, days: int = 1, color: Optional[Color] = None, sizes: list[Size] = [], ratio: float = 1.0) -> Any:
+    def target(
+        city: str, days: int = 1, color: Optional[Color] = None, sizes: list[Size] = [], ratio: float = 1.0  # noqa: B006
+    ) -> Any:
         calls.append({"city": city, "days": days, "color": color, "sizes": sizes, "ratio": ratio})
         if isinstance(recorder.result, BaseException):
             raise recorder.result
@@ -595,7 +624,8 @@ def test_execute_converts_enums_and_passes_values() -> None:
     made, recorder = recorded_tool()
     arguments = {"city": "Oslo", "days": 3, "color": "green", "sizes": [2, 1], "ratio": 2}
     assert execute(made, call("target", arguments)).is_error is False
-    assert recorder.calls == [{"city": "Oslo", "days": 3, "color": Color.GREEN, "sizes": [Size.LARGE, Size.SMALL], "ratio": 2}]
+    expected = {"city": "Oslo", "days": 3, "color": Color.GREEN, "sizes": [Size.LARGE, Size.SMALL], "ratio": 2}
+    assert recorder.calls == [expected]
     assert isinstance(recorder.calls[0]["color"], Color)
     assert execute(made, call("target", {"city": "Oslo", "color": None})).is_error is False
     assert recorder.calls[1]["color"] is None
@@ -604,10 +634,19 @@ def test_execute_converts_enums_and_passes_values() -> None:
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        ({"city": "Oslo", "color": "blue"}, "invalid value for argument 'color' of tool 'target': 'blue' is not one of ['red', 'green']"),
-        ({"city": "Oslo", "sizes": [1, 3]}, "invalid value for argument 'sizes' of tool 'target': 3 is not one of [1, 2]"),
+        (
+            {"city": "Oslo", "color": "blue"},
+            "invalid value for argument 'color' of tool 'target': 'blue' is not one of ['red', 'green']",
+        ),
+        (
+            {"city": "Oslo", "sizes": [1, 3]},
+            "invalid value for argument 'sizes' of tool 'target': 3 is not one of [1, 2]",
+        ),
         ({}, "invalid arguments for tool 'target': missing a required argument: 'city'"),
-        ({"city": "Oslo", "town": "x"}, "invalid arguments for tool 'target': got an unexpected keyword argument 'town'"),
+        (
+            {"city": "Oslo", "town": "x"},
+            "invalid arguments for tool 'target': got an unexpected keyword argument 'town'",
+        ),
     ],
 )
 def test_execute_bad_arguments_do_not_call_the_handler(arguments: Dict[str, Any], message: str) -> None:
@@ -670,7 +709,8 @@ def test_execute_unserialisable_result() -> None:
 
 
 def test_execute_on_tool_handler_converts_enums_from_its_own_hints() -> None:
-    registry = ToolRegistry([{"name": "paint", "parameters": {"type": "object", "properties": {"c": {"type": "string"}}}}])
+    schema = {"type": "object", "properties": {"c": {"type": "string"}}}
+    registry = ToolRegistry([{"name": "paint", "parameters": schema}])
     seen: List[Any] = []
 
     def paint(c: Color) -> str:

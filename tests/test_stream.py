@@ -1,0 +1,233 @@
+"""Stream: queue, backpressure, callbacks, cancel, one terminal event. No HTTP here."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from typing import Any, Callable, List
+
+import pytest
+
+from promptkit.errors import APIConnectionError, CallbackError, StreamError
+from promptkit.stream import Stream, StreamControl
+from promptkit.types import Response, StreamEvent
+
+
+def producer(texts: List[str], *, final: str = "stop", gate: "threading.Event | None" = None) -> Callable[[StreamControl], Response]:
+    """A run function emitting content events, optionally waiting on ``gate`` after the first."""
+
+    def run(control: StreamControl) -> Response:
+        sent = []
+        for n, text in enumerate(texts):
+            if not control.emit(StreamEvent("content", content=text)):
+                return Response(content="".join(sent), finish_reason="cancelled")
+            sent.append(text)
+            if n == 0 and gate is not None:
+                while not gate.wait(0.01):
+                    if control.cancelled:
+                        return Response(content="".join(sent), finish_reason="cancelled")
+        return Response(content="".join(sent), finish_reason=final)
+
+    return run
+
+
+def test_iterates_events_then_one_done() -> None:
+    stream = Stream(producer(["a", "b", "c"]))
+    events = list(stream)
+    assert [e.type for e in events] == ["content", "content", "content", "done"]
+    assert events[-1].final is not None and events[-1].final.content == "abc"
+    assert stream.result().content == "abc"
+    assert list(stream) == []  # the terminal event is never delivered twice
+
+
+def test_callbacks_run_in_consumer_thread_in_order() -> None:
+    seen: List[Any] = []
+    me = threading.current_thread()
+
+    def note(kind: str) -> Callable[[Any], None]:
+        def cb(arg: Any) -> None:
+            assert threading.current_thread() is me
+            seen.append((kind, arg if kind != "done" else arg.content))
+
+        return cb
+
+    resp = Stream(producer(["x", "y"]), on_content=note("content"), on_done=note("done")).result()
+    assert resp.content == "xy"
+    assert seen == [("content", "x"), ("content", "y"), ("done", "xy")]
+
+
+def test_callback_raising_cancels_and_raises_callback_error() -> None:
+    gate = threading.Event()
+
+    def bad(text: str) -> None:
+        raise ValueError("nope")
+
+    stream = Stream(producer(["a", "b"], gate=gate), on_content=bad)
+    with pytest.raises(CallbackError) as info:
+        stream.result()
+    assert isinstance(info.value.__cause__, ValueError)
+    assert stream.cancelled
+    with pytest.raises(CallbackError):
+        stream.result()  # the same outcome again, no hang
+
+
+def test_error_from_run_is_the_terminal_event() -> None:
+    def run(control: StreamControl) -> Response:
+        control.emit(StreamEvent("content", content="partial"))
+        raise APIConnectionError("reset", partial=Response(content="partial"))
+
+    stream = Stream(run)
+    events = list(stream)
+    assert [e.type for e in events] == ["content", "error"]
+    assert isinstance(events[-1].error, APIConnectionError)
+    with pytest.raises(APIConnectionError) as info:
+        stream.result()
+    assert info.value.partial is not None and info.value.partial.content == "partial"
+
+
+def test_unexpected_exception_becomes_stream_error() -> None:
+    def run(control: StreamControl) -> Response:
+        raise KeyError("bug")
+
+    with pytest.raises(StreamError) as info:
+        Stream(run).result()
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_break_cancels_and_result_returns_cancelled() -> None:
+    gate = threading.Event()
+    stream = Stream(producer(["first", "never"], gate=gate))
+    for event in stream:
+        assert event.content == "first"
+        break
+    assert stream.cancelled
+    resp = stream.result()
+    assert resp.finish_reason == "cancelled" and resp.content == "first"
+
+
+def test_slow_consumer_applies_backpressure() -> None:
+    produced: List[int] = []
+    blocked = threading.Event()
+
+    def run(control: StreamControl) -> Response:
+        for n in range(50):
+            if control.queue.full():
+                blocked.set()
+            if not control.emit(StreamEvent("content", content=str(n))):
+                break
+            produced.append(n)
+        return Response(finish_reason="stop")
+
+    stream = Stream(run, buffer_size=3)
+    assert blocked.wait(5.0)  # the worker found the buffer full: it is waiting for the consumer
+    assert len(produced) <= 4
+    assert len([e for e in stream if e.type == "content"]) == 50
+
+
+def test_cancel_wakes_a_worker_blocked_on_a_full_queue() -> None:
+    finished = threading.Event()
+
+    def run(control: StreamControl) -> Response:
+        n = 0
+        while control.emit(StreamEvent("content", content="x")):
+            n += 1
+        finished.set()
+        return Response(finish_reason="cancelled")
+
+    stream = Stream(run, buffer_size=2)
+    stream.cancel()
+    assert finished.wait(5.0)
+    stream.close(timeout=5.0)
+    assert stream.result().finish_reason == "cancelled"
+
+
+def test_abandoned_stream_is_cancelled_by_garbage_collection() -> None:
+    gate = threading.Event()
+    stopped = threading.Event()
+
+    def run(control: StreamControl) -> Response:
+        control.emit(StreamEvent("content", content="a"))
+        while not gate.wait(0.01):
+            if control.cancelled:
+                stopped.set()
+                return Response(finish_reason="cancelled")
+        return Response(finish_reason="stop")
+
+    stream = Stream(run)
+    del stream
+    gc.collect()
+    assert stopped.wait(5.0)
+
+
+def test_with_block_closes_and_joins() -> None:
+    gate = threading.Event()
+    with Stream(producer(["a", "b"], gate=gate)) as stream:
+        first = next(iter(stream))
+        assert first.content == "a"
+    assert stream.done
+    assert stream.result().finish_reason == "cancelled"
+
+
+def test_one_consumer_only() -> None:
+    gate = threading.Event()
+    stream = Stream(producer(["a", "b"], gate=gate))
+    it = iter(stream)
+    next(it)
+    with pytest.raises(RuntimeError, match="one consumer"):
+        next(iter(stream))
+    gate.set()
+    rest = list(it)
+    assert rest[-1].type == "done"
+
+
+def test_cancel_is_idempotent_and_thread_safe() -> None:
+    gate = threading.Event()
+    stream = Stream(producer(["a", "b"], gate=gate))
+    threads = [threading.Thread(target=stream.cancel) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5.0)
+    stream.cancel()
+    assert stream.result().finish_reason == "cancelled"
+
+
+def test_to_dict_has_the_five_keys() -> None:
+    events = list(Stream(producer(["hi"])))
+    for event in events:
+        d = event.to_dict()
+        assert {"type", "content", "tool_call", "final", "error"} <= set(d)
+    assert events[-1].to_dict()["final"]["content"] == "hi"
+    err = StreamEvent("error", error=APIConnectionError("boom")).to_dict()
+    assert err["error"] == {"type": "APIConnectionError", "message": "boom"}
+
+
+def test_run_parallel_keeps_call_order() -> None:
+    control = StreamControl(10)
+    second_done = threading.Event()
+
+    def first() -> str:
+        assert second_done.wait(5.0)  # finishes after the second
+        return "one"
+
+    def second() -> str:
+        second_done.set()
+        return "two"
+
+    results = control.run_parallel([first, second], max_workers=2, timeouts=[None, None], on_timeout=lambda i: "late")
+    assert results == ["one", "two"]
+
+
+def test_run_parallel_timeout_gives_timeout_result() -> None:
+    control = StreamControl(10)
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(5.0)
+        return "slow"
+
+    try:
+        results = control.run_parallel([slow], max_workers=1, timeouts=[0.05], on_timeout=lambda i: f"timeout {i}")
+        assert results == ["timeout 0"]
+    finally:
+        release.set()
