@@ -330,8 +330,8 @@ def test_connection_threads_are_named(server: MockServer) -> None:
 # --------------------------------------------------------------------------- timing: flushed events, stalls
 
 
-def test_first_event_arrives_before_the_reply_is_finished() -> None:
-    srv = MockServer().start()
+def test_first_event_arrives_before_the_reply_is_finished(server: MockServer) -> None:
+    srv = server  # closed explicitly below; the fixture's close() is then a no-op
     srv.enqueue(MockReply.text("never sent in full", first_delay=60))
     conn = http.client.HTTPConnection("127.0.0.1", port_of(srv), timeout=10)
     conn.request("POST", "/v1/chat/completions", json.dumps(payload()))
@@ -347,8 +347,8 @@ def test_first_event_arrives_before_the_reply_is_finished() -> None:
     assert mock_threads() == []
 
 
-def test_delay_between_deltas_streams_incrementally() -> None:
-    srv = MockServer().start()
+def test_delay_between_deltas_streams_incrementally(server: MockServer) -> None:
+    srv = server
     srv.enqueue(MockReply.text("alpha beta gamma", delay=60))
     conn = http.client.HTTPConnection("127.0.0.1", port_of(srv), timeout=10)
     conn.request("POST", "/v1/chat/completions", json.dumps(payload()))
@@ -361,8 +361,8 @@ def test_delay_between_deltas_streams_incrementally() -> None:
 
 
 @pytest.mark.parametrize("before_headers", [False, True])
-def test_stall_is_released_by_close(before_headers: bool) -> None:
-    srv = MockServer().start()
+def test_stall_is_released_by_close(server: MockServer, before_headers: bool) -> None:
+    srv = server
     srv.enqueue(MockReply.stall(after_text="partial", before_headers=before_headers))
     sock = raw_request(srv, payload())
     assert srv.wait_for_requests(1)

@@ -1,0 +1,174 @@
+"""Request shape, status mapping and retries, with `responses` mocking requests."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import pytest
+import responses
+
+import promptkit
+from promptkit.retry import RetryPolicy, parse_retry_after
+from promptkit.transport import Transport
+
+URL = "https://api.openai.com/v1/chat/completions"
+SSE = {"Content-Type": "text/event-stream"}
+
+
+def body(*texts: str, usage: bool = True) -> str:
+    chunks = [{"id": "c1", "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
+    chunks += [{"id": "c1", "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": t}}]} for t in texts]
+    chunks.append({"id": "c1", "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if usage:
+        chunks.append({"id": "c1", "model": "gpt-4o-mini", "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}})
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
+@pytest.fixture
+def mocked() -> Iterator[responses.RequestsMock]:
+    # Every stream is consumed to its end inside the block, so no late request escapes to the network.
+    with responses.RequestsMock() as rsps:
+        yield rsps
+
+
+@pytest.fixture
+def client() -> Iterator[promptkit.Client]:
+    with promptkit.Client(api_key="sk-secret-123", max_retries=2) as c:
+        yield c
+
+
+def test_request_shape(mocked: responses.RequestsMock, client: promptkit.Client) -> None:
+    mocked.post(URL, body=body("Hi", " there"), headers=SSE)
+    conv = client.conversation(system_prompt="sys", max_tokens=5)
+    resp = conv.send("hello")
+    assert resp.content == "Hi there" and resp.usage.total_tokens == 12
+    request = mocked.calls[0].request
+    assert request.headers["Authorization"] == "Bearer sk-secret-123"
+    assert request.headers["Accept"] == "text/event-stream"
+    sent = json.loads(request.body)
+    assert sent == {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hello"}],
+        "max_tokens": 5,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+@pytest.mark.parametrize(
+    "status,cls",
+    [
+        (400, promptkit.BadRequestError),
+        (422, promptkit.BadRequestError),
+        (401, promptkit.AuthenticationError),
+        (403, promptkit.AuthenticationError),
+        (404, promptkit.NotFoundError),
+        (418, promptkit.APIStatusError),
+    ],
+)
+def test_status_mapping_without_retry(mocked: responses.RequestsMock, client: promptkit.Client, status: int, cls: type) -> None:
+    mocked.post(URL, json={"error": {"message": f"status {status} says no"}}, status=status, headers={"x-request-id": "req_1"})
+    with pytest.raises(cls) as info:
+        client.conversation().send_stream("q")
+    error = info.value
+    assert type(error) is cls
+    assert error.status_code == status and error.request_id == "req_1"
+    assert f"status {status} says no" in str(error)
+    assert error.body == {"error": {"message": f"status {status} says no"}}
+    assert len(mocked.calls) == 1
+
+
+@pytest.mark.parametrize("status,cls", [(429, promptkit.RateLimitError), (500, promptkit.ServerError), (503, promptkit.ServerError), (408, promptkit.APIStatusError), (409, promptkit.APIStatusError)])
+def test_retryable_statuses_are_retried(mocked: responses.RequestsMock, status: int, cls: type) -> None:
+    mocked.post(URL, json={"error": {"message": "busy"}}, status=status, headers={"Retry-After": "0"})
+    with promptkit.Client(api_key="k", max_retries=2) as client:
+        with pytest.raises(cls) as info:
+            client.conversation().send_stream("q")
+    assert len(mocked.calls) == 3 and info.value.attempts == 3
+
+
+def test_retry_on_429_then_success(mocked: responses.RequestsMock, client: promptkit.Client) -> None:
+    mocked.post(URL, json={"error": {"message": "rate limited"}}, status=429, headers={"retry-after-ms": "1"})
+    mocked.post(URL, body=body("ok"), headers=SSE)
+    assert client.conversation().send("q").content == "ok"
+    assert len(mocked.calls) == 2
+
+
+def test_retry_after_too_long_is_not_retried(mocked: responses.RequestsMock, client: promptkit.Client) -> None:
+    mocked.post(URL, json={"error": {"message": "quota"}}, status=429, headers={"Retry-After": "3600"})
+    with pytest.raises(promptkit.RateLimitError) as info:
+        client.conversation().send("q")
+    assert info.value.retry_after == 3600
+    assert "not retried" in str(info.value)
+    assert len(mocked.calls) == 1
+
+
+def test_per_call_max_retries(mocked: responses.RequestsMock, client: promptkit.Client) -> None:
+    mocked.post(URL, json={"error": {"message": "down"}}, status=500, headers={"Retry-After": "0"})
+    with pytest.raises(promptkit.ServerError):
+        client.conversation().send("q", max_retries=0)
+    assert len(mocked.calls) == 1
+
+
+def test_stream_options_fallback_is_remembered(mocked: responses.RequestsMock) -> None:
+    url = "https://llm.example.test/v1/chat/completions"
+    mocked.post(url, json={"error": {"message": "Unrecognized request argument: stream_options"}}, status=400)
+    mocked.post(url, body=body("a", usage=False), headers=SSE)
+    mocked.post(url, body=body("b", usage=False), headers=SSE)
+    with promptkit.Client(base_url="https://llm.example.test/v1") as client:
+        conv = client.conversation()
+        assert conv.send("one").content == "a"
+        assert conv.send("two").content == "b"
+    # (tiktoken's attempt to download o200k for the usage estimate is also a call here)
+    sent = [json.loads(c.request.body) for c in mocked.calls if c.request.url == url]
+    assert len(sent) == 3
+    assert "stream_options" in sent[0]
+    assert "stream_options" not in sent[1] and "stream_options" not in sent[2]
+
+
+def test_wrong_content_type_raises_before_returning(mocked: responses.RequestsMock, client: promptkit.Client) -> None:
+    mocked.post(URL, body="<html>gateway</html>", status=200, content_type="text/html")
+    with pytest.raises(promptkit.StreamError, match="text/event-stream"):
+        client.conversation().send_stream("q")
+
+
+def test_connection_error_is_retried_then_raised(mocked: responses.RequestsMock, client: promptkit.Client) -> None:
+    import requests
+
+    mocked.post(URL, body=requests.exceptions.ConnectionError("refused"))
+    with pytest.raises(promptkit.APIConnectionError) as info:
+        client.conversation().send_stream("q", max_retries=1)
+    assert info.value.attempts == 2 and len(mocked.calls) == 2
+
+
+def test_key_never_in_error_messages(mocked: responses.RequestsMock, client: promptkit.Client) -> None:
+    mocked.post(URL, json={"error": {"message": "Incorrect API key provided: sk-secret-123"}}, status=401)
+    with pytest.raises(promptkit.AuthenticationError) as info:
+        client.conversation().send_stream("q")
+    assert "sk-secret-123" not in str(info.value) and "sk-secret-123" not in json.dumps(info.value.body)
+    assert "sk-secret-123" not in repr(client)
+
+
+def test_parse_retry_after_forms() -> None:
+    assert parse_retry_after({"Retry-After": "2"}) == 2.0
+    assert parse_retry_after({"retry-after-ms": "250"}) == 0.25
+    assert parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0) == pytest.approx(10.0)
+    assert parse_retry_after({"Retry-After": "soon"}) is None
+    assert parse_retry_after({}) is None
+
+
+def test_backoff_grows_with_jitter() -> None:
+    policy = RetryPolicy(max_retries=5, base_delay=1.0, max_delay=4.0)
+    for attempt, cap in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 4.0)]:
+        delays = {policy.delay(attempt) for _ in range(20)}
+        assert all(cap / 2 <= d <= cap for d in delays)
+        assert len(delays) > 1  # jittered
+
+
+def test_transport_repr_hides_key() -> None:
+    t = Transport(base_url="https://x.test/v1", api_key="sk-hidden")
+    try:
+        assert "sk-hidden" not in repr(t)
+    finally:
+        t.close()
