@@ -14,7 +14,7 @@ import re
 import threading
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import attrs
 
@@ -23,15 +23,7 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:  # pragma: no cover
     from .types import Usage
 
-__all__ = [
-    "ModelPrice",
-    "PriceTable",
-    "GenAIPricesTable",
-    "PRICES_AS_OF",
-    "BUILTIN_PRICES",
-    "normalize_model",
-    "format_cost",
-]
+__all__ = ["ModelPrice", "PriceTable", "GenAIPricesTable", "PRICES_AS_OF", "BUILTIN_PRICES", "normalize_model", "format_cost"]
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +191,15 @@ def _base_name(name: str) -> str:
     return "gpt-3.5" + base[6:] if base.startswith("gpt-35") else base
 
 
-def _resolve(name: str, known: Iterable[str]) -> Optional[str]:
+def _candidates(name: str) -> List[str]:
+    """The cleaned name, then the same without one, two... date suffixes."""
+    names = [_base_name(name)]
+    while (shorter := _DATE_SUFFIX.sub("", names[-1])) not in ("", names[-1]):
+        names.append(shorter)
+    return names
+
+
+def _resolve(name: str, known: Mapping[str, Any]) -> Optional[str]:
     """The known name that ``name`` denotes, or ``None``.
 
     Order: exact match, then after each stripped date suffix, then the longest
@@ -207,23 +207,11 @@ def _resolve(name: str, known: Iterable[str]) -> Optional[str]:
     keep ``gpt-4o-mini-x`` on ``gpt-4o-mini`` rather than ``gpt-4o``; the
     boundary keeps ``gpt-4.1`` off ``gpt-4`` and ``o3x`` off ``o3``.
     """
-    known = known if isinstance(known, (set, frozenset, dict)) else set(known)
-    candidate = _base_name(name)
-    if candidate in known:
-        return candidate
-    stripped = candidate
-    while True:
-        shorter = _DATE_SUFFIX.sub("", stripped)
-        if shorter == stripped or not shorter:
-            break
-        stripped = shorter
-        if stripped in known:
-            return stripped
-    best: Optional[str] = None
-    for key in known:
-        if stripped.startswith(key + "-") and (best is None or len(key) > len(best)):
-            best = key
-    return best
+    names = _candidates(name)
+    for candidate in names:
+        if candidate in known:
+            return candidate
+    return max((key for key in known if names[-1].startswith(key + "-")), key=len, default=None)
 
 
 def normalize_model(name: str) -> str:
@@ -240,15 +228,7 @@ def normalize_model(name: str) -> str:
     Returns:
         The matched :data:`BUILTIN_PRICES` key, or the cleaned name.
     """
-    found = _resolve(name, BUILTIN_PRICES)
-    if found is not None:
-        return found
-    cleaned = _base_name(name)
-    while True:
-        shorter = _DATE_SUFFIX.sub("", cleaned)
-        if shorter == cleaned or not shorter:
-            return cleaned
-        cleaned = shorter
+    return _resolve(name, BUILTIN_PRICES) or _candidates(name)[-1]
 
 
 # One warning per unknown model name per process, whichever table sees it.
@@ -263,10 +243,8 @@ def _warn_unknown(model: str, why: str = "") -> None:
         _warned_models.add(model)
     logger.warning(
         "No price known for model %r%s; its cost is reported as 0.0 (cost_known=False). "
-        "Add one with PriceTable.register() or a prices override.",
-        model,
-        why,
-    )
+        "Add one with PriceTable.register() or a prices override.", model, why
+    )  # fmt: skip
 
 
 def _usage_cost(usage: "Usage", price: ModelPrice) -> float:
@@ -282,18 +260,10 @@ def _usage_cost(usage: "Usage", price: ModelPrice) -> float:
     cached = min(max(usage.cached_tokens, 0), text_in)
     text_out = completion - audio_out
     reasoning = min(max(usage.reasoning_tokens, 0), text_out)
-    parts = [
-        (text_in - cached) * price.input,
-        cached * price.cached_input,
-        (text_out - reasoning) * price.output,
-        reasoning * price.reasoning,
-    ]
-    if price.audio_input is not None:
-        parts.append(audio_in * price.audio_input)
-    if price.audio_output is not None:
-        parts.append(audio_out * price.audio_output)
-    # fsum keeps the sum correctly rounded, so the result is within an ulp of
-    # the exact value of the formula.
+    parts = [(text_in - cached) * price.input, cached * price.cached_input]
+    parts += [(text_out - reasoning) * price.output, reasoning * price.reasoning]
+    parts += [audio_in * (price.audio_input or 0.0), audio_out * (price.audio_output or 0.0)]
+    # fsum keeps the sum correctly rounded: within an ulp of the exact formula.
     return math.fsum(parts) / 1_000_000
 
 
@@ -416,9 +386,8 @@ class GenAIPricesTable(PriceTable):
     """Prices from the optional ``genai-prices`` package (``pip install genai-prices``).
 
     It covers many providers and keeps price history; its cost is computed by
-    ``genai_prices.calc_price``. Prices registered here still win. A
-    ``vendor/model`` name is tried with ``vendor`` as the genai-prices
-    provider first, then without.
+    ``genai_prices.calc_price``. Prices registered here still win;
+    :meth:`lookup` sees only those.
 
     Args:
         overrides: prices that win over genai-prices, as for :class:`PriceTable`.
@@ -443,18 +412,18 @@ class GenAIPricesTable(PriceTable):
         import genai_prices
 
         name = model.strip()
-        attempts = []
+        # "vendor/model": try the vendor as the genai-prices provider, then let it guess.
+        attempts = [(name.rsplit("/", 1)[-1], self._provider_id)]
         if "/" in name:
-            vendor, rest = name.split("/", 1)
-            attempts.append((rest.rsplit("/", 1)[-1], vendor.lower()))
-            name = rest.rsplit("/", 1)[-1]
-        attempts.append((name, self._provider_id))
+            attempts.insert(0, (attempts[0][0], name.split("/", 1)[0].lower()))
+        prompt, completion = max(usage.prompt_tokens, 0), max(usage.completion_tokens, 0)
+        # genai-prices rejects parts larger than their totals; clamp as _usage_cost does.
         gusage = genai_prices.Usage(
-            input_tokens=usage.prompt_tokens,
-            cache_read_tokens=usage.cached_tokens,
-            output_tokens=usage.completion_tokens,
-            input_audio_tokens=usage.audio_prompt_tokens,
-            output_audio_tokens=usage.audio_completion_tokens,
+            input_tokens=prompt,
+            cache_read_tokens=min(max(usage.cached_tokens, 0), prompt),
+            output_tokens=completion,
+            input_audio_tokens=min(max(usage.audio_prompt_tokens, 0), prompt),
+            output_audio_tokens=min(max(usage.audio_completion_tokens, 0), completion),
         )
         for ref, provider in attempts:
             try:

@@ -31,15 +31,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .types import Usage
 
-__all__ = [
-    "LOAD_TIMEOUT",
-    "encoding_name",
-    "count_text",
-    "count_messages",
-    "estimate_usage",
-    "CompletionCounter",
-    "clear_caches",
-]
+__all__ = ["LOAD_TIMEOUT", "encoding_name", "count_text", "count_messages", "estimate_usage", "CompletionCounter", "clear_caches"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,25 +128,25 @@ def _load_guarded(name: str) -> Any:
     thread.start()
     thread.join(LOAD_TIMEOUT)
     if thread.is_alive():
+        # Record the failure before raising the flag, so that a load finishing
+        # after the flag always wins (the thread adopts it), and one finishing
+        # before it is seen just below.
+        _encoders[name] = None
         gave_up.set()
-        if "encoding" in result:  # finished between the join and the flag
-            return result["encoding"]
-        result["error"] = TimeoutError(f"still loading after {LOAD_TIMEOUT:g}s")
-    return result.get("encoding") if "error" not in result else _failed(name, result["error"])
-
-
-def _failed(name: str, error: BaseException) -> None:
+        if "encoding" not in result:
+            result["error"] = TimeoutError(f"still loading after {LOAD_TIMEOUT:g}s")
+    if "encoding" in result:
+        _encoders[name] = result["encoding"]
+        return result["encoding"]
+    error = result["error"]
+    detail = (str(error).splitlines() or [""])[0][:160]
     fallback = "a heuristic (1 token per 4 UTF-8 bytes)" if name == CL100K else repr(CL100K)
-    detail = str(error).splitlines()[0][:200] if str(error) else ""
     _warn_once(
         f"load:{name}",
         "tiktoken encoding %r is unavailable (%s: %s); token estimates use %s instead. "
         "Set TIKTOKEN_CACHE_DIR to a directory holding the file for exact counts.",
-        name,
-        type(error).__name__,
-        detail,
-        fallback,
-    )
+        name, type(error).__name__, detail, fallback,
+    )  # fmt: skip
     return None
 
 
@@ -163,7 +155,8 @@ def _load(name: str) -> Any:
         return _encoders[name]
     with _lock:
         if name not in _encoders:
-            _encoders[name] = _load_guarded(name)
+            encoding = _load_guarded(name)
+            _encoders.setdefault(name, encoding)  # a late load may have been adopted already
         return _encoders[name]
 
 

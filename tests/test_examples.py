@@ -1,0 +1,43 @@
+"""Examples are runnable programs: run them as a user would, in mock mode."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env["PYTHONIOENCODING"] = "utf-8"
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=120, env=env, encoding="utf-8"
+    )
+
+
+def test_streaming_example_output_shape() -> None:
+    proc = run_example("streaming.py")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "mock server" in out
+    assert re.search(r"🤖 Streaming conversation started \(ID: conv_\d+\)", out)
+    assert "User: Tell me a short story about a robot.\nAssistant: " in out
+    assert "User: Now tell me another one, but shorter.\nAssistant: " in out
+    stats = re.findall(r"💰 Cost: \$\d+\.\d+ \| ⏱️  Latency: \d+ms \| 🎫 Tokens: \d+", out)
+    assert len(stats) == 2
+    history = out.split("📜 Conversation History:\n", 1)[1].splitlines()
+    assert [re.match(r"  (\d)\. \[(\w+)\] ", line).groups() for line in history] == [
+        ("1", "user"),
+        ("2", "assistant"),
+        ("3", "user"),
+        ("4", "assistant"),
+    ]
+    assert history[0] == "  1. [user] Tell me a short story about a robot."
+    for line in (history[1], history[3]):
+        text = line.split("] ", 1)[1]
+        assert len(text) <= 53 and (len(text) < 50 or text.endswith("..."))
+    assert proc.stderr == ""
