@@ -37,9 +37,10 @@ class _PendingCall:
 class _ChoiceState:
     """The assembled state of one choice."""
 
-    __slots__ = ("content", "reasoning", "refusal", "calls", "by_index", "last_call", "finish_reason", "emitted")
+    __slots__ = ("content", "reasoning", "refusal", "calls", "by_index", "last_call", "finish_reason", "emitted", "output")
 
     def __init__(self) -> None:
+        self.output: List[str] = []  # every output piece in order, for live token counts
         self.content: List[str] = []
         self.reasoning: List[str] = []
         self.refusal: List[str] = []
@@ -77,6 +78,7 @@ class _ChoiceState:
             arguments = function.get("arguments")
             if isinstance(arguments, str) and arguments:
                 call.parts.append(arguments)
+                self.output.append(arguments)
             self.last_call = call
 
     def _find(self, index: Optional[int], call_id: str) -> Optional[_PendingCall]:
@@ -84,11 +86,7 @@ class _ChoiceState:
             call = self.by_index.get(index)
             if call is not None and (not call_id or not call.id or call.id == call_id):
                 return call
-            if call is not None:
-                return None  # a new id at a used index: a new call
-            if call_id:
-                return self._by_id(call_id)
-            return None
+            return None  # a new id at a used index, or an unseen index: a new call
         if call_id:
             return self._by_id(call_id)
         return self.last_call
@@ -192,10 +190,11 @@ class Accumulator:
     def _feed_main(self, choice: Mapping[str, Any], events: List[StreamEvent]) -> None:
         state = self._main
         delta = choice.get("delta")
-        if delta:
+        if delta and isinstance(delta, dict):
             text = delta.get("content")
             if text and isinstance(text, str):
                 state.content.append(text)
+                state.output.append(text)
                 events.append(StreamEvent("content", content=text))
                 self.saw_output = True
             # Most deltas are {"content": "..."}: skip the rarer fields then.
@@ -239,6 +238,15 @@ class Accumulator:
         """``refusal`` text of choice 0 so far."""
         return "".join(self._main.refusal)
 
+    def output_parts(self, start: int = 0) -> List[str]:
+        """The output text pieces of choice 0 from index ``start`` on, in arrival order.
+
+        Content, reasoning and tool-call argument pieces share one sequence, so a
+        reader on another thread can count tokens incrementally while the
+        stream is still growing (list appends are atomic).
+        """
+        return self._main.output[start:]
+
     def tool_calls(self, *, complete_only: bool = False) -> Tuple[ToolCall, ...]:
         """Tool calls of choice 0: all assembled so far, or only those already emitted."""
         upto = self._main.emitted if complete_only else None
@@ -258,6 +266,7 @@ def _feed_extras(state: _ChoiceState, delta: Mapping[str, Any]) -> bool:
         reasoning = delta.get("reasoning")
     if reasoning and isinstance(reasoning, str):
         state.reasoning.append(reasoning)
+        state.output.append(reasoning)
     refusal = delta.get("refusal")
     if refusal and isinstance(refusal, str):
         state.refusal.append(refusal)

@@ -113,6 +113,7 @@ class Client:
         *,
         timeout: "Timeout | float | None" = None,
         max_rounds: Optional[int] = None,
+        max_cost: Optional[float] = None,
         **params: Any,
     ) -> Conversation:
         """Start a conversation.
@@ -127,6 +128,9 @@ class Client:
             model: this conversation's model (default: the client's).
             timeout: this conversation's timeouts (default: the client's).
             max_rounds: the tool loop's limit (default: the client's).
+            max_cost: a USD budget for the whole conversation. A turn that would
+                start over it raises :class:`~promptkit.BudgetExceededError`; a
+                stream that crosses it is stopped with that error.
             **params: extra request fields: ``temperature``, ``max_tokens``, ...
         """
         if store is not None:
@@ -146,6 +150,7 @@ class Client:
             conversation_id=conversation_id,
             system_prompt=system_prompt,
             tools=tools,
+            max_cost=max_cost,
         )
 
     def close(self) -> None:

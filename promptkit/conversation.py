@@ -14,7 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
-from .errors import ConfigurationError, ConversationBusyError, ToolError
+from .errors import BudgetExceededError, ConfigurationError, ConversationBusyError, ToolError
 from .stream import Stream
 from .tools import Tool, ToolRegistry
 from .turn import Turn, TurnSettings
@@ -46,12 +46,16 @@ class Conversation:
         conversation_id: Optional[str] = None,
         system_prompt: Optional[str] = None,
         tools: Optional[Sequence[Any]] = None,
+        max_cost: Optional[float] = None,
     ) -> None:
+        if max_cost is not None and (isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost <= 0):
+            raise ConfigurationError(f"max_cost must be a positive number of USD or None, got {max_cost!r}")
         for key in settings.params:
             if key in _RESERVED_PARAMS:
                 raise ConfigurationError(f"{key!r} is set by promptkit and cannot be passed as a request parameter")
         self.id = conversation_id or f"conv_{time.time_ns()}"
         self.system_prompt = system_prompt
+        self.max_cost = max_cost
         self._transport = transport
         self._settings = settings
         self._tools = ToolRegistry(tools or ())
@@ -158,6 +162,7 @@ class Conversation:
         if not self._busy.acquire(blocking=False):
             raise ConversationBusyError(f"conversation {self.id} already has a turn in flight; wait for it to end")
         try:
+            budget = self._budget_left()
             settings = self._settings
             if max_retries is not None:
                 settings = _with_retries(settings, max_retries)
@@ -173,6 +178,7 @@ class Conversation:
                 sink=self,
                 started=started,
                 deadline=None if total is None else started + total,
+                budget=budget,
             )
             turn.open(_sleep)
         except BaseException:
@@ -186,7 +192,19 @@ class Conversation:
             on_tool_result=on_tool_result,
             on_error=on_error,
             on_done=on_done,
+            progress=turn.progress,
         )
+
+    def _budget_left(self) -> Optional[float]:
+        """USD this turn may spend; raises when nothing is left."""
+        if self.max_cost is None:
+            return None
+        spent = self.total_cost
+        if spent >= self.max_cost:
+            raise BudgetExceededError(
+                f"conversation {self.id} has spent ${spent:.6f} of its max_cost ${self.max_cost:.6f}; no turn was started"
+            )
+        return self.max_cost - spent
 
     def _start_messages(self, message: Optional[str]) -> List[Dict[str, Any]]:
         """The messages this turn adds before the reply: tool results answered, then the user message."""

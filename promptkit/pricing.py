@@ -23,7 +23,9 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:  # pragma: no cover
     from .types import Usage
 
-__all__ = ["ModelPrice", "PriceTable", "GenAIPricesTable", "PRICES_AS_OF", "BUILTIN_PRICES", "normalize_model", "format_cost"]
+__all__ = [
+    "ModelPrice", "PriceTable", "GenAIPricesTable", "PRICES_AS_OF", "BUILTIN_PRICES", "normalize_model", "format_cost",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +102,10 @@ class ModelPrice:
         if isinstance(value, Mapping):
             unknown = set(value) - set(_PRICE_FIELDS)
             if unknown:
-                raise ConfigurationError(f"unknown ModelPrice keys {sorted(map(str, unknown))}; use {list(_PRICE_FIELDS)}")
+                raise ConfigurationError(f"unknown ModelPrice keys {sorted(map(str, unknown))}, use {_PRICE_FIELDS}")
             missing = {"input", "output"} - set(value)
             if missing:
-                raise ConfigurationError(f"a model price needs the keys 'input' and 'output' (missing {sorted(missing)})")
+                raise ConfigurationError(f"a model price needs 'input' and 'output' (missing {sorted(missing)})")
             return cls(**{str(k): v for k, v in value.items()})
         if isinstance(value, tuple):
             if len(value) == 3:
@@ -398,7 +400,9 @@ class GenAIPricesTable(PriceTable):
         ConfigurationError: genai-prices is not installed.
     """
 
-    def __init__(self, overrides: Optional[Mapping[str, PriceLike]] = None, *, provider_id: Optional[str] = None) -> None:
+    def __init__(
+        self, overrides: Optional[Mapping[str, PriceLike]] = None, *, provider_id: Optional[str] = None
+    ) -> None:
         try:
             import genai_prices  # noqa: F401  (optional dependency, imported only when asked for)
         except ImportError as exc:

@@ -21,12 +21,12 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from queue import Queue
-from typing import Any, Callable, Iterator, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from .errors import CallbackError, PromptKitError, StreamError
-from .types import Response, StreamEvent
+from .types import Response, StreamEvent, Usage
 
-__all__ = ["Stream", "StreamControl"]
+__all__ = ["Stream", "StreamControl", "start_thread"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +175,18 @@ class StreamControl:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def start_thread(target: Callable[..., Any], name: str, *args: Any) -> threading.Thread:
+    """Start a daemon thread named ``promptkit-<name>``.
+
+    Every thread promptkit starts goes through here (or through the tool pool
+    of :meth:`StreamControl.run_parallel`), so they are all named alike and
+    easy to account for.
+    """
+    thread = threading.Thread(target=target, args=args, name=f"promptkit-{name}", daemon=True)
+    thread.start()
+    return thread
+
+
 def _worker(control: StreamControl, run: Callable[[StreamControl], Response]) -> None:
     terminal: Optional[StreamEvent] = None
     try:
@@ -213,8 +225,10 @@ class Stream:
         on_tool_result: Optional[Callable[[Any], Any]] = None,
         on_error: Optional[Callable[[BaseException], Any]] = None,
         on_done: Optional[Callable[[Response], Any]] = None,
+        progress: Optional[Callable[[], Tuple[Usage, float]]] = None,
     ) -> None:
         self._control = StreamControl(buffer_size)
+        self._progress = progress
         self._callbacks = {
             "content": on_content,
             "tool_call": on_tool_call,
@@ -225,10 +239,7 @@ class Stream:
         self._has_callbacks = any(cb is not None for cb in self._callbacks.values())
         self._terminal: Optional[StreamEvent] = None
         self._consuming = False
-        self._thread = threading.Thread(
-            target=_worker, args=(self._control, run), name=f"promptkit-stream-{next(_ids)}", daemon=True
-        )
-        self._thread.start()
+        self._thread = start_thread(_worker, f"stream-{next(_ids)}", self._control, run)
 
     # -- consuming -------------------------------------------------------
     def __iter__(self) -> Iterator[StreamEvent]:
@@ -325,6 +336,24 @@ class Stream:
             if event.is_terminal:
                 self._terminal = event
                 return
+
+    @property
+    def usage_so_far(self) -> Usage:
+        """The turn's usage so far: estimated while streaming, the server's figures once known."""
+        return self._live()[0]
+
+    @property
+    def cost_so_far(self) -> float:
+        """The turn's USD cost so far, from :attr:`usage_so_far`."""
+        return self._live()[1]
+
+    def _live(self) -> Tuple[Usage, float]:
+        terminal = self._terminal
+        if terminal is not None and terminal.final is not None:
+            return terminal.final.usage, terminal.final.cost
+        if self._progress is None:
+            return Usage(), 0.0
+        return self._progress()
 
     @property
     def done(self) -> bool:

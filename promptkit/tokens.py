@@ -31,7 +31,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .types import Usage
 
-__all__ = ["LOAD_TIMEOUT", "encoding_name", "count_text", "count_messages", "estimate_usage", "CompletionCounter", "clear_caches"]
+__all__ = [
+    "LOAD_TIMEOUT", "encoding_name", "count_text", "count_messages", "estimate_usage", "CompletionCounter", "clear_caches",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +126,9 @@ def _load_guarded(name: str) -> Any:
             # Late success: adopt it, so later estimates are exact.
             _encoders[name] = result["encoding"]
 
-    thread = threading.Thread(target=load, name=f"promptkit-tiktoken-load-{name}", daemon=True)
-    thread.start()
+    from .stream import start_thread  # the one module that starts threads
+
+    thread = start_thread(load, f"tiktoken-load-{name}")
     thread.join(LOAD_TIMEOUT)
     if thread.is_alive():
         # Record the failure before raising the flag, so that a load finishing
@@ -244,15 +247,11 @@ def _compact(value: Any) -> str:
 
 
 def _tools_tokens(encoding: Any, tools: Iterable[Any], func_init: int) -> int:
-    """Tool definitions, after the cookbook's num_tokens_for_tools.
+    """Tool definitions, after the cookbook's num_tokens_for_tools (see count_messages).
 
-    Each function costs ``func_init`` (7 for o200k models, 10 for cl100k ones)
-    + tokens("name:description"); its parameters 3, and
-    each property 3 + tokens("key:type:description"), an enum -3 + 3 per item
-    plus the item's tokens; 12 closes the list. The cookbook stops at flat
-    properties, so whatever else a property schema holds (nested
-    ``properties``, ``items``, ``required``...) is counted as its compact JSON.
-    A tool of another shape is counted as its compact JSON.
+    The cookbook stops at flat properties, so whatever else a property schema
+    holds (nested ``properties``, ``items``...) is counted as its compact
+    JSON, and so is a tool of another shape.
     """
     total = 0
     seen = False
@@ -298,8 +297,11 @@ def count_messages(
     their text, images 85 tokens, other parts nothing). Assistant
     ``tool_calls`` count their names and arguments plus 7 tokens per call
     (and 8 when there are several). Other keys (``tool_call_id``...) are not
-    counted. Tool definitions are counted as described in the module source
-    (cookbook formula, JSON for nested schemas).
+    counted. Tools follow the cookbook's num_tokens_for_tools: per function 7
+    (o200k models) or 10 (cl100k) + tokens("name:description"), 3 for its
+    properties, per property 3 + tokens("key:type:description"), an enum -3 +
+    3 and its tokens per item, 12 to close; schema parts the cookbook does not
+    cover (nested objects, arrays) add the tokens of their compact JSON.
 
     Args:
         messages: OpenAI message dicts.

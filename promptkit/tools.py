@@ -11,22 +11,20 @@
 
 from __future__ import annotations
 
-import collections.abc
 import copy
-import enum
 import inspect
 import json
 import logging
 import math
 import re
 import sys
-import types
 import typing
-from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, TypeVar, Union, overload
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, TypeVar, Union, overload
 
 import attrs
 
 from ._docstrings import parse_docstring
+from ._schema import MISSING, accepts_none, convert, globals_of, has_enum, hints, json_fallback, parameters_schema
 from .errors import ToolError
 from .types import ToolCall, ToolResult
 
@@ -36,12 +34,6 @@ logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-_NONE = type(None)
-_SIMPLE = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"))
-_SEQUENCES = (list, tuple, collections.abc.Sequence)
-_MAPPINGS = (dict, collections.abc.Mapping)
-_UNIONS = (Union, getattr(types, "UnionType", Union))  # X | Y is 3.10+; setup.cfg allows 3.9
-_MISSING = object()
 
 
 def _copy_schema(value: Any) -> Any:
@@ -137,137 +129,7 @@ class Tool:
         )
 
 
-# ---------------------------------------------------------------- schema generation
-
-
-class _Unsupported(Exception):
-    """An annotation the schema cannot express; re-raised as ToolError naming the parameter."""
-
-
-def _enum_schema(values: List[Any]) -> Dict[str, Any]:
-    """The schema of a Literal or Enum: the values, with their JSON type when they share one."""
-    if not values:
-        raise _Unsupported("an enum needs at least one value")
-    for v in values:
-        if not isinstance(v, (str, int, float, bool, _NONE)):
-            raise _Unsupported(f"enum value {v!r} is not a JSON string, number, boolean or null")
-    # Dedupe keyed by type too, so True and 1 both stay.
-    values = [v for _, v in dict.fromkeys((type(v), v) for v in values)]
-    kinds = set()
-    for v in values:
-        if v is not None:
-            kinds.add(next(kind for cls, kind in _SIMPLE if isinstance(v, cls)))
-    if kinds == {"integer", "number"}:
-        kinds = {"number"}
-    if not kinds:
-        return {"type": "null"}
-    schema: Dict[str, Any] = {"type": kinds.pop()} if len(kinds) == 1 else {}
-    schema["enum"] = values
-    return _nullable(schema) if None in values and "type" in schema else schema
-
-
-def _nullable(schema: Dict[str, Any]) -> Dict[str, Any]:
-    """``schema`` that also accepts null: ``"type": [t, "null"]`` when simple, else an ``anyOf``."""
-    kind = schema.get("type")
-    if not schema or kind == "null" or (isinstance(kind, list) and "null" in kind):
-        return schema
-    if "anyOf" in schema:
-        extra = [] if {"type": "null"} in schema["anyOf"] else [{"type": "null"}]
-        return {**schema, "anyOf": [*schema["anyOf"], *extra]}
-    if isinstance(kind, str):
-        out = {**schema, "type": [kind, "null"]}
-        if "enum" in out and None not in out["enum"]:
-            out["enum"] = [*out["enum"], None]  # JSON schema checks enum too: null must be listed
-        return out
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _schema(ann: Any) -> Dict[str, Any]:
-    """The JSON schema of one resolved annotation."""
-    origin, args = typing.get_origin(ann), typing.get_args(ann)
-    if origin is typing.Annotated:
-        schema = _schema(args[0])
-        text = next((m for m in ann.__metadata__ if isinstance(m, str)), None)
-        return {**schema, "description": text} if text else schema
-    if ann is Any:
-        return {}
-    if ann is None or ann is _NONE:
-        return {"type": "null"}
-    for cls, kind in _SIMPLE:
-        if ann is cls:
-            return {"type": kind}
-    if isinstance(ann, type) and issubclass(ann, enum.Enum):
-        return _enum_schema([member.value for member in ann])
-    if origin is Literal:
-        return _enum_schema([a.value if isinstance(a, enum.Enum) else a for a in args])
-    if origin in _UNIONS:
-        members = [a for a in args if a is not _NONE]
-        schema = _schema(members[0]) if len(members) == 1 else {"anyOf": [_schema(a) for a in members]}
-        return _nullable(schema) if len(members) < len(args) else schema
-    if ann in _SEQUENCES or origin in _SEQUENCES:
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            raise _Unsupported("fixed-length tuples are not supported; use tuple[X, ...] or list[X]")
-        return {"type": "array", "items": _schema(args[0])} if args else {"type": "array"}
-    if ann in _MAPPINGS or origin in _MAPPINGS:
-        if not args:
-            return {"type": "object"}
-        if args[0] is not str:
-            raise _Unsupported(f"dict keys must be str (JSON object keys), got {_name(args[0])}")
-        return {"type": "object", "additionalProperties": _schema(args[1])}
-    raise _Unsupported(
-        f"unsupported annotation {_name(ann)} (supported: str, int, float, bool, None, Optional, unions, "
-        "Literal, Enum, list/Sequence/tuple[X, ...], dict[str, X], Annotated, Any)"
-    )
-
-
-def _strict_check(schema: Dict[str, Any]) -> None:
-    """Raise _Unsupported for what OpenAI's strict mode rejects: untyped values, free-form objects."""
-    if "anyOf" in schema:
-        for sub in schema["anyOf"]:
-            _strict_check(sub)
-        return
-    kinds = schema.get("type")
-    kinds = kinds if isinstance(kinds, list) else [kinds]
-    if kinds == [None] and "enum" not in schema:
-        raise _Unsupported("strict mode needs a concrete type (Any is not allowed)")
-    if "object" in kinds:
-        raise _Unsupported("strict mode does not allow free-form objects (dict)")
-    if "array" in kinds:
-        if "items" not in schema:
-            raise _Unsupported("strict mode needs the array's item type (list[X])")
-        _strict_check(schema["items"])
-
-
-def _name(ann: Any) -> str:
-    return ann.__name__ if isinstance(ann, type) else repr(ann).replace("typing.", "")
-
-
-def _globals_of(fn: Any) -> Dict[str, Any]:
-    """The namespace the function's annotations were written in."""
-    for candidate in (inspect.unwrap(fn), getattr(fn, "func", None), getattr(type(fn), "__call__", None)):  # noqa: B004
-        namespace = getattr(candidate, "__globals__", None)
-        if isinstance(namespace, dict):
-            return namespace
-    module = sys.modules.get(getattr(fn, "__module__", None) or "")
-    return vars(module) if module is not None else {}
-
-
-def _resolve(raw: Any, globalns: Dict[str, Any], localns: Optional[Mapping[str, Any]]) -> Any:
-    # One annotation at a time, so an unresolvable name is pinned to its parameter
-    # and a bad *return* annotation cannot break the tool.
-    holder = types.SimpleNamespace(__annotations__={"x": raw})
-    locals_ = localns if isinstance(localns, dict) else dict(localns or {})
-    return typing.get_type_hints(holder, globalns, locals_, include_extras=True)["x"]
-
-
-def _json_value(value: Any) -> Any:
-    """``value`` as JSON (Enum members as their values), or _MISSING when it has no JSON form."""
-    if isinstance(value, enum.Enum):
-        value = value.value
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError):
-        return _MISSING
+# ---------------------------------------------------------------- @tool
 
 
 def _build(fn: Any, name: Optional[str], description: Optional[str], timeout: Optional[float], strict: bool,
@@ -284,42 +146,7 @@ def _build(fn: Any, name: Optional[str], description: Optional[str], timeout: Op
     except (TypeError, ValueError) as exc:
         raise ToolError(f"{where}: cannot read its signature: {exc}") from None
     summary, docs = parse_docstring(getattr(fn, "__doc__", None))
-    globalns = _globals_of(fn)
-    properties: Dict[str, Any] = {}
-    required: List[str] = []
-    arg_types: Dict[str, Any] = {}
-    for p in signature.parameters.values():
-        at = f"{where}: parameter {p.name!r}"
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            raise ToolError(f"{at}: *args and **kwargs are not supported; declare each argument")
-        if p.kind is p.POSITIONAL_ONLY:
-            raise ToolError(f"{at} is positional-only; tool arguments are passed by keyword")
-        if p.annotation is p.empty:
-            raise ToolError(f"{at} has no type annotation (use typing.Any to accept any JSON value)")
-        try:
-            ann = _resolve(p.annotation, globalns, localns)
-        except Exception as exc:  # NameError, SyntaxError, TypeError from a bad forward reference
-            raise ToolError(f"{at}: cannot resolve annotation {p.annotation!r}: {exc}") from None
-        has_default = p.default is not p.empty
-        try:
-            schema = _schema(ann)
-            if strict:
-                _strict_check(schema)
-        except _Unsupported as exc:
-            raise ToolError(f"{at}: {exc}") from None
-        if strict and has_default:
-            schema = _nullable(schema)  # strict mode requires every key; null stands for "the default"
-        if docs.get(p.name) and "description" not in schema:
-            schema["description"] = docs[p.name]
-        if has_default and not strict:
-            default = _json_value(p.default)
-            if default is not _MISSING:
-                schema["default"] = default
-        if strict or not has_default:
-            required.append(p.name)
-        properties[p.name] = schema
-        arg_types[p.name] = ann
-    parameters = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    parameters, arg_types = parameters_schema(fn, signature, docs, strict=strict, localns=localns, where=where)
     tool_name = name if name is not None else fname
     text = description if description is not None else (summary or fname or tool_name)
     return Tool(name=tool_name, description=text, parameters=parameters, handler=fn,
@@ -397,7 +224,7 @@ class ToolRegistry:
         elif callable(item):
             # The caller's scope may be unrelated to the function (e.g. a Conversation), so its
             # locals only fill names the function's module lacks.
-            namespace = _globals_of(item)
+            namespace = globals_of(item)
             new = _build(item, None, None, None, False, {k: v for k, v in localns.items() if k not in namespace})
         else:
             raise ToolError(f"cannot add {item!r} as a tool: give a Tool, a function or an OpenAI tool dict")
@@ -466,65 +293,6 @@ class ToolRegistry:
 # ---------------------------------------------------------------- execution
 
 
-def _has_enum(ann: Any) -> bool:
-    if isinstance(ann, type) and issubclass(ann, enum.Enum):
-        return True
-    return typing.get_origin(ann) is not Literal and any(_has_enum(a) for a in typing.get_args(ann))
-
-
-def _accepts_none(ann: Any) -> bool:
-    if ann is Any or ann is _NONE or ann is None:
-        return True
-    origin, args = typing.get_origin(ann), typing.get_args(ann)
-    if origin is typing.Annotated:
-        return _accepts_none(args[0])
-    return (origin in _UNIONS and any(_accepts_none(a) for a in args)) or (origin is Literal and None in args)
-
-
-def _convert(ann: Any, value: Any) -> Any:
-    """Turn Enum values (also inside Optional, unions, lists and dicts) into members."""
-    origin, args = typing.get_origin(ann), typing.get_args(ann)
-    if origin is typing.Annotated:
-        return _convert(args[0], value)
-    if isinstance(ann, type) and issubclass(ann, enum.Enum):
-        if isinstance(value, ann):
-            return value
-        try:
-            return ann(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not one of {[m.value for m in ann]!r}") from None
-    if origin in _UNIONS:
-        if value is None and _NONE in args:
-            return None
-        error: Optional[ValueError] = None
-        for member in (a for a in args if _has_enum(a)):
-            try:
-                return _convert(member, value)
-            except ValueError as exc:
-                error = error or exc
-        if error is not None and all(_has_enum(a) or a is _NONE for a in args):
-            raise error
-        return value  # a non-Enum member of the union may take it; no deeper validation
-    if (ann in _SEQUENCES or origin in _SEQUENCES) and args and isinstance(value, list):
-        return [_convert(args[0], item) for item in value]
-    if (ann in _MAPPINGS or origin in _MAPPINGS) and len(args) == 2 and isinstance(value, dict):
-        return {key: _convert(args[1], item) for key, item in value.items()}
-    return value
-
-
-def _hints(handler: Callable[..., Any]) -> Mapping[str, Any]:
-    try:
-        return typing.get_type_hints(handler, include_extras=True)
-    except Exception:  # an unresolvable annotation on a plain handler: skip Enum conversion
-        return {}
-
-
-def _json_fallback(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    return list(value) if isinstance(value, (set, frozenset)) else str(value)
-
-
 def _error(call: ToolCall, message: str) -> ToolResult:
     content = json.dumps({"error": message}, ensure_ascii=False)
     return ToolResult(call_id=call.id, name=call.name, content=content, is_error=True)
@@ -556,7 +324,7 @@ def execute(tool: Optional[Tool], call: ToolCall) -> ToolResult:
     if call.arguments_error is not None:
         return _error(call, f"invalid arguments for tool {call.name!r}: {call.arguments_error}")
     handler = tool.handler
-    arg_types = tool._arg_types if tool._arg_types is not None else _hints(handler)
+    arg_types = tool._arg_types if tool._arg_types is not None else hints(handler)
     kwargs = dict(call.arguments)
     try:
         signature: Optional[inspect.Signature] = inspect.signature(handler)
@@ -565,17 +333,17 @@ def execute(tool: Optional[Tool], call: ToolCall) -> ToolResult:
     if signature is not None:
         if tool.strict:
             for p in signature.parameters.values():
-                no_none = p.name in arg_types and not _accepts_none(arg_types[p.name])
-                if p.default is not p.empty and kwargs.get(p.name, _MISSING) is None and no_none:
+                no_none = p.name in arg_types and not accepts_none(arg_types[p.name])
+                if p.default is not p.empty and kwargs.get(p.name, MISSING) is None and no_none:
                     del kwargs[p.name]
         try:
             signature.bind(**kwargs)
         except TypeError as exc:
             return _error(call, f"invalid arguments for tool {call.name!r}: {exc}")
     for key, value in kwargs.items():
-        if key in arg_types and _has_enum(arg_types[key]):
+        if key in arg_types and has_enum(arg_types[key]):
             try:
-                kwargs[key] = _convert(arg_types[key], value)
+                kwargs[key] = convert(arg_types[key], value)
             except ValueError as exc:
                 return _error(call, f"invalid value for argument {key!r} of tool {call.name!r}: {exc}")
     try:
@@ -587,7 +355,7 @@ def execute(tool: Optional[Tool], call: ToolCall) -> ToolResult:
         # str.__str__ gives the plain text of a str subclass (a str Enum's str() is "Color.RED").
         return ToolResult(call_id=call.id, name=call.name, content=str.__str__(result))
     try:
-        content = json.dumps(result, ensure_ascii=False, default=_json_fallback)
+        content = json.dumps(result, ensure_ascii=False, default=json_fallback)
     except (TypeError, ValueError) as exc:  # e.g. non-str dict keys or a circular reference
         logger.warning("tool %r (call %s) returned a value with no JSON form", call.name, call.id, exc_info=True)
         return _error(call, f"tool {call.name!r} returned a value that cannot be sent as JSON: {exc}")

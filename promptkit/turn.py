@@ -16,18 +16,27 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import attrs
 
 from .accumulator import Accumulator
-from .errors import APIConnectionError, APIError, APITimeoutError, StreamError, StreamTruncatedError, ToolError
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    BudgetExceededError,
+    StreamError,
+    StreamTruncatedError,
+    ToolError,
+)
 from .pricing import PriceTable
 from .retry import RetryPolicy
 from .sse import SSEParser
 from .stream import StreamControl
-from .tokens import estimate_usage
+from .tokens import CompletionCounter, count_messages, estimate_usage
 from .tools import ToolRegistry
 from .transport import HTTPStream, Transport
 from .types import Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
@@ -91,6 +100,7 @@ class Turn:
         sink: TurnSink,
         started: float,
         deadline: Optional[float],
+        budget: Optional[float] = None,
     ) -> None:
         self._transport = transport
         self._settings = settings
@@ -105,6 +115,9 @@ class Turn:
         self._acc: Optional[Accumulator] = None  # the current round's
         self._acc_counted = False  # whether its usage is in the totals yet
         self._reported = False  # the sink hears exactly once how the turn ended
+        self._budget = budget  # USD this turn may spend, or None
+        self._live_lock = threading.Lock()
+        self._live: Optional[_Live] = None
 
     # -- requests --------------------------------------------------------
     def payload(self) -> Dict[str, Any]:
@@ -178,7 +191,7 @@ class Turn:
                 if control.cancelled:
                     return self._end_cancelled(control)
                 self.open(control.sleep)
-        except APIError as error:
+        except (APIError, BudgetExceededError) as error:
             if control.cancelled and control.cancel_error is None:
                 return self._end_cancelled(control)
             self._count_usage()
@@ -259,6 +272,8 @@ class Turn:
             if not events:
                 continue  # comments and partial lines do not count as activity
             last = _monotonic()
+            if self._budget is not None:
+                self._check_budget()
             for sse in events:
                 text = sse.data
                 if text == "[DONE]":
@@ -280,6 +295,45 @@ class Turn:
                     emit(event)
         for event in acc.finish():
             emit(event)
+
+    # -- live usage --------------------------------------------------------
+    def progress(self) -> Tuple[Usage, float]:
+        """Usage and cost so far: finished rounds as reported, the current one estimated.
+
+        Completion tokens are counted incrementally: each call encodes only the
+        text that arrived since the previous call.
+        """
+        with self._live_lock:
+            totals = self._totals
+            usage, cost = totals.usage, totals.cost
+            acc = self._acc
+            if acc is None or self._acc_counted:
+                return usage, cost
+            live = self._live
+            if live is None or live.acc is not acc:
+                model = self._settings.model
+                prompt = count_messages(self._history + totals.messages, model, self._tools.to_openai() or None)
+                live = self._live = _Live(acc, prompt, CompletionCounter(model))
+            for part in acc.output_parts(live.seen):
+                live.counter.add(part)
+                live.seen += 1
+            estimate = Usage(
+                prompt_tokens=live.prompt,
+                completion_tokens=live.counter.total,
+                total_tokens=live.prompt + live.counter.total,
+                estimated=True,
+            )
+            round_cost, _ = self._settings.prices.cost(estimate, acc.model or self._settings.model)
+            return usage + estimate, cost + round_cost
+
+    def _check_budget(self) -> None:
+        assert self._budget is not None
+        _, cost = self.progress()
+        if cost > self._budget:
+            raise BudgetExceededError(
+                f"the conversation's max_cost budget is spent: this turn reached an estimated ${cost:.6f} "
+                f"of the ${self._budget:.6f} left"
+            )
 
     def _timeout(self, kind: str) -> APITimeoutError:
         if kind == "total":
@@ -316,7 +370,8 @@ class Turn:
                 model=acc.model or self._settings.model,
                 messages=self._history + self._totals.messages,
                 tools=self._tools.to_openai() or None,
-                completion_text=acc.content + acc.reasoning,
+                completion_text=acc.content,
+                reasoning_text=acc.reasoning,
                 tool_call_arguments=[c.arguments_json for c in calls],
                 tool_call_names=[c.name for c in calls],
             )
@@ -379,6 +434,18 @@ class Turn:
         response = self._response("cancelled")
         self._report(response)
         return response
+
+
+class _Live:
+    """The running estimate of the current round (see :meth:`Turn.progress`)."""
+
+    __slots__ = ("acc", "prompt", "counter", "seen")
+
+    def __init__(self, acc: Accumulator, prompt: int, counter: CompletionCounter) -> None:
+        self.acc = acc
+        self.prompt = prompt
+        self.counter = counter
+        self.seen = 0
 
 
 def _assistant_message(content: str, calls: Sequence[ToolCall]) -> Dict[str, Any]:
