@@ -68,6 +68,8 @@ class _ChoiceState:
             if call is None:
                 call = _PendingCall(index, call_id, name)
                 self.calls.append(call)
+                if name:
+                    self.output.append(name)
                 if index is not None:
                     self.by_index[index] = call
             else:
@@ -75,6 +77,7 @@ class _ChoiceState:
                     call.id = call_id
                 if name and not call.name:
                     call.name = name
+                    self.output.append(name)
             arguments = function.get("arguments")
             if isinstance(arguments, str) and arguments:
                 call.parts.append(arguments)
@@ -86,7 +89,13 @@ class _ChoiceState:
             call = self.by_index.get(index)
             if call is not None and (not call_id or not call.id or call.id == call_id):
                 return call
-            return None  # a new id at a used index, or an unseen index: a new call
+            if call is not None:
+                # An id seen before at this index continues that call; a new id starts one.
+                earlier = self._by_id(call_id)
+                if earlier is not None and earlier.index == index:
+                    self.by_index[index] = earlier
+                return earlier if earlier is not None and earlier.index == index else None
+            return None  # an unseen index: a new call
         if call_id:
             return self._by_id(call_id)
         return self.last_call
@@ -270,6 +279,7 @@ def _feed_extras(state: _ChoiceState, delta: Mapping[str, Any]) -> bool:
     refusal = delta.get("refusal")
     if refusal and isinstance(refusal, str):
         state.refusal.append(refusal)
+        state.output.append(refusal)
     tool_calls = delta.get("tool_calls")
     if tool_calls:
         state.add_tool_deltas(tool_calls)
