@@ -114,12 +114,15 @@ class Client:
         timeout: "Timeout | float | None" = None,
         max_rounds: Optional[int] = None,
         max_cost: Optional[float] = None,
+        variables: Optional[Mapping[str, Any]] = None,
         **params: Any,
     ) -> Conversation:
         """Start a conversation.
 
         Args:
-            system_prompt: the system message, first in the history.
+            system_prompt: the system message, first in the history. ``{{name}}``
+                placeholders are filled from ``variables`` (and ``conv.set_var``);
+                a turn with an unresolved one raises ConfigurationError.
             tools: functions decorated with :func:`promptkit.tool`, :class:`promptkit.Tool`
                 objects, or OpenAI tool dicts (answer those with ``on_tool`` or
                 ``add_tool_result``).
@@ -131,6 +134,7 @@ class Client:
             max_cost: a USD budget for the whole conversation. A turn that would
                 start over it raises :class:`~promptkit.BudgetExceededError`; a
                 stream that crosses it is stopped with that error.
+            variables: values for the system prompt's ``{{name}}`` placeholders.
             **params: extra request fields: ``temperature``, ``max_tokens``, ...
         """
         if store is not None:
@@ -151,6 +155,7 @@ class Client:
             system_prompt=system_prompt,
             tools=tools,
             max_cost=max_cost,
+            variables=variables,
         )
 
     def close(self) -> None:

@@ -12,9 +12,10 @@ import copy
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from .errors import BudgetExceededError, ConfigurationError, ConversationBusyError, ToolError
+from .prompts import placeholders, render
 from .stream import Stream
 from .tools import Tool, ToolRegistry
 from .turn import Turn, TurnSettings
@@ -47,6 +48,7 @@ class Conversation:
         system_prompt: Optional[str] = None,
         tools: Optional[Sequence[Any]] = None,
         max_cost: Optional[float] = None,
+        variables: Optional[Mapping[str, Any]] = None,
     ) -> None:
         if max_cost is not None and (isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost <= 0):
             raise ConfigurationError(f"max_cost must be a positive number of USD or None, got {max_cost!r}")
@@ -54,7 +56,8 @@ class Conversation:
             if key in _RESERVED_PARAMS:
                 raise ConfigurationError(f"{key!r} is set by promptkit and cannot be passed as a request parameter")
         self.id = conversation_id or f"conv_{time.time_ns()}"
-        self.system_prompt = system_prompt
+        self._template = system_prompt
+        self._variables: Dict[str, Any] = dict(variables or {})
         self.max_cost = max_cost
         self._transport = transport
         self._settings = settings
@@ -63,7 +66,7 @@ class Conversation:
         self._busy = threading.Lock()  # held for the whole turn
         self._messages: List[Dict[str, Any]] = []
         if system_prompt:
-            self._messages.append({"role": "system", "content": system_prompt})
+            self._messages.append({"role": "system", "content": self._render(strict=False)})
         self._usage = Usage()
         self._cost = 0.0
         self._pending: Dict[str, ToolCall] = {}
@@ -72,6 +75,39 @@ class Conversation:
 
     def __repr__(self) -> str:
         return f"Conversation(id={self.id!r}, messages={len(self._messages)})"
+
+    # -- system prompt ---------------------------------------------------------
+    @property
+    def system_prompt(self) -> Optional[str]:
+        """The system prompt with its ``{{variables}}`` filled in (as written when some are unset)."""
+        return None if self._template is None else self._render(strict=False)
+
+    @property
+    def variables(self) -> Dict[str, Any]:
+        """A copy of the system-prompt variables."""
+        with self._lock:
+            return dict(self._variables)
+
+    def set_var(self, name: str, value: Any) -> None:
+        """Set a system-prompt variable; the next turn sends the re-rendered prompt."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigurationError(f"variable names are identifiers, got {name!r}")
+        with self._lock:
+            self._variables[name] = value
+            if self._template and self._messages and self._messages[0].get("role") == "system":
+                self._messages[0] = {"role": "system", "content": self._render_locked(strict=False)}
+
+    def _render(self, *, strict: bool) -> str:
+        with self._lock:
+            return self._render_locked(strict=strict)
+
+    def _render_locked(self, *, strict: bool) -> str:
+        assert self._template is not None
+        if strict:
+            return render(self._template, self._variables)
+        known = {name: self._variables[name] for name in placeholders(self._template) if name in self._variables}
+        missing = {name: "{{" + name + "}}" for name in placeholders(self._template) if name not in known}
+        return render(self._template, {**known, **missing})
 
     # -- state ---------------------------------------------------------------
     @property
@@ -162,6 +198,8 @@ class Conversation:
         if not self._busy.acquire(blocking=False):
             raise ConversationBusyError(f"conversation {self.id} already has a turn in flight; wait for it to end")
         try:
+            if self._template:
+                self._render(strict=True)  # an unresolved {{variable}} fails here, before any I/O
             budget = self._budget_left()
             settings = self._settings
             if max_retries is not None:
