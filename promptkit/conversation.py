@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from .errors import BudgetExceededError, ConfigurationError, ConversationBusyError, ToolError
 from .prompts import placeholders, render
-from .stream import Stream
+from .stream import Stream, StreamControl
 from .tools import Tool, ToolRegistry
 from .turn import Turn, TurnSettings
 from .types import Response, ToolCall, ToolResult, Usage
@@ -28,6 +28,8 @@ __all__ = ["Conversation"]
 
 logger = logging.getLogger(__name__)
 
+# How long a new turn waits for a cancelled one to finish committing.
+_CANCELLED_TURN_WAIT = 10.0
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "tools"})
 
 
@@ -72,6 +74,7 @@ class Conversation:
         self._pending: Dict[str, ToolCall] = {}
         self._results: Dict[str, ToolResult] = {}
         self._last: Optional[Response] = None
+        self._active: Optional[StreamControl] = None  # the in-flight turn's control
 
     def __repr__(self) -> str:
         return f"Conversation(id={self.id!r}, messages={len(self._messages)})"
@@ -195,7 +198,7 @@ class Conversation:
             raise ConfigurationError(f"message must be a str or None, got {type(message).__name__}")
         if not isinstance(buffer_size, int) or buffer_size < 1:
             raise ConfigurationError(f"buffer_size must be a positive int, got {buffer_size!r}")
-        if not self._busy.acquire(blocking=False):
+        if not self._acquire_turn():
             raise ConversationBusyError(f"conversation {self.id} already has a turn in flight; wait for it to end")
         try:
             if self._template:
@@ -222,7 +225,7 @@ class Conversation:
         except BaseException:
             self._busy.release()  # nothing was consumed: the request never got an answer
             raise
-        return Stream(
+        stream = Stream(
             turn.run,
             buffer_size=buffer_size,
             on_content=on_content,
@@ -232,6 +235,16 @@ class Conversation:
             on_done=on_done,
             progress=turn.progress,
         )
+        self._active = stream.control
+        return stream
+
+    def _acquire_turn(self) -> bool:
+        """Take the turn lock. A cancelled turn still finishing (an abandoned
+        stream, a break) is waited for: it ends promptly and commits first."""
+        if self._busy.acquire(blocking=False):
+            return True
+        active = self._active
+        return active is not None and active.cancelled and self._busy.acquire(timeout=_CANCELLED_TURN_WAIT)
 
     def _budget_left(self) -> Optional[float]:
         """USD this turn may spend; raises when nothing is left."""

@@ -52,7 +52,14 @@ class CallbackError(PromptKitError):
 
 
 class ToolError(PromptKitError):
-    """A tool definition is invalid, a tool result is missing, or the tool loop ran too long."""
+    """A tool definition is invalid, a tool result is missing, or the tool loop ran too long.
+
+    ``partial`` holds the turn's Response so far when the tool loop stopped a turn.
+    """
+
+    def __init__(self, message: str, *, partial: Optional["Response"] = None) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 class BudgetExceededError(PromptKitError):

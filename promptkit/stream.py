@@ -132,43 +132,52 @@ class StreamControl:
         *,
         max_workers: int,
         timeouts: Sequence[Optional[float]],
-        on_timeout: Callable[[int], _T],
+        on_timeout: Callable[[int, bool], _T],
         deadline: Optional[float] = None,
     ) -> Optional[List[_T]]:
         """Run ``tasks`` on a small thread pool; results in task order.
 
-        A task past its timeout (seconds from its start... approximated from
-        the round's start) gets ``on_timeout(i)`` as its result; its thread
-        finishes on its own. Returns ``None`` when the stream is cancelled:
-        tasks not started are dropped, running ones are left to finish.
+        A task still running ``timeouts[i]`` seconds after *it* started, or at
+        the ``deadline`` (a ``time.monotonic()`` value), gets
+        ``on_timeout(i, at_deadline)`` as its result; its thread finishes on
+        its own. Returns ``None`` when the stream is cancelled: tasks not
+        started are dropped, running ones are left to finish.
         """
-        results: List[Any] = [None] * len(tasks)
         if not tasks:
             return []
-        start = time.monotonic()
+        results: List[Any] = [None] * len(tasks)
+        started: List[Optional[float]] = [None] * len(tasks)
+
+        def timed(i: int) -> Any:
+            started[i] = time.monotonic()
+            return tasks[i]()
+
         pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(tasks))), thread_name_prefix="promptkit-tool")
         try:
-            futures: List[Future[Any]] = [pool.submit(task) for task in tasks]
+            futures: List[Future[Any]] = [pool.submit(timed, i) for i in range(len(tasks))]
             pending = set(range(len(tasks)))
             while pending:
                 if self._cancelled:
                     return None
                 now = time.monotonic()
-                limits = [start + t for i in pending if (t := timeouts[i]) is not None]
+                limits = [start + t for i in pending if (t := timeouts[i]) is not None and (start := started[i]) is not None]
                 if deadline is not None:
                     limits.append(deadline)
+                # Re-check every 0.1 s: a task that starts later starts its own clock.
                 wait_for = min([0.1] + [max(0.0, limit - now) for limit in limits])
                 wait([futures[i] for i in pending], timeout=wait_for, return_when=FIRST_COMPLETED)
                 now = time.monotonic()
                 for i in sorted(pending):
+                    start, limit = started[i], timeouts[i]
                     if futures[i].done():
                         results[i] = futures[i].result()
-                        pending.discard(i)
-                    elif (timeouts[i] is not None and now >= start + timeouts[i]) or (
-                        deadline is not None and now >= deadline
-                    ):
-                        results[i] = on_timeout(i)
-                        pending.discard(i)
+                    elif deadline is not None and now >= deadline:
+                        results[i] = on_timeout(i, True)
+                    elif limit is not None and start is not None and now >= start + limit:
+                        results[i] = on_timeout(i, False)
+                    else:
+                        continue
+                    pending.discard(i)
             return results
         finally:
             # Running handlers finish on their own; queued ones are dropped.
@@ -336,6 +345,11 @@ class Stream:
             if event.is_terminal:
                 self._terminal = event
                 return
+
+    @property
+    def control(self) -> StreamControl:
+        """The worker's side of this stream (for promptkit's own modules)."""
+        return self._control
 
     @property
     def usage_so_far(self) -> Usage:

@@ -7,6 +7,8 @@
   no ``"default"`` keys, and no ``Any``/``dict`` parameters.
 * Annotations resolve in the function's module globals, then in the locals of
   the scope applying ``@tool`` (local classes work under postponed annotations).
+
+The annotation <-> JSON code (schemas, Enum conversion) is in :mod:`promptkit._schema`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_RAW_LIMIT = 500  # characters of unparseable arguments quoted back to the model
 
 
 def _copy_schema(value: Any) -> Any:
@@ -303,7 +306,9 @@ def execute(tool: Optional[Tool], call: ToolCall) -> ToolResult:
 
     The parsed arguments are bound against the handler's signature (a missing,
     extra or misnamed one is an error result and the handler is not called),
-    Enum values become members, and the rest pass as parsed from JSON. For a
+    Enum values become members, and the rest pass as parsed from JSON.
+    Arguments that are not a JSON object give an error quoting the text sent
+    (up to 500 characters), since the history replays them as ``{}``. For a
     strict tool, a ``null`` for a defaulted parameter that does not accept
     ``None`` is dropped so the default applies.
 
@@ -322,7 +327,11 @@ def execute(tool: Optional[Tool], call: ToolCall) -> ToolResult:
     if tool.handler is None:
         return _error(call, f"tool {call.name!r} has no handler")
     if call.arguments_error is not None:
-        return _error(call, f"invalid arguments for tool {call.name!r}: {call.arguments_error}")
+        # The history replays such arguments as "{}" (servers reject invalid JSON there), so this
+        # message is where the model sees what it actually sent.
+        raw = call.arguments_json
+        sent = raw if len(raw) <= _RAW_LIMIT else raw[:_RAW_LIMIT] + "..."
+        return _error(call, f"invalid arguments for tool {call.name!r}: {call.arguments_error}; you sent: {sent}")
     handler = tool.handler
     arg_types = tool._arg_types if tool._arg_types is not None else hints(handler)
     kwargs = dict(call.arguments)

@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Set, Tuple
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ReadTimeoutError
 
 from ._version import __version__
@@ -38,12 +40,12 @@ from .errors import (
 )
 from .retry import RetryPolicy, parse_retry_after
 
-__all__ = ["Transport", "HTTPStream"]
+__all__ = ["Transport", "HTTPStream", "SocketAbort"]
 
 logger = logging.getLogger(__name__)
 
 _ERROR_BODY_LIMIT = 65536
-_DRAIN_TIMEOUT = 2.0
+_DRAIN_TIMEOUT = 0.1
 # Base URLs whose server rejected ``stream_options``; shared by every client in the process.
 _NO_STREAM_OPTIONS: Set[str] = set()
 _NO_STREAM_OPTIONS_LOCK = threading.Lock()
@@ -77,17 +79,30 @@ class HTTPStream:
     """An open ``text/event-stream`` response.
 
     One thread reads (:meth:`read1`); any thread may :meth:`abort`.
+
+    The return of the connection to the pool is taken out of urllib3's hands:
+    it would put the connection back inside ``read1`` at EOF, and an abort
+    racing that moment would shut down a socket another request now owns.
+    Here the return and the abort exclude each other under one lock.
     """
 
-    __slots__ = ("_response", "_raw", "_sock", "_timeout", "_aborted", "_eof", "status_code", "headers", "request_id")
+    __slots__ = (
+        "_response", "_raw", "_sock", "_pool", "_lock", "_timeout", "_aborted", "_eof", "_released",
+        "status_code", "headers", "request_id",
+    )  # fmt: skip
 
     def __init__(self, response: requests.Response) -> None:
         self._response = response
-        self._raw = response.raw
-        self._sock = _find_socket(self._raw)
+        raw = self._raw = response.raw
+        self._sock = _find_socket(raw)
+        self._pool = getattr(raw, "_pool", None)
+        if self._pool is not None:
+            raw._pool = None  # urllib3 releases nothing now; close() does it
+        self._lock = threading.Lock()
         self._timeout: Optional[float] = -1.0
         self._aborted = False
         self._eof = False
+        self._released = False
         self.status_code = response.status_code
         self.headers: Mapping[str, str] = response.headers
         self.request_id: Optional[str] = response.headers.get("x-request-id")
@@ -119,34 +134,104 @@ class HTTPStream:
         return data
 
     def abort(self) -> None:
-        """Wake a blocked reader at once by shutting the socket down. Thread-safe, idempotent."""
-        self._aborted = True
-        sock = self._sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # not connected any more: nothing is blocked on it
+        """Wake a blocked reader at once by shutting the socket down. Thread-safe, idempotent.
+
+        Does nothing once the connection went back to the pool.
+        """
+        with self._lock:
+            if self._released or self._aborted:
+                return
+            self._aborted = True
+            _shutdown(self._sock)
 
     def finish(self) -> None:
-        """After ``[DONE]``: read to the end of the body so the connection can be reused, then release it."""
+        """After ``[DONE]``: read the (normally already buffered) end of the body, then release.
+
+        A server that keeps the body open after ``[DONE]`` costs at most
+        :data:`_DRAIN_TIMEOUT`; its connection is then closed, not reused.
+        """
         if not self._aborted and not self._eof:
             try:
                 while self.read1(_DRAIN_TIMEOUT):
                     pass
             except (TimeoutError, APIConnectionError):
-                self.close()
-                return
+                pass
         self.close()
 
     def close(self) -> None:
-        """Release the connection: back to the pool after a complete body, closed otherwise."""
-        if not self._eof and not self._aborted:
-            self.abort()
+        """Release the connection: back to the pool after a complete body, closed otherwise. Idempotent."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            conn = getattr(self._raw, "_connection", None)
+            if self._eof and not self._aborted and self._pool is not None and conn is not None:
+                self._raw._connection = None
+                self._pool._put_conn(conn)
+                return
+            if not self._aborted:
+                _shutdown(self._sock)
         try:
             self._response.close()
         except Exception:  # closing a broken connection may raise; nothing more to release
             logger.debug("error while closing a response", exc_info=True)
+
+
+def _shutdown(sock: Optional[socket.socket]) -> None:
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # not connected any more: nothing is blocked on it
+
+
+class SocketAbort:
+    """Aborts a request still waiting for its response headers (see :class:`Transport`)."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def abort(self) -> None:
+        """Shut the socket down, failing the pending request at once."""
+        _shutdown(self._sock)
+
+
+# The hook a request waiting for its headers reports its socket to (set per thread by open()).
+_waiting = threading.local()
+
+
+class _HookedHTTPConnection(HTTPConnection):
+    def getresponse(self) -> Any:  # type: ignore[override]
+        hook = getattr(_waiting, "hook", None)
+        if hook is not None and self.sock is not None:
+            hook(self.sock)
+        return super().getresponse()
+
+
+class _HookedHTTPSConnection(HTTPSConnection):
+    def getresponse(self) -> Any:  # type: ignore[override]
+        hook = getattr(_waiting, "hook", None)
+        if hook is not None and self.sock is not None:
+            hook(self.sock)
+        return super().getresponse()
+
+
+class _HookedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HookedHTTPConnection
+
+
+class _HookedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HookedHTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """An adapter whose connections tell the waiting request their socket, so a cancel can abort it."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HookedHTTPPool, "https": _HookedHTTPSPool}
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -182,7 +267,7 @@ class Transport:
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+            adapter = _Adapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
@@ -216,7 +301,26 @@ class Transport:
         key = self._api_key
         return text.replace(key, "***") if key and key in text else text
 
-    def open(self, payload: Mapping[str, Any], *, connect_timeout: Optional[float], read_timeout: Optional[float]) -> HTTPStream:
+    def redact_error(self, error: APIError) -> None:
+        """Remove the API key from an error's message and body (a server may echo it in-band)."""
+        key = self._api_key
+        if not key:
+            return
+        error.message = self.redact(error.message)
+        error.args = tuple(self.redact(arg) if isinstance(arg, str) else arg for arg in error.args)
+        body = getattr(error, "body", None)
+        if body is not None and key in (text := json.dumps(body) if not isinstance(body, str) else body):
+            redacted = self.redact(text)
+            error.body = redacted if isinstance(body, str) else json.loads(redacted)  # type: ignore[attr-defined]
+
+    def open(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        connect_timeout: Optional[float],
+        read_timeout: Optional[float],
+        on_socket: Optional[Callable[[socket.socket], None]] = None,
+    ) -> HTTPStream:
         """One attempt: POST and return the stream once 2xx ``text/event-stream`` headers are in.
 
         Raises:
@@ -226,6 +330,7 @@ class Transport:
             StreamError: 2xx with another content type (a JSON or HTML body).
         """
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        _waiting.hook = on_socket  # while waiting for headers, a cancel may shut this socket down
         try:
             response = self.session.post(
                 self.url, data=body, headers=self._headers, stream=True, timeout=(connect_timeout, read_timeout)
@@ -236,6 +341,8 @@ class Transport:
             raise APITimeoutError(f"timed out waiting for response headers from {self.base_url}", kind="idle") from None
         except requests.exceptions.RequestException as exc:
             raise APIConnectionError(f"could not connect to {self.base_url}: {self.redact(_describe(exc))}") from None
+        finally:
+            _waiting.hook = None
         if response.status_code >= 300:
             raise self._status_error(response)
         content_type = response.headers.get("content-type", "")
@@ -294,6 +401,7 @@ class Transport:
         read_timeout: Callable[[], Optional[float]],
         wait: Callable[[float], bool],
         attempt: int = 1,
+        on_socket: Optional[Callable[[socket.socket], None]] = None,
     ) -> Tuple[HTTPStream, int]:
         """Open the stream, retrying retryable failures under ``policy``.
 
@@ -310,7 +418,10 @@ class Transport:
             payload = {k: v for k, v in payload.items() if k != "stream_options"}
         while True:
             try:
-                return self.open(payload, connect_timeout=connect_timeout, read_timeout=read_timeout()), attempt
+                stream = self.open(
+                    payload, connect_timeout=connect_timeout, read_timeout=read_timeout(), on_socket=on_socket
+                )
+                return stream, attempt
             except APIError as error:
                 error.attempts = attempt
                 if isinstance(error, BadRequestError) and "stream_options" in payload and "stream_options" in str(error.body):

@@ -38,7 +38,7 @@ from .sse import SSEParser
 from .stream import StreamControl
 from .tokens import CompletionCounter, count_messages, estimate_usage
 from .tools import ToolRegistry
-from .transport import HTTPStream, Transport
+from .transport import HTTPStream, SocketAbort, Transport
 from .types import Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
 
 __all__ = ["TurnSettings", "Turn", "TurnSink"]
@@ -118,6 +118,7 @@ class Turn:
         self._budget = budget  # USD this turn may spend, or None
         self._live_lock = threading.Lock()
         self._live: Optional[_Live] = None
+        self._header_wait_is_total = False
 
     # -- requests --------------------------------------------------------
     def payload(self) -> Dict[str, Any]:
@@ -133,13 +134,21 @@ class Turn:
 
     def _header_timeout(self) -> Optional[float]:
         idle = self._settings.timeout.idle
+        self._header_wait_is_total = False
         if self._deadline is None:
             return idle
         remaining = max(0.001, self._deadline - _monotonic())
-        return remaining if idle is None else min(idle, remaining)
+        if idle is None or remaining < idle:
+            self._header_wait_is_total = True
+            return remaining
+        return idle
 
-    def open(self, wait: Callable[[float], bool]) -> None:
-        """Open the next round's request, retrying under the policy (raises on failure)."""
+    def open(self, wait: Callable[[float], bool], control: Optional[StreamControl] = None) -> None:
+        """Open the next round's request, retrying under the policy (raises on failure).
+
+        With ``control`` (on the worker), a cancel aborts the request even
+        while it still waits for its response headers.
+        """
         def bounded_wait(seconds: float) -> bool:
             if self._deadline is not None and _monotonic() + seconds >= self._deadline:
                 return False
@@ -148,14 +157,22 @@ class Turn:
         if self._http is not None:
             self._http.close()
             self._http = None
-        self._http, self._attempt = self._transport.open_with_retries(
-            self.payload(),
-            policy=self._settings.policy,
-            connect_timeout=self._settings.timeout.connect,
-            read_timeout=self._header_timeout,
-            wait=bounded_wait,
-            attempt=self._attempt,
-        )
+        on_socket = None if control is None else (lambda sock: control.attach(SocketAbort(sock)))
+        try:
+            self._http, self._attempt = self._transport.open_with_retries(
+                self.payload(),
+                policy=self._settings.policy,
+                connect_timeout=self._settings.timeout.connect,
+                read_timeout=self._header_timeout,
+                wait=bounded_wait,
+                attempt=self._attempt,
+                on_socket=on_socket,
+            )
+        except APITimeoutError as error:
+            if error.kind == "idle" and self._header_wait_is_total:
+                error.kind = "total"
+                error.message = f"the turn exceeded its total deadline of {self._settings.timeout.total}s waiting for response headers"
+            raise
 
     # -- the worker's entry point ----------------------------------------
     def run(self, control: StreamControl) -> Response:
@@ -175,7 +192,7 @@ class Turn:
                     return self._end(acc)
                 totals.tool_calls.extend(calls)
                 assistant = _assistant_message(acc.content, calls)
-                if not calls or not all(self._tools.has_handler(c.name) for c in calls):
+                if not calls or not all(self._runs(c) for c in calls):
                     return self._end(acc, assistant)  # pending calls: the application answers them
                 if totals.rounds >= self._settings.max_rounds:
                     raise ToolError(f"the tool loop reached max_rounds={self._settings.max_rounds} without a final answer")
@@ -187,19 +204,24 @@ class Turn:
                 totals.tool_results.extend(results)
                 for result in results:
                     control.emit(StreamEvent("tool_result", tool_result=result))
+                if self._deadline is not None and _monotonic() >= self._deadline:
+                    raise self._timeout("total")
                 self._acc = None
                 if control.cancelled:
                     return self._end_cancelled(control)
-                self.open(control.sleep)
+                self.open(control.sleep, control)
         except (APIError, BudgetExceededError) as error:
             if control.cancelled and control.cancel_error is None:
                 return self._end_cancelled(control)
+            if isinstance(error, APIError):
+                self._transport.redact_error(error)
             self._count_usage()
             error.partial = self._response(finish_reason=None)
             self._report(None, error.partial)
             raise
-        except ToolError:
-            self._report(None, self._response(finish_reason=None))
+        except ToolError as error:
+            error.partial = self._response(finish_reason=None)
+            self._report(None, error.partial)
             raise
         except BaseException:
             self._report(None, None)
@@ -233,7 +255,7 @@ class Turn:
                 if not control.sleep(delay):
                     return
                 self._attempt += 1
-                self.open(control.sleep)
+                self.open(control.sleep, control)
 
     def _pump(self, control: StreamControl, http: HTTPStream, acc: Accumulator) -> None:
         """The hot loop: bytes -> SSE -> chunks -> events, until ``[DONE]``, EOF or cancel."""
@@ -341,15 +363,27 @@ class Turn:
         return APITimeoutError(f"no event from the server for {self._settings.timeout.idle}s", kind="idle")
 
     # -- tools -------------------------------------------------------------
+    def _runs(self, call: ToolCall) -> bool:
+        """Whether promptkit answers this call itself: it has a handler, or it names no known tool
+        while the app uses handler tools (a hallucinated name then gets an "unknown tool" error
+        result instead of stalling a loop nobody answers by hand)."""
+        tools = self._tools
+        if tools.has_handler(call.name):
+            return True
+        return call.name not in tools and any(tool.handler is not None for tool in tools)
+
     def _run_tools(self, control: StreamControl, calls: Sequence[ToolCall]) -> Optional[List[ToolResult]]:
         tools = self._tools
         tasks = [lambda call=call: tools.execute(call) for call in calls]
         timeouts = [getattr(tools.get(call.name), "timeout", None) for call in calls]
 
-        def timed_out(i: int) -> ToolResult:
+        def timed_out(i: int, at_deadline: bool) -> ToolResult:
             call = calls[i]
-            logger.warning("tool %r timed out after %ss", call.name, timeouts[i])
-            message = f"tool {call.name!r} timed out after {timeouts[i]}s"
+            if at_deadline:
+                message = f"tool {call.name!r} was still running when the turn's total deadline passed"
+            else:
+                message = f"tool {call.name!r} timed out after {timeouts[i]}s"
+            logger.warning("%s", message)
             return ToolResult(call.id, call.name, json.dumps({"error": message}), is_error=True)
 
         return control.run_parallel(
@@ -417,7 +451,9 @@ class Turn:
         if assistant is None:
             assistant = _assistant_message(acc.content, ())
         self._totals.messages.append(assistant)
-        response = self._response(acc.finish_reason)
+        # Calls left for the application end the turn as "tool_calls", whatever the
+        # server said (Ollama and some vLLM parsers send "stop").
+        response = self._response("tool_calls" if assistant.get("tool_calls") else acc.finish_reason)
         self._report(response)
         return response
 

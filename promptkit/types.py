@@ -111,8 +111,14 @@ class ToolCall:
         return cls(id=id, name=name, arguments_json=text, arguments=parsed)
 
     def to_message(self) -> Dict[str, Any]:
-        """The OpenAI ``tool_calls`` entry for an assistant message."""
-        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments_json}}
+        """The OpenAI ``tool_calls`` entry for an assistant message.
+
+        Arguments that were not a JSON object are replayed as ``"{}"``: several
+        servers decode the history's arguments and would reject the whole
+        conversation (the tool result tells the model what was wrong).
+        """
+        arguments = "{}" if self.arguments_error else self.arguments_json
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": arguments}}
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-safe dict: ``id``, ``name``, ``arguments`` and ``arguments_json``."""

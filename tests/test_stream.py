@@ -214,7 +214,7 @@ def test_run_parallel_keeps_call_order() -> None:
         second_done.set()
         return "two"
 
-    results = control.run_parallel([first, second], max_workers=2, timeouts=[None, None], on_timeout=lambda i: "late")
+    results = control.run_parallel([first, second], max_workers=2, timeouts=[None, None], on_timeout=lambda i, at_deadline: "late")
     assert results == ["one", "two"]
 
 
@@ -227,7 +227,7 @@ def test_run_parallel_timeout_gives_timeout_result() -> None:
         return "slow"
 
     try:
-        results = control.run_parallel([slow], max_workers=1, timeouts=[0.05], on_timeout=lambda i: f"timeout {i}")
+        results = control.run_parallel([slow], max_workers=1, timeouts=[0.05], on_timeout=lambda i, at_deadline: f"timeout {i}")
         assert results == ["timeout 0"]
     finally:
         release.set()

@@ -166,6 +166,35 @@ def test_a_hanging_download_is_abandoned(
     assert len(warnings_from(caplog)) == 2
 
 
+def test_lazy_init_loads_each_encoding_once_across_threads(
+    cl100k: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="promptkit.tokens")
+    calls: List[str] = []
+    real_get_encoding = tiktoken.get_encoding
+
+    def counting_get_encoding(name: str) -> Any:
+        calls.append(name)
+        return real_get_encoding(name)
+
+    monkeypatch.setattr(tiktoken, "get_encoding", counting_get_encoding)
+    start = threading.Barrier(8)
+    results: List[int] = []
+
+    def work() -> None:
+        start.wait(timeout=10)
+        results.append(tokens.count_text("hello world", "gpt-4o"))
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert results == [len(cl100k.encode_ordinary("hello world"))] * 8
+    assert sorted(calls) == ["cl100k_base", "o200k_base"]
+    assert len(warnings_from(caplog)) == 1
+
+
 def cookbook_num_tokens_from_messages(messages: Sequence[Mapping[str, str]], encoding: Any) -> int:
     """OpenAI cookbook, "How to count tokens with tiktoken", for gpt-3.5-turbo-0613 and later."""
     num_tokens = 0

@@ -668,6 +668,15 @@ def test_execute_arguments_error(raw: str, message: str) -> None:
     assert recorder.calls == []
 
 
+def test_execute_arguments_error_quotes_what_the_model_sent() -> None:
+    # The history replays unparseable arguments as "{}", so the error is where the model sees them.
+    made, _ = recorded_tool()
+    assert error_of(execute(made, call("target", raw='{"city": "Par'))).endswith('; you sent: {"city": "Par')
+    long = '{"city": "' + "x" * 600
+    message = error_of(execute(made, call("target", raw=long)))
+    assert message.endswith("; you sent: " + long[:500] + "...")
+
+
 def test_execute_empty_arguments_text_is_an_empty_object() -> None:
     @tool
     def ping() -> str:

@@ -1,0 +1,316 @@
+"""SQLiteStore: conversations in one SQLite file, shared by the processes of one machine.
+
+The file is in WAL mode, so readers never wait for the writer. Every write
+is a ``BEGIN IMMEDIATE`` transaction: it takes the database's write lock
+before it reads, so ``append_turn``'s turn-count check and its insert are
+one atomic step across threads and processes. Each thread uses its own
+connection. WAL needs a local file system (not NFS or SMB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+
+from ..errors import ConfigurationError
+from .protocol import DEFAULT_LOCK_TTL, check_id, check_index, check_optional_seconds, check_seconds, check_turn
+from .values import (
+    FORMAT_VERSION,
+    ConversationMeta,
+    StoreConflictError,
+    StoredConversation,
+    StoredTurn,
+    StoreError,
+    StoreFormatError,
+)
+
+__all__ = ["SQLiteStore"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS promptkit_schema (version INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS promptkit_conversations (
+        id TEXT PRIMARY KEY,
+        meta TEXT NOT NULL,
+        turn_count INTEGER NOT NULL,
+        updated_at REAL NOT NULL,
+        expires_at REAL
+    )""",
+    """CREATE TABLE IF NOT EXISTS promptkit_turns (
+        conversation_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, idx)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS promptkit_locks (
+        conversation_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+)
+
+
+class SQLiteStore:
+    """A :class:`~promptkit.stores.ConversationStore` in an SQLite file (stdlib ``sqlite3``).
+
+    Safe to share between threads, and between processes on one machine
+    that open the same file: web workers of one host can share it. The
+    tables are created on first use, named ``promptkit_*``, so the file may
+    also hold your own tables.
+
+    Args:
+        path: the database file (created when missing). ``":memory:"`` is
+            refused, as every thread would get its own database: use
+            :class:`~promptkit.stores.MemoryStore`.
+        lock_ttl: default lifetime of a turn lock, in seconds.
+        ttl: forget a conversation this many seconds after its last
+            committed turn; ``None`` keeps it forever. Expired rows are
+            skipped on read and removed by :meth:`purge_expired` or when the
+            id is written again.
+        busy_timeout: how long a write waits for another writer, in seconds.
+        clock: the time source for expiries, seconds since the epoch
+            (``time.time``; the processes sharing a file must agree on it).
+
+    Raises:
+        StoreFormatError: the file's promptkit tables are from a newer version.
+    """
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        lock_ttl: float = DEFAULT_LOCK_TTL,
+        ttl: Optional[float] = None,
+        busy_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = os.fspath(path)
+        if not isinstance(self.path, str) or not self.path or self.path == ":memory:" or "mode=memory" in self.path:
+            raise ConfigurationError("SQLiteStore needs a database file path; use MemoryStore for an in-memory store")
+        self.lock_ttl = check_seconds("lock_ttl", lock_ttl)
+        self.ttl = check_optional_seconds("ttl", ttl)
+        self._busy_timeout = check_seconds("busy_timeout", busy_timeout)
+        self._clock = clock
+        self._local = threading.local()
+        self._conns: Dict[int, Tuple[threading.Thread, sqlite3.Connection]] = {}
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        self._init_schema()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r}, ttl={self.ttl})"
+
+    # -- connections and transactions ---------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: Optional[sqlite3.Connection] = getattr(self._local, "conn", None)
+        if conn is not None and not self._closed:
+            return conn
+        with self._conns_lock:
+            if self._closed:
+                raise StoreError(f"this SQLiteStore ({self.path}) is closed")
+            # A thread that ended left its connection behind: close those now.
+            for ident, (thread, old) in list(self._conns.items()):
+                if not thread.is_alive():
+                    old.close()
+                    del self._conns[ident]
+            try:
+                # isolation_level=None: no implicit transactions, we BEGIN ourselves.
+                conn = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                )
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+            if str(mode).lower() != "wal":
+                logger.warning("SQLite store %s is in journal mode %r, not WAL", self.path, mode)
+            self._conns[threading.get_ident()] = (threading.current_thread(), conn)
+        self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            conn.execute(begin)
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    def _write(self) -> "contextlib.AbstractContextManager[sqlite3.Connection]":
+        # IMMEDIATE takes the write lock first, so what we read cannot change before we write.
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def _read(self) -> "contextlib.AbstractContextManager[sqlite3.Connection]":
+        # A read transaction sees one snapshot (WAL), so the meta and turns agree.
+        return self._transaction("BEGIN")
+
+    def _init_schema(self) -> None:
+        with self._write() as conn:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            row = conn.execute("SELECT MAX(version) FROM promptkit_schema").fetchone()
+            if row[0] is None:
+                conn.execute("INSERT INTO promptkit_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise StoreFormatError(
+                    f"SQLite store {self.path} has schema version {row[0]}, written by a newer promptkit; "
+                    f"this promptkit reads schema version {SCHEMA_VERSION} (format {FORMAT_VERSION}): upgrade promptkit"
+                )
+
+    @staticmethod
+    def _drop(conn: sqlite3.Connection, conversation_id: str) -> None:
+        conn.execute("DELETE FROM promptkit_turns WHERE conversation_id = ?", (conversation_id,))
+        conn.execute("DELETE FROM promptkit_conversations WHERE id = ?", (conversation_id,))
+
+    # -- the protocol -----------------------------------------------------------------
+    def load(self, conversation_id: str) -> Optional[StoredConversation]:
+        """Read a conversation in one read transaction; ``None`` when it is missing or expired.
+
+        See :meth:`ConversationStore.load <promptkit.stores.ConversationStore.load>`.
+        """
+        check_id(conversation_id)
+        now = self._clock()
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT meta, turn_count, expires_at FROM promptkit_conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            if row is None or (row[2] is not None and row[2] <= now):
+                return None
+            rows = conn.execute(
+                "SELECT data FROM promptkit_turns WHERE conversation_id = ? ORDER BY idx", (conversation_id,)
+            ).fetchall()
+        if len(rows) != row[1]:
+            raise StoreError(
+                f"SQLite store {self.path}: conversation {conversation_id} has {len(rows)} turn rows, expected {row[1]}"
+            )
+        return StoredConversation(
+            id=conversation_id,
+            meta=ConversationMeta.from_json(row[0]),
+            turns=[StoredTurn.from_json(r[0]) for r in rows],
+        )
+
+    def append_turn(self, conversation_id: str, turn: StoredTurn, *, index: int, meta: ConversationMeta) -> None:
+        """Append ``turn`` as turn ``index`` in one IMMEDIATE transaction.
+
+        See :meth:`ConversationStore.append_turn <promptkit.stores.ConversationStore.append_turn>`.
+
+        Raises:
+            StoreConflictError: the store holds a different number of turns than ``index``.
+        """
+        check_id(conversation_id)
+        check_index(index)
+        check_turn(turn, meta)
+        turn_json = turn.to_json()
+        with self._write() as conn:
+            now = self._clock()
+            expires_at = None if self.ttl is None else now + self.ttl
+            row = conn.execute(
+                "SELECT turn_count, expires_at FROM promptkit_conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            if row is not None and row[1] is not None and row[1] <= now:
+                self._drop(conn, conversation_id)  # expired: the id starts afresh
+                row = None
+            stored = 0 if row is None else row[0]
+            if stored != index:
+                raise StoreConflictError(conversation_id, index, stored)
+            if row is None:
+                conn.execute(
+                    "INSERT INTO promptkit_conversations (id, meta, turn_count, updated_at, expires_at)"
+                    " VALUES (?, ?, 1, ?, ?)",
+                    (conversation_id, meta.to_json(), now, expires_at),
+                )
+            else:
+                conn.execute(
+                    "UPDATE promptkit_conversations SET turn_count = turn_count + 1, updated_at = ?, expires_at = ?"
+                    " WHERE id = ?",
+                    (now, expires_at, conversation_id),
+                )
+            conn.execute(
+                "INSERT INTO promptkit_turns (conversation_id, idx, data) VALUES (?, ?, ?)",
+                (conversation_id, index, turn_json),
+            )
+
+    def acquire(self, conversation_id: str, owner: str, ttl: Optional[float] = None) -> bool:
+        """Take or renew the turn lock. See :class:`~promptkit.stores.ConversationStore`."""
+        check_id(conversation_id)
+        seconds = self.lock_ttl if ttl is None else check_seconds("ttl", ttl)
+        with self._write() as conn:
+            now = self._clock()
+            row = conn.execute(
+                "SELECT owner, expires_at FROM promptkit_locks WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO promptkit_locks (conversation_id, owner, expires_at) VALUES (?, ?, ?)",
+                (conversation_id, owner, now + seconds),
+            )
+            return True
+
+    def release(self, conversation_id: str, owner: str) -> None:
+        """Release the turn lock if ``owner`` holds it. See :class:`~promptkit.stores.ConversationStore`."""
+        check_id(conversation_id)
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM promptkit_locks WHERE conversation_id = ? AND owner = ?", (conversation_id, owner)
+            )
+
+    def list_ids(self) -> List[str]:
+        """The ids of every unexpired conversation, sorted."""
+        now = self._clock()
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id FROM promptkit_conversations WHERE expires_at IS NULL OR expires_at > ? ORDER BY id", (now,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def delete(self, conversation_id: str) -> bool:
+        """Delete a conversation; ``True`` when it existed (and had not expired)."""
+        check_id(conversation_id)
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT expires_at FROM promptkit_conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            self._drop(conn, conversation_id)
+        return row is not None and (row[0] is None or row[0] > self._clock())
+
+    def purge_expired(self) -> int:
+        """Delete every expired conversation and lock now; returns how many conversations went."""
+        with self._write() as conn:
+            now = self._clock()
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM promptkit_conversations WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+                ).fetchall()
+            ]
+            for conversation_id in ids:
+                self._drop(conn, conversation_id)
+            conn.execute("DELETE FROM promptkit_locks WHERE expires_at <= ?", (now,))
+        return len(ids)
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls raise :class:`~promptkit.stores.StoreError`. Idempotent."""
+        with self._conns_lock:
+            self._closed = True
+            conns = [conn for _, conn in self._conns.values()]
+            self._conns.clear()
+        for conn in conns:
+            conn.close()
