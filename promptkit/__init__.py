@@ -30,6 +30,7 @@ from .errors import (
     StreamTruncatedError,
     ToolError,
 )
+from .stores import ConversationStore, MemoryStore, RedisStore, SQLiteStore, StoreConflictError, StoreError
 from .stream import Stream
 from .tools import Tool, ToolRegistry, tool
 from .types import Choice, Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
@@ -49,12 +50,18 @@ __all__ = [
     "Tool",
     "ToolRegistry",
     "tool",
+    "ConversationStore",
+    "MemoryStore",
+    "SQLiteStore",
+    "RedisStore",
     "PromptKitError",
     "ConfigurationError",
     "ConversationBusyError",
     "CallbackError",
     "ToolError",
     "BudgetExceededError",
+    "StoreError",
+    "StoreConflictError",
     "APIError",
     "APIStatusError",
     "BadRequestError",

@@ -15,7 +15,7 @@ from .transport import Transport
 from .turn import TurnSettings
 from .types import Timeout
 
-__all__ = ["Client", "OPENAI_BASE_URL"]
+__all__ = ["Client", "ConversationIndex", "OPENAI_BASE_URL"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class Client:
         headers: extra HTTP headers sent with every request.
         max_rounds: the most request rounds a turn's tool loop may take.
         tool_workers: threads running one round's tool calls at once (1 = one by one).
+        store: the default conversation store of :meth:`conversation` (``None``:
+            history lives in each Conversation object only).
 
     Raises:
         ConfigurationError: bad options, or no key for OpenAI's URL (before any I/O).
@@ -64,6 +66,7 @@ class Client:
         headers: Optional[Mapping[str, str]] = None,
         max_rounds: int = 10,
         tool_workers: int = 4,
+        store: Any = None,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("OPENAI_API_KEY") or None
@@ -91,6 +94,7 @@ class Client:
         self.timeout = Timeout.coerce(timeout)
         self.max_retries = max_retries
         self.prices = PriceTable.from_spec(pricing)
+        self.store = store
         self._has_key = bool(api_key)
         self._policy = RetryPolicy(max_retries=max_retries)
         self._max_rounds = max_rounds
@@ -126,8 +130,13 @@ class Client:
             tools: functions decorated with :func:`promptkit.tool`, :class:`promptkit.Tool`
                 objects, or OpenAI tool dicts (answer those with ``on_tool`` or
                 ``add_tool_result``).
-            store: reserved for conversation stores; only ``None`` (in memory) for now.
-            conversation_id: the id; ``conv_<time_ns>`` by default.
+            store: a conversation store (:class:`promptkit.MemoryStore`,
+                :class:`promptkit.SQLiteStore`, :class:`promptkit.RedisStore` or your
+                own :class:`~promptkit.stores.ConversationStore`); default: the
+                client's ``store``. ``None`` keeps the history in the Conversation only.
+            conversation_id: the id; ``conv_<time_ns>`` by default. With a store
+                holding that id, the conversation resumes: system prompt, history,
+                totals and pending tool calls.
             model: this conversation's model (default: the client's).
             timeout: this conversation's timeouts (default: the client's).
             max_rounds: the tool loop's limit (default: the client's).
@@ -137,8 +146,6 @@ class Client:
             variables: values for the system prompt's ``{{name}}`` placeholders.
             **params: extra request fields: ``temperature``, ``max_tokens``, ...
         """
-        if store is not None:
-            raise ConfigurationError("conversation stores are not available in this version; pass store=None")
         settings = TurnSettings(
             model=model or self.model,
             params=dict(params),
@@ -156,7 +163,15 @@ class Client:
             tools=tools,
             max_cost=max_cost,
             variables=variables,
+            store=self.store if store is None else store,
         )
+
+    def conversations(self, store: Any = None) -> "ConversationIndex":
+        """The conversations of ``store`` (default: the client's): list, resume and delete them."""
+        chosen = self.store if store is None else store
+        if chosen is None:
+            raise ConfigurationError("conversations() needs a store: pass one here or to Client(store=...)")
+        return ConversationIndex(self, chosen)
 
     def close(self) -> None:
         """Close the connection pool (when the client created its session)."""
@@ -167,3 +182,29 @@ class Client:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+class ConversationIndex:
+    """The conversations kept in one store (see :meth:`Client.conversations`)."""
+
+    def __init__(self, client: Client, store: Any) -> None:
+        self._client = client
+        self._store = store
+
+    def list(self) -> "list[str]":
+        """The ids of the stored conversations."""
+        return list(self._store.list_ids())
+
+    def get(self, conversation_id: str, **kwargs: Any) -> Conversation:
+        """Resume a stored conversation (``kwargs`` as for :meth:`Client.conversation`).
+
+        Raises:
+            KeyError: no conversation with that id is stored.
+        """
+        if self._store.load(conversation_id) is None:
+            raise KeyError(conversation_id)
+        return self._client.conversation(conversation_id=conversation_id, store=self._store, **kwargs)
+
+    def delete(self, conversation_id: str) -> bool:
+        """Delete a stored conversation; ``False`` when there was none."""
+        return bool(self._store.delete(conversation_id))

@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from .errors import BudgetExceededError, ConfigurationError, ConversationBusyError, ToolError
 from .prompts import placeholders, render
+from .stores.binding import StoreBinding, pending_calls
+from .stores.protocol import ConversationStore
+from .stores.values import StoredConversation
 from .stream import Stream, StreamControl
 from .tools import Tool, ToolRegistry
 from .turn import Turn, TurnSettings
@@ -51,6 +54,7 @@ class Conversation:
         tools: Optional[Sequence[Any]] = None,
         max_cost: Optional[float] = None,
         variables: Optional[Mapping[str, Any]] = None,
+        store: Optional[ConversationStore] = None,
     ) -> None:
         if max_cost is not None and (isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost <= 0):
             raise ConfigurationError(f"max_cost must be a positive number of USD or None, got {max_cost!r}")
@@ -75,6 +79,32 @@ class Conversation:
         self._results: Dict[str, ToolResult] = {}
         self._last: Optional[Response] = None
         self._active: Optional[StreamControl] = None  # the in-flight turn's control
+        self._unstored_usage = Usage()  # failed turns: counted here, not stored
+        self._unstored_cost = 0.0
+        self._binding: Optional[StoreBinding] = None
+        if store is not None:
+            if not isinstance(store, ConversationStore):
+                raise ConfigurationError(f"store must implement promptkit.stores.ConversationStore, got {store!r}")
+            self._binding = StoreBinding(store, self.id)
+            stored = self._binding.load() if conversation_id else None
+            if stored is not None:
+                if system_prompt is not None and system_prompt != stored.meta.system_prompt:
+                    logger.warning("conversation %s resumes with its stored system prompt, not the one given", self.id)
+                self._template = stored.meta.system_prompt
+                self._restore(stored)
+
+    def _restore(self, stored: StoredConversation) -> None:
+        """Take history, totals and pending tool calls from the store."""
+        pending = pending_calls(stored)
+        with self._lock:
+            self._messages = stored.messages()
+            self._usage = stored.usage_totals() + self._unstored_usage
+            self._cost = stored.total_cost() + self._unstored_cost
+            self._results.clear()
+            self._pending = {
+                c["id"]: ToolCall.create(c["id"], c.get("function", {}).get("name", ""), c.get("function", {}).get("arguments", ""))
+                for c in pending
+            }
 
     def __repr__(self) -> str:
         return f"Conversation(id={self.id!r}, messages={len(self._messages)})"
@@ -149,8 +179,13 @@ class Conversation:
         return self._tools
 
     # -- tools -----------------------------------------------------------------
-    def on_tool(self, name: str, handler: Callable[..., Any]) -> Tool:
-        """Attach a handler to a tool whose schema was given as an OpenAI dict."""
+    def on_tool(self, name: str, handler: Optional[Callable[..., Any]] = None) -> Any:
+        """Attach a handler to a tool whose schema was given as an OpenAI dict.
+
+        Use it as ``conv.on_tool("name", fn)`` or as a decorator ``@conv.on_tool("name")``.
+        """
+        if handler is None:
+            return self._tools.on_tool(name)
         return self._tools.on_tool(name, handler)
 
     def add_tool_result(self, call_id: str, result: Any, *, is_error: bool = False) -> None:
@@ -200,7 +235,15 @@ class Conversation:
             raise ConfigurationError(f"buffer_size must be a positive int, got {buffer_size!r}")
         if not self._acquire_turn():
             raise ConversationBusyError(f"conversation {self.id} already has a turn in flight; wait for it to end")
+        binding = self._binding
+        if binding is not None and not binding.begin():
+            self._busy.release()
+            raise ConversationBusyError(f"conversation {self.id} has a turn in flight in another worker")
         try:
+            if binding is not None:
+                stored = binding.sync()
+                if stored is not None:
+                    self._restore(stored)  # other workers committed turns since we last looked
             if self._template:
                 self._render(strict=True)  # an unresolved {{variable}} fails here, before any I/O
             budget = self._budget_left()
@@ -223,7 +266,7 @@ class Conversation:
             )
             turn.open(_sleep)
         except BaseException:
-            self._busy.release()  # nothing was consumed: the request never got an answer
+            self._end_turn()  # nothing was consumed: the request never got an answer
             raise
         stream = Stream(
             turn.run,
@@ -276,8 +319,15 @@ class Conversation:
 
     # -- TurnSink: called on the worker thread before the terminal event ---------
     def commit(self, messages: List[Dict[str, Any]], response: Response) -> None:
-        """Record a turn that ended with ``done`` and release the conversation."""
+        """Record a turn that ended with ``done`` (in the store first) and release the conversation.
+
+        Raises:
+            StoreConflictError: another worker stored a turn at the same index; nothing is committed.
+        """
         try:
+            if self._binding is not None:
+                system = self._messages[0]["content"] if self._messages and self._messages[0]["role"] == "system" else None
+                self._binding.append(messages, response, system_prompt=system, model=self._settings.model)
             with self._lock:
                 self._messages.extend(copy.deepcopy(messages))
                 self._usage = self._usage + response.usage
@@ -289,7 +339,7 @@ class Conversation:
                     answered = {r.call_id for r in response.tool_results}
                     self._pending = {c.id: c for c in response.tool_calls if c.id not in answered}
         finally:
-            self._busy.release()
+            self._end_turn()
 
     def fail(self, partial: Optional[Response]) -> None:
         """Record the tokens of a failed turn (nothing else) and release the conversation."""
@@ -298,6 +348,20 @@ class Conversation:
                 with self._lock:
                     self._usage = self._usage + partial.usage
                     self._cost += partial.cost
+                    self._unstored_usage = self._unstored_usage + partial.usage
+                    self._unstored_cost += partial.cost
+        finally:
+            self._end_turn()
+
+    def renew(self) -> None:
+        """Keep the store's turn lock alive between tool rounds."""
+        if self._binding is not None:
+            self._binding.renew()
+
+    def _end_turn(self) -> None:
+        try:
+            if self._binding is not None:
+                self._binding.end()
         finally:
             self._busy.release()
 

@@ -19,7 +19,6 @@ import logging
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from queue import Queue
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
@@ -135,53 +134,69 @@ class StreamControl:
         on_timeout: Callable[[int, bool], _T],
         deadline: Optional[float] = None,
     ) -> Optional[List[_T]]:
-        """Run ``tasks`` on a small thread pool; results in task order.
+        """Run ``tasks`` on up to ``max_workers`` threads at once; results in task order.
 
         A task still running ``timeouts[i]`` seconds after *it* started, or at
         the ``deadline`` (a ``time.monotonic()`` value), gets
-        ``on_timeout(i, at_deadline)`` as its result; its thread finishes on
-        its own. Returns ``None`` when the stream is cancelled: tasks not
-        started are dropped, running ones are left to finish.
+        ``on_timeout(i, at_deadline)`` as its result and stops counting against
+        ``max_workers``; its thread finishes on its own. Returns ``None`` when
+        the stream is cancelled: tasks not started are dropped, running ones
+        are left to finish.
         """
-        if not tasks:
-            return []
-        results: List[Any] = [None] * len(tasks)
-        started: List[Optional[float]] = [None] * len(tasks)
+        count = len(tasks)
+        results: List[Any] = [None] * count
+        started: List[float] = [0.0] * count
+        outcomes: dict = {}
+        changed = threading.Condition()
 
-        def timed(i: int) -> Any:
-            started[i] = time.monotonic()
-            return tasks[i]()
+        def runner(i: int) -> None:
+            try:
+                outcome: Tuple[bool, Any] = (True, tasks[i]())
+            except BaseException as exc:  # handed to the worker, which fails the turn with it
+                outcome = (False, exc)
+            with changed:
+                outcomes[i] = outcome
+                changed.notify_all()
 
-        pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(tasks))), thread_name_prefix="promptkit-tool")
-        try:
-            futures: List[Future[Any]] = [pool.submit(timed, i) for i in range(len(tasks))]
-            pending = set(range(len(tasks)))
-            while pending:
+        running: set = set()
+        next_task = 0
+        with changed:
+            while next_task < count or running:
                 if self._cancelled:
                     return None
                 now = time.monotonic()
-                limits = [start + t for i in pending if (t := timeouts[i]) is not None and (start := started[i]) is not None]
-                if deadline is not None:
-                    limits.append(deadline)
-                # Re-check every 0.1 s: a task that starts later starts its own clock.
-                wait_for = min([0.1] + [max(0.0, limit - now) for limit in limits])
-                wait([futures[i] for i in pending], timeout=wait_for, return_when=FIRST_COMPLETED)
-                now = time.monotonic()
-                for i in sorted(pending):
-                    start, limit = started[i], timeouts[i]
-                    if futures[i].done():
-                        results[i] = futures[i].result()
-                    elif deadline is not None and now >= deadline:
+                past_deadline = deadline is not None and now >= deadline
+                while next_task < count and len(running) < max_workers and not past_deadline:
+                    started[next_task] = time.monotonic()
+                    running.add(next_task)
+                    start_thread(runner, f"tool-{next(_ids)}", next_task)
+                    next_task += 1
+                for i in sorted(running):
+                    limit = timeouts[i]
+                    if i in outcomes:
+                        ok, value = outcomes.pop(i)
+                        if not ok:
+                            raise value
+                        results[i] = value
+                    elif past_deadline:
                         results[i] = on_timeout(i, True)
-                    elif limit is not None and start is not None and now >= start + limit:
+                    elif limit is not None and now >= started[i] + limit:
                         results[i] = on_timeout(i, False)
                     else:
                         continue
-                    pending.discard(i)
-            return results
-        finally:
-            # Running handlers finish on their own; queued ones are dropped.
-            pool.shutdown(wait=False, cancel_futures=True)
+                    running.discard(i)
+                if past_deadline:
+                    while next_task < count:  # never started: the deadline came first
+                        results[next_task] = on_timeout(next_task, True)
+                        next_task += 1
+                if not running and next_task >= count:
+                    break
+                limits = [started[i] + t for i in running if (t := timeouts[i]) is not None]
+                if deadline is not None:
+                    limits.append(deadline)
+                # Wake on a finished task, a timeout, or at least every 0.1 s to see a cancel.
+                changed.wait(min([0.1] + [max(0.0, limit - now) for limit in limits]))
+        return results
 
 
 def start_thread(target: Callable[..., Any], name: str, *args: Any) -> threading.Thread:

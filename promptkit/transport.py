@@ -331,18 +331,23 @@ class Transport:
         """
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         _waiting.hook = on_socket  # while waiting for headers, a cancel may shut this socket down
+        failure: Optional[APIError] = None
         try:
             response = self.session.post(
                 self.url, data=body, headers=self._headers, stream=True, timeout=(connect_timeout, read_timeout)
             )
         except requests.exceptions.ConnectTimeout:
-            raise APITimeoutError(f"timed out connecting to {self.base_url}", kind="connect") from None
+            failure = APITimeoutError(f"timed out connecting to {self.base_url}", kind="connect")
         except requests.exceptions.ReadTimeout:
-            raise APITimeoutError(f"timed out waiting for response headers from {self.base_url}", kind="idle") from None
+            failure = APITimeoutError(f"timed out waiting for response headers from {self.base_url}", kind="idle")
         except requests.exceptions.RequestException as exc:
-            raise APIConnectionError(f"could not connect to {self.base_url}: {self.redact(_describe(exc))}") from None
+            failure = APIConnectionError(f"could not connect to {self.base_url}: {self.redact(_describe(exc))}")
         finally:
             _waiting.hook = None
+        if failure is not None:
+            # Raised outside the except block: the requests exception (whose request
+            # carries the Authorization header) must not ride along as __context__.
+            raise failure
         if response.status_code >= 300:
             raise self._status_error(response)
         content_type = response.headers.get("content-type", "")

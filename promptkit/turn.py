@@ -57,6 +57,9 @@ class TurnSink(Protocol):
     def fail(self, partial: Optional[Response]) -> None:
         """The turn ended with an error: record nothing but the tokens it consumed."""
 
+    def renew(self) -> None:
+        """The turn goes on to another round: keep any turn lock alive."""
+
 
 @attrs.frozen
 class TurnSettings:
@@ -209,6 +212,7 @@ class Turn:
                 self._acc = None
                 if control.cancelled:
                     return self._end_cancelled(control)
+                self._sink.renew()
                 self.open(control.sleep, control)
         except (APIError, BudgetExceededError) as error:
             if control.cancelled and control.cancel_error is None:

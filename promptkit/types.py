@@ -113,11 +113,11 @@ class ToolCall:
     def to_message(self) -> Dict[str, Any]:
         """The OpenAI ``tool_calls`` entry for an assistant message.
 
-        Arguments that were not a JSON object are replayed as ``"{}"``: several
-        servers decode the history's arguments and would reject the whole
-        conversation (the tool result tells the model what was wrong).
+        Arguments that were empty or not a JSON object are replayed as ``"{}"``:
+        several servers decode the history's arguments and would reject the
+        whole conversation (the tool result tells the model what was wrong).
         """
-        arguments = "{}" if self.arguments_error else self.arguments_json
+        arguments = "{}" if self.arguments_error or not self.arguments_json.strip() else self.arguments_json
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": arguments}}
 
     def to_dict(self) -> Dict[str, Any]:

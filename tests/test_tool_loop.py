@@ -500,9 +500,6 @@ def test_tool_timeout_counts_from_the_calls_own_start(server: MockServer) -> Non
     assert [(r.call_id, r.content) for r in resp.tool_results] == [("a", "slow done"), ("b", "fast done")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a timed-out handler keeps its ThreadPoolExecutor worker in StreamControl.run_parallel, so with "
-    "tool_workers=1 the next call waits until the hung handler returns: the per-tool timeout does not bound the round"))
 def test_timed_out_handler_does_not_hold_up_the_next_call(server: MockServer) -> None:
     hung_finished = threading.Event()
     seen: List[bool] = []
