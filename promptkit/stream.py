@@ -19,7 +19,7 @@ import logging
 import sys
 import threading
 import time
-from queue import Queue
+from queue import Empty, Queue
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from .errors import CallbackError, PromptKitError, StreamError
@@ -269,7 +269,26 @@ class Stream:
     def __iter__(self) -> Iterator[StreamEvent]:
         return self._events()
 
-    def _events(self) -> Iterator[StreamEvent]:
+    def iter_sse(self, heartbeat: Optional[float] = 15.0) -> Iterator[bytes]:
+        """The stream as server-sent-event bytes, for a streaming HTTP response.
+
+        Yields one ``event: <type>`` / ``data: <json of event.to_dict()>`` frame
+        per event, a ``: keep-alive`` comment every ``heartbeat`` seconds while
+        the model is silent, and ends after the terminal event. Closing the
+        generator early (the web server does when the client disconnects)
+        cancels the upstream request, and the turn is committed as cancelled.
+        """
+        from .relay import HEARTBEAT, sse_frame
+
+        events = self._events(heartbeat)
+        try:
+            for n, event in enumerate(events, 1):
+                yield HEARTBEAT if event is None else sse_frame(event, event_id=n)
+        finally:
+            events.close()  # a disconnect closes us: close the inner generator now, which cancels
+
+    def _events(self, heartbeat: Optional[float] = None) -> Iterator[Any]:
+        """Events in order (``None`` every ``heartbeat`` seconds of silence, when given)."""
         if self._terminal is not None:
             return
         if self._consuming:
@@ -278,7 +297,14 @@ class Stream:
         get = self._control.queue.get
         try:
             while True:
-                event = get()
+                if heartbeat is None:
+                    event = get()
+                else:
+                    try:
+                        event = get(True, heartbeat)
+                    except Empty:
+                        yield None
+                        continue
                 if event.type == "done" or event.type == "error":
                     self._terminal = event
                 if self._has_callbacks:
