@@ -20,7 +20,7 @@ from .stores.binding import StoreBinding, pending_calls
 from .stores.protocol import ConversationStore
 from .stores.values import StoredConversation
 from .stream import Stream, StreamControl
-from .tools import Tool, ToolRegistry
+from .tools import ToolRegistry
 from .turn import Turn, TurnSettings
 from .types import Response, ToolCall, ToolResult, Usage
 
