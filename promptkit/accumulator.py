@@ -54,14 +54,14 @@ class _ChoiceState:
         if not isinstance(deltas, list):
             return
         for delta in deltas:
-            if not isinstance(delta, Mapping):
+            if not isinstance(delta, dict):
                 continue
             index = delta.get("index")
             if not isinstance(index, int) or isinstance(index, bool):
                 index = None
             call_id = delta.get("id") or ""
             function = delta.get("function")
-            if not isinstance(function, Mapping):
+            if not isinstance(function, dict):
                 function = {}
             name = function.get("name") or ""
             call = self._find(index, call_id)
@@ -124,7 +124,7 @@ class _ChoiceState:
 
 
 def _error_message(error: Any) -> str:
-    if isinstance(error, Mapping):
+    if isinstance(error, dict):
         message = error.get("message") or error.get("msg") or error.get("error")
         code = error.get("code") or error.get("type")
         text = str(message) if message else "the server reported an error"
@@ -134,6 +134,9 @@ def _error_message(error: Any) -> str:
 
 class Accumulator:
     """Assembles the chunks of one chat-completions stream.
+
+    Chunks are JSON-decoded, so type checks test ``dict`` (a fast C check),
+    not ``Mapping``.
 
     Call :meth:`feed` with each parsed chunk; it returns the events to deliver
     (often one ``content`` event, often none). :meth:`finish` flushes the
@@ -171,8 +174,8 @@ class Accumulator:
         usage = chunk.get("usage")
         if usage is None:
             groq = chunk.get("x_groq")
-            usage = groq.get("usage") if isinstance(groq, Mapping) else None
-        if isinstance(usage, Mapping):
+            usage = groq.get("usage") if isinstance(groq, dict) else None
+        if isinstance(usage, dict):
             self.usage = Usage.from_openai(usage)
         error = chunk.get("error")
         if error is not None:
@@ -184,7 +187,7 @@ class Accumulator:
             raise StreamError("malformed chunk: 'choices' is not a list", body=chunk)
         events: List[StreamEvent] = []
         for choice in choices:
-            if not isinstance(choice, Mapping):
+            if not isinstance(choice, dict):
                 continue
             index = choice.get("index", 0)
             if index == 0 or index is None:
@@ -289,7 +292,7 @@ def _feed_extras(state: _ChoiceState, delta: Mapping[str, Any]) -> bool:
 
 def _feed_state(state: _ChoiceState, choice: Mapping[str, Any]) -> None:
     delta = choice.get("delta")
-    if isinstance(delta, Mapping):
+    if isinstance(delta, dict):
         text = delta.get("content")
         if text and isinstance(text, str):
             state.content.append(text)

@@ -376,15 +376,20 @@ class Stream:
             self._thread.join(timeout)
 
     def _drain_terminal(self) -> None:
-        """Find the terminal event among what the worker left queued (no callbacks: the consumer left)."""
+        """Find the terminal event among what the worker left queued (no callbacks: the consumer left).
+
+        It is put back: a consumer iterating in another thread while this
+        thread called close() is waiting for it, and must get it.
+        """
         queue = self._control.queue
         while True:
             try:
                 event = queue.get_nowait()
-            except Exception:  # queue.Empty: the worker always queues a terminal, so this is not reached
+            except Empty:  # the worker always queues a terminal: only a concurrent consumer took it
                 return
             if event.is_terminal:
                 self._terminal = event
+                queue.put(event)
                 return
 
     @property

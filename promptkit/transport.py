@@ -87,7 +87,7 @@ class HTTPStream:
     """
 
     __slots__ = (
-        "_response", "_raw", "_sock", "_pool", "_lock", "_timeout", "_aborted", "_eof", "_released",
+        "_response", "_raw", "_read1", "_sock", "_pool", "_lock", "_timeout", "_aborted", "_eof", "_released",
         "status_code", "headers", "request_id",
     )  # fmt: skip
 
@@ -99,6 +99,11 @@ class HTTPStream:
         if self._pool is not None:
             raw._pool = None  # urllib3 releases nothing now; close() does it
         self._lock = threading.Lock()
+        # The per-read hot path: http.client's read1 (it de-chunks) without urllib3's
+        # per-call wrapping, unless the body is compressed and needs urllib3's decoder.
+        fp = getattr(raw, "_fp", None)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        self._read1 = fp.read1 if fp is not None and hasattr(fp, "read1") and encoding in ("", "identity") else raw.read1
         self._timeout: Optional[float] = -1.0
         self._aborted = False
         self._eof = False
@@ -122,8 +127,8 @@ class HTTPStream:
                 pass  # already shut down: the read below reports it
             self._timeout = timeout
         try:
-            data = self._raw.read1(size)
-        except Exception as exc:  # urllib3 wraps socket errors; requests may too
+            data = self._read1(size)
+        except Exception as exc:  # socket, http.client and (compressed bodies) urllib3 errors
             if self._aborted:
                 return b""
             if _is_timeout(exc):

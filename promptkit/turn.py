@@ -270,13 +270,15 @@ class Turn:
         idle = self._settings.timeout.idle
         deadline = self._deadline
         last = _monotonic()
+        fresh = True  # an event just arrived: the read may wait the whole idle time
         while True:
-            wait = None if idle is None else idle - (_monotonic() - last)
+            now = _monotonic()
+            # While events flow, wait stays exactly `idle` (no settimeout per read);
+            # after a comment-only read it shrinks to what is left of the idle time.
+            wait = idle if fresh or idle is None else idle - (now - last)
             kind = "idle"
-            if deadline is not None:
-                remaining = deadline - _monotonic()
-                if wait is None or remaining < wait:
-                    wait, kind = remaining, "total"
+            if deadline is not None and (wait is None or deadline - now < wait):
+                wait, kind = deadline - now, "total"
             if wait is not None and wait <= 0:
                 raise self._timeout(kind)
             try:
@@ -296,7 +298,9 @@ class Turn:
                 break  # a finished reply whose server omitted [DONE]
             events = feed(data)
             if not events:
+                fresh = False
                 continue  # comments and partial lines do not count as activity
+            fresh = True
             last = _monotonic()
             if self._budget is not None:
                 self._check_budget()

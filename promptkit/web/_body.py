@@ -1,0 +1,145 @@
+"""The body of an SSE response: a WSGI iterable, and an async iterable for ASGI servers.
+
+Both stream ``Stream.iter_sse()`` and guarantee that a client disconnect
+cancels the upstream request at once and that the turn commits as cancelled,
+whichever way the server ends the response: ``close()`` (WSGI servers call it
+when a write fails), a cancelled ASGI task, or garbage collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, AsyncIterator, Iterator, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..stream import Stream
+
+__all__ = ["SSEBody", "AsyncSSEBody"]
+
+logger = logging.getLogger(__name__)
+
+# How long close() waits for a cancelled turn to commit before giving up on it.
+_CLOSE_WAIT = 10.0
+
+
+class SSEBody:
+    """The server-sent-event bytes of one :class:`~promptkit.Stream`, as a WSGI response iterable.
+
+    Iterating yields the frames of ``stream.iter_sse(heartbeat)``. ``close()``
+    (which every WSGI server calls at the end of a response, including when a
+    write to a departed client failed) cancels the upstream request if the
+    stream has not ended, and waits until the cancelled turn is committed.
+
+    It is a class rather than a generator on purpose: closing a generator that
+    never started runs none of its code, so a response closed before its first
+    frame would leave the upstream request running.
+
+    Args:
+        stream: the stream to relay; nothing else may consume it.
+        heartbeat: seconds of model silence before a ``: keep-alive`` comment
+            (``None``: none). Besides keeping proxies from closing an idle
+            response, a heartbeat is how a WSGI server learns that the client
+            left: it only notices when a write fails.
+    """
+
+    def __init__(self, stream: "Stream", heartbeat: Optional[float] = 15.0) -> None:
+        self._stream = stream
+        self._frames = stream.iter_sse(heartbeat)
+        # One next() at a time: under ASGI the pulls run on worker threads while
+        # close() may come from another; closing a generator that is executing raises.
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def stream(self) -> "Stream":
+        """The relayed stream."""
+        return self._stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        with self._lock:
+            if self._closed:
+                raise StopIteration
+            return next(self._frames)
+
+    def cancel(self) -> None:
+        """Cancel the upstream request unless the stream already ended. Thread-safe, returns at once."""
+        if not self._stream.done:
+            self._stream.cancel()
+
+    def close(self) -> None:
+        """End the response: cancel a stream still running and wait for its turn to commit. Idempotent."""
+        self.cancel()  # first, so that a next() blocked on another thread returns promptly
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._frames.close()  # runs iter_sse's cleanup when it had started
+        if not self._stream.done:  # never iterated: iter_sse's cleanup never ran
+            self._stream.close(_CLOSE_WAIT)
+
+    def __del__(self) -> None:
+        # A server that drops the body without close() must not leave the model talking.
+        stream = getattr(self, "_stream", None)
+        if stream is not None and not stream.done:
+            stream.cancel()
+
+
+def _next_or_none(body: SSEBody) -> Optional[bytes]:
+    return next(body, None)
+
+
+class AsyncSSEBody:
+    """An async iterable over an :class:`SSEBody`, for ASGI servers.
+
+    Each frame is pulled from the synchronous body on a worker thread
+    (``asgiref.sync.sync_to_async(thread_sensitive=False)``), so the event
+    loop never blocks on the model and the response is not buffered. When
+    the ASGI server cancels the response task (the client disconnected), the
+    upstream request is cancelled at once, even while a pull is still
+    blocked in its thread.
+
+    ``close()`` is synchronous and is what Django calls as the response's
+    resource closer.
+    """
+
+    def __init__(self, body: SSEBody) -> None:
+        self._body = body
+
+    @property
+    def stream(self) -> "Stream":
+        """The relayed stream."""
+        return self._body.stream
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[bytes]:
+        from asgiref.sync import sync_to_async
+
+        # thread_sensitive=False: a pull may block for a heartbeat interval; it must
+        # not hold the single thread that Django runs sync views and the ORM on.
+        pull = sync_to_async(_next_or_none, thread_sensitive=False)
+        try:
+            while True:
+                frame = await pull(self._body)
+                if frame is None:
+                    return
+                yield frame
+        finally:
+            body = self._body
+            body.cancel()  # synchronous and immediate: the model stops now, whatever happens below
+            try:
+                await sync_to_async(body.close, thread_sensitive=False)()
+            except BaseException:  # cancelled again while waiting: finish closing on a thread of our own
+                from ..stream import start_thread
+
+                start_thread(body.close, "web-close")
+                raise
+
+    def close(self) -> None:
+        """Cancel the stream if it is still running and wait for its turn to commit. Idempotent."""
+        self._body.close()

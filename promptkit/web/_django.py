@@ -1,0 +1,117 @@
+"""Django responses: a stream as server-sent events under WSGI or ASGI, and early errors."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Optional
+
+from ._body import AsyncSSEBody, SSEBody
+from ._common import SSE_CONTENT_TYPE, sse_headers
+from ._errors import error_reply
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..stream import Stream
+
+__all__ = ["django_response", "django_async_response", "django_error_response", "is_asgi_request"]
+
+
+def _http() -> Any:
+    try:
+        from django import http
+    except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+        raise ImportError("promptkit.web.django_response needs Django: pip install 'promptkit[django]'") from exc
+    return http
+
+
+def is_asgi_request(request: Any) -> bool:
+    """Whether ``request`` is being served by Django's ASGI handler."""
+    # ASGIRequest carries the ASGI scope; WSGIRequest never has one.
+    return isinstance(getattr(request, "scope", None), dict)
+
+
+def _streaming(content: Any, headers: Optional[Mapping[str, str]]) -> Any:
+    http = _http()
+    response = http.StreamingHttpResponse(content, content_type=SSE_CONTENT_TYPE, status=200)
+    for key, value in sse_headers(headers).items():
+        response[key] = value
+    return response
+
+
+def django_response(
+    stream: "Stream",
+    *,
+    heartbeat: Optional[float] = 15.0,
+    request: Any = None,
+    headers: Optional[Mapping[str, str]] = None,
+) -> Any:
+    """A ``StreamingHttpResponse`` that streams ``stream`` as server-sent events.
+
+    Frames and headers are those of :func:`promptkit.web.flask_response`.
+
+    * **WSGI** (runserver, gunicorn, uWSGI): the body is a synchronous
+      iterable. When the client disconnects, the server's next write (a
+      heartbeat or an event) fails and it closes the response, which cancels
+      the upstream request; the turn is committed as cancelled.
+    * **ASGI** (uvicorn, daphne): pass the view's ``request``. Django only
+      streams *asynchronous* iterables under ASGI (a synchronous one is read
+      to the end first, so nothing would arrive until the model finished),
+      so the body then pulls each frame from the synchronous one on a worker
+      thread (``asgiref.sync.sync_to_async(thread_sensitive=False)``). Django
+      (5.0 or later) cancels the response when the client disconnects, and
+      that cancels the upstream request at once; Django 4.2 does not watch
+      for disconnects under ASGI, so there the reply runs to its end.
+      Without ``request``, use :func:`django_async_response` under ASGI.
+
+    Keep ``GZipMiddleware`` (and any middleware that reads the whole body)
+    away from this view: compression buffers the tokens.
+
+    Args:
+        stream: the stream to relay (from ``send_stream``); nothing else may consume it.
+        heartbeat: seconds of silence before a keep-alive comment; ``None`` for none.
+        request: the view's ``HttpRequest``; an ``ASGIRequest`` selects the async body.
+        headers: extra response headers.
+
+    Raises:
+        ImportError: Django is not installed.
+    """
+    _http()  # fail before touching the stream when Django is missing
+    if request is not None and is_asgi_request(request):
+        return django_async_response(stream, heartbeat=heartbeat, headers=headers)
+    return _streaming(SSEBody(stream, heartbeat), headers)
+
+
+def django_async_response(
+    stream: "Stream",
+    *,
+    heartbeat: Optional[float] = 15.0,
+    headers: Optional[Mapping[str, str]] = None,
+) -> Any:
+    """Like :func:`django_response`, always with the asynchronous body (for ASGI deployments).
+
+    Works from sync and async views alike. Under WSGI Django would have to
+    read an async body to the end before sending it, so use
+    :func:`django_response` there.
+
+    Raises:
+        ImportError: Django is not installed.
+    """
+    _http()
+    return _streaming(AsyncSSEBody(SSEBody(stream, heartbeat)), headers)
+
+
+def django_error_response(error: BaseException, *, sse: bool = False) -> Any:
+    """An ``HttpResponse`` for an error raised before a stream existed (``send_stream`` raised).
+
+    Args:
+        error: the exception.
+        sse: as for :func:`promptkit.web.flask_error_response`: a JSON error
+            with an error status, or (``True``) status 200 with one SSE ``error`` event.
+
+    Raises:
+        ImportError: Django is not installed.
+    """
+    http = _http()
+    reply = error_reply(error, sse=sse)
+    response = http.HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
+    for key, value in reply.headers.items():
+        response[key] = value
+    return response
