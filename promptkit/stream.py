@@ -51,7 +51,8 @@ class StreamControl:
     __slots__ = ("queue", "_cancelled", "cancel_error", "_lock", "_http", "_wake")
 
     def __init__(self, buffer_size: int) -> None:
-        self.queue: "Queue[StreamEvent]" = Queue(maxsize=buffer_size)
+        # Items are events, or lists of the events one read produced (see emit_many).
+        self.queue: "Queue[Any]" = Queue(maxsize=buffer_size)
         self._cancelled = False
         self.cancel_error: Optional[BaseException] = None
         self._lock = threading.Lock()
@@ -110,6 +111,13 @@ class StreamControl:
             except Exception:  # queue.Full: check the flag and wait again
                 continue
         return False
+
+    def emit_many(self, events: List[StreamEvent]) -> bool:
+        """Queue several events as one item (one queue operation for everything a read produced).
+
+        Returns ``False`` (and drops them) once the stream is cancelled.
+        """
+        return self.emit(events[0] if len(events) == 1 else events)  # type: ignore[arg-type]
 
     def finish(self, terminal: StreamEvent) -> None:
         """Queue the terminal event; it is never dropped."""
@@ -298,20 +306,22 @@ class Stream:
         try:
             while True:
                 if heartbeat is None:
-                    event = get()
+                    item = get()
                 else:
                     try:
-                        event = get(True, heartbeat)
+                        item = get(True, heartbeat)
                     except Empty:
                         yield None
                         continue
-                if event.type == "done" or event.type == "error":
-                    self._terminal = event
-                if self._has_callbacks:
-                    self._dispatch(event)
-                yield event
-                if self._terminal is not None:
-                    return
+                # An item is one event, or a list of the events one read produced.
+                for event in item if item.__class__ is list else (item,):
+                    if event.type == "done" or event.type == "error":
+                        self._terminal = event
+                    if self._has_callbacks:
+                        self._dispatch(event)
+                    yield event
+                    if self._terminal is not None:
+                        return
         finally:
             self._consuming = False
             if self._terminal is None:  # the consumer left early: break, exception, or generator closed
@@ -387,7 +397,7 @@ class Stream:
                 event = queue.get_nowait()
             except Empty:  # the worker always queues a terminal: only a concurrent consumer took it
                 return
-            if event.is_terminal:
+            if event.__class__ is not list and event.is_terminal:
                 self._terminal = event
                 queue.put(event)
                 return

@@ -26,6 +26,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ReadTimeoutError
 
 from ._version import __version__
+from .chunked import ChunkedError, Dechunker
 from .errors import (
     APIConnectionError,
     APIError,
@@ -88,7 +89,7 @@ class HTTPStream:
 
     __slots__ = (
         "_response", "_raw", "_read1", "_sock", "_pool", "_lock", "_timeout", "_aborted", "_eof", "_released",
-        "status_code", "headers", "request_id",
+        "_reusable", "_body", "_raw_read1", "_dechunker", "status_code", "headers", "request_id",
     )  # fmt: skip
 
     def __init__(self, response: requests.Response) -> None:
@@ -99,11 +100,22 @@ class HTTPStream:
         if self._pool is not None:
             raw._pool = None  # urllib3 releases nothing now; close() does it
         self._lock = threading.Lock()
-        # The per-read hot path: http.client's read1 (it de-chunks) without urllib3's
-        # per-call wrapping, unless the body is compressed and needs urllib3's decoder.
-        fp = getattr(raw, "_fp", None)
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        self._read1 = fp.read1 if fp is not None and hasattr(fp, "read1") and encoding in ("", "identity") else raw.read1
+        # The per-read hot path. A compressed body needs urllib3's decoder. Otherwise a
+        # chunked body is de-chunked here from the socket's buffer (every chunk that has
+        # arrived in one read), and any other body read with http.client's read1.
+        fp = self._body = getattr(raw, "_fp", None)
+        identity = response.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
+        self._dechunker: Optional[Dechunker] = None
+        self._reusable = False
+        buffered = getattr(fp, "fp", None)
+        if identity and getattr(fp, "chunked", False) and hasattr(buffered, "read1"):
+            self._dechunker = Dechunker()
+            self._raw_read1 = buffered.read1
+            self._read1 = self._read_chunked
+        elif identity and hasattr(fp, "read1"):
+            self._read1 = fp.read1
+        else:
+            self._read1 = raw.read1
         self._timeout: Optional[float] = -1.0
         self._aborted = False
         self._eof = False
@@ -136,7 +148,29 @@ class HTTPStream:
             raise APIConnectionError(f"connection broken while streaming: {_describe(exc)}") from None
         if not data:
             self._eof = True
+            if self._dechunker is None:
+                # A length-delimited or chunked body read to its end leaves a reusable connection.
+                self._reusable = bool(getattr(self._body, "length", None) == 0 or getattr(self._body, "chunked", False))
         return data
+
+    def _read_chunked(self, size: int) -> bytes:
+        dechunker = self._dechunker
+        assert dechunker is not None
+        while not dechunker.done:
+            data = self._raw_read1(size)
+            if not data:
+                return b""  # the server closed the connection before the last chunk
+            try:
+                payload = dechunker.feed(data)
+            except ChunkedError as exc:
+                raise APIConnectionError(f"malformed chunked body: {exc}") from None
+            if dechunker.done:
+                # http.client must see its response as finished, or the connection can't send again.
+                self._body.close()
+                self._reusable = True
+            if payload:
+                return payload
+        return b""
 
     def abort(self) -> None:
         """Wake a blocked reader at once by shutting the socket down. Thread-safe, idempotent.
@@ -170,7 +204,7 @@ class HTTPStream:
                 return
             self._released = True
             conn = getattr(self._raw, "_connection", None)
-            if self._eof and not self._aborted and self._pool is not None and conn is not None:
+            if self._eof and self._reusable and not self._aborted and self._pool is not None and conn is not None:
                 self._raw._connection = None
                 self._pool._put_conn(conn)
                 return

@@ -266,7 +266,7 @@ class Turn:
         parser = SSEParser()
         feed = parser.feed
         accumulate = acc.feed
-        emit = control.emit
+        emit_many = control.emit_many
         idle = self._settings.timeout.idle
         deadline = self._deadline
         last = _monotonic()
@@ -302,29 +302,40 @@ class Turn:
                 continue  # comments and partial lines do not count as activity
             fresh = True
             last = _monotonic()
-            if self._budget is not None:
-                self._check_budget()
-            for sse in events:
-                text = sse.data
-                if text == "[DONE]":
-                    for event in acc.finish():
-                        emit(event)
-                    http.finish()
-                    return
-                try:
-                    chunk = _loads(text)
-                except ValueError:
-                    if sse.event == "error":
-                        raise StreamError(f"the server sent an error event: {text[:300]}", body=text) from None
-                    raise StreamError(f"malformed chunk (not JSON): {text[:200]!r}", body=text) from None
-                if sse.event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
-                    raise StreamError(f"the server sent an error event: {text[:300]}", body=chunk)
-                for event in accumulate(chunk):
+            # One queue operation per read: every event this read completed goes out together.
+            out: List[StreamEvent] = []
+            done = False
+            try:
+                for sse in events:
+                    text = sse.data
+                    if text == "[DONE]":
+                        out.extend(acc.finish())
+                        done = True
+                        break
+                    try:
+                        chunk = _loads(text)
+                    except ValueError:
+                        if sse.event == "error":
+                            raise StreamError(f"the server sent an error event: {text[:300]}", body=text) from None
+                        raise StreamError(f"malformed chunk (not JSON): {text[:200]!r}", body=text) from None
+                    if sse.event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
+                        raise StreamError(f"the server sent an error event: {text[:300]}", body=chunk)
+                    produced = accumulate(chunk)
+                    if produced:
+                        out.extend(produced)
+            finally:
+                if out:  # what came before an in-band error is delivered before the error
                     if self._totals.ttft is None:
                         self._totals.ttft = _monotonic()
-                    emit(event)
-        for event in acc.finish():
-            emit(event)
+                    emit_many(out)
+            if done:
+                http.finish()
+                return
+            if self._budget is not None:
+                self._check_budget()
+        finish = acc.finish()
+        if finish:
+            emit_many(finish)
 
     # -- live usage --------------------------------------------------------
     def progress(self) -> Tuple[Usage, float]:

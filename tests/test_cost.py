@@ -121,7 +121,7 @@ def test_served_model_wins_over_requested(server: MockServer) -> None:
 
 def test_budget_stops_a_stream_midway(server: MockServer) -> None:
     prices = {"test-model": ModelPrice(input=0.0, output=1_000_000.0)}  # one USD per completion token
-    server.enqueue(MockReply.text("one two three four five six seven eight nine ten", usage=None))
+    server.enqueue(MockReply.text("one two three four five six seven eight nine ten", usage=None, delay=0.01))
     with promptkit.Client(base_url=server.url, model="test-model", pricing=prices) as client:
         conv = client.conversation(max_cost=3.5)
         events = list(conv.send_stream("q"))
