@@ -30,7 +30,6 @@ from .errors import (
     StreamTruncatedError,
     ToolError,
 )
-from .stores import ConversationStore, MemoryStore, RedisStore, SQLiteStore, StoreConflictError, StoreError
 from .stream import Stream
 from .tools import Tool, ToolRegistry, tool
 from .types import Choice, Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
@@ -74,3 +73,16 @@ __all__ = [
     "StreamError",
     "StreamTruncatedError",
 ]
+
+# The stores load on first use: sqlite3 and the store modules are not needed to stream.
+_STORE_NAMES = frozenset(
+    {"ConversationStore", "MemoryStore", "SQLiteStore", "RedisStore", "StoreError", "StoreConflictError"}
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _STORE_NAMES:
+        from . import stores
+
+        return getattr(stores, name)
+    raise AttributeError(f"module 'promptkit' has no attribute {name!r}")

@@ -11,7 +11,6 @@ from .conversation import Conversation
 from .errors import ConfigurationError
 from .pricing import PriceTable
 from .retry import RetryPolicy
-from .transport import Transport
 from .turn import TurnSettings
 from .types import Timeout
 
@@ -99,6 +98,8 @@ class Client:
         self._policy = RetryPolicy(max_retries=max_retries)
         self._max_rounds = max_rounds
         self._tool_workers = tool_workers
+        from .transport import Transport  # requests loads with the first Client, not with `import promptkit`
+
         self._transport = Transport(
             base_url=self.base_url, api_key=api_key, session=session, pool_size=pool_size, headers=headers
         )

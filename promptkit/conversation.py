@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from .errors import BudgetExceededError, ConfigurationError, ConversationBusyError, ToolError
 from .prompts import placeholders, render
-from .stores.binding import StoreBinding, pending_calls
-from .stores.protocol import ConversationStore
-from .stores.values import StoredConversation
 from .stream import Stream, StreamControl
 from .tools import ToolRegistry
 from .turn import Turn, TurnSettings
 from .types import Response, ToolCall, ToolResult, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .stores.binding import StoreBinding
+    from .stores.protocol import ConversationStore
+    from .stores.values import StoredConversation
     from .transport import Transport
 
 __all__ = ["Conversation"]
@@ -54,7 +54,7 @@ class Conversation:
         tools: Optional[Sequence[Any]] = None,
         max_cost: Optional[float] = None,
         variables: Optional[Mapping[str, Any]] = None,
-        store: Optional[ConversationStore] = None,
+        store: Optional["ConversationStore"] = None,
     ) -> None:
         if max_cost is not None and (isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost <= 0):
             raise ConfigurationError(f"max_cost must be a positive number of USD or None, got {max_cost!r}")
@@ -81,8 +81,11 @@ class Conversation:
         self._active: Optional[StreamControl] = None  # the in-flight turn's control
         self._unstored_usage = Usage()  # failed turns: counted here, not stored
         self._unstored_cost = 0.0
-        self._binding: Optional[StoreBinding] = None
+        self._binding: Optional["StoreBinding"] = None
         if store is not None:
+            from .stores.binding import StoreBinding  # stores load only when used
+            from .stores.protocol import ConversationStore
+
             if not isinstance(store, ConversationStore):
                 raise ConfigurationError(f"store must implement promptkit.stores.ConversationStore, got {store!r}")
             self._binding = StoreBinding(store, self.id)
@@ -93,8 +96,10 @@ class Conversation:
                 self._template = stored.meta.system_prompt
                 self._restore(stored)
 
-    def _restore(self, stored: StoredConversation) -> None:
+    def _restore(self, stored: "StoredConversation") -> None:
         """Take history, totals and pending tool calls from the store."""
+        from .stores.binding import pending_calls
+
         pending = pending_calls(stored)
         with self._lock:
             self._messages = stored.messages()

@@ -9,7 +9,6 @@ seconds; a longer requested wait is not retried at all (the error says so).
 
 from __future__ import annotations
 
-import email.utils
 import random
 import time
 from typing import Mapping, Optional
@@ -48,6 +47,8 @@ def parse_retry_after(headers: Mapping[str, str], now: Optional[float] = None) -
         return value if value >= 0 else None
     except ValueError:
         pass
+    import email.utils  # only for the rare HTTP-date form; it is slow to import
+
     try:
         parsed = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError):

@@ -340,6 +340,11 @@ class Transport:
         key = self._api_key
         return text.replace(key, "***") if key and key in text else text
 
+    @staticmethod
+    def abort_handle(sock: socket.socket) -> SocketAbort:
+        """Something whose ``abort()`` fails a request still waiting for headers on ``sock``."""
+        return SocketAbort(sock)
+
     def redact_error(self, error: APIError) -> None:
         """Remove the API key from an error's message and body (a server may echo it in-band)."""
         key = self._api_key

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import attrs
 
@@ -38,8 +38,10 @@ from .sse import SSEParser
 from .stream import StreamControl
 from .tokens import CompletionCounter, count_messages, estimate_usage
 from .tools import ToolRegistry
-from .transport import HTTPStream, SocketAbort, Transport
 from .types import Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
+
+if TYPE_CHECKING:  # pragma: no cover - the transport (and requests) load with the first Client
+    from .transport import HTTPStream, Transport
 
 __all__ = ["TurnSettings", "Turn", "TurnSink"]
 
@@ -95,7 +97,7 @@ class Turn:
     def __init__(
         self,
         *,
-        transport: Transport,
+        transport: "Transport",
         settings: TurnSettings,
         history: List[Dict[str, Any]],
         new_messages: List[Dict[str, Any]],
@@ -113,7 +115,7 @@ class Turn:
         self._t0 = started
         self._deadline = deadline
         self._totals = _Round(messages=list(new_messages))
-        self._http: Optional[HTTPStream] = None
+        self._http: Optional["HTTPStream"] = None
         self._attempt = 1
         self._acc: Optional[Accumulator] = None  # the current round's
         self._acc_counted = False  # whether its usage is in the totals yet
@@ -160,7 +162,7 @@ class Turn:
         if self._http is not None:
             self._http.close()
             self._http = None
-        on_socket = None if control is None else (lambda sock: control.attach(SocketAbort(sock)))
+        on_socket = None if control is None else (lambda sock: control.attach(self._transport.abort_handle(sock)))
         try:
             self._http, self._attempt = self._transport.open_with_retries(
                 self.payload(),
@@ -261,7 +263,7 @@ class Turn:
                 self._attempt += 1
                 self.open(control.sleep, control)
 
-    def _pump(self, control: StreamControl, http: HTTPStream, acc: Accumulator) -> None:
+    def _pump(self, control: StreamControl, http: "HTTPStream", acc: Accumulator) -> None:
         """The hot loop: bytes -> SSE -> chunks -> events, until ``[DONE]``, EOF or cancel."""
         parser = SSEParser()
         feed = parser.feed
