@@ -23,18 +23,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol,
 import attrs
 
 from .accumulator import Accumulator
-from .errors import (
-    APIConnectionError,
-    APIError,
-    APITimeoutError,
-    BudgetExceededError,
-    StreamError,
-    StreamTruncatedError,
-    ToolError,
-)
+from .errors import APIConnectionError, APIError, APITimeoutError, BudgetExceededError, ToolError
 from .pricing import PriceTable
 from .retry import RetryPolicy
-from .sse import SSEParser
+from .reader import read_body
 from .stream import StreamControl
 from .tokens import CompletionCounter, count_messages, estimate_usage
 from .tools import ToolRegistry
@@ -47,7 +39,6 @@ __all__ = ["TurnSettings", "Turn", "TurnSink"]
 
 logger = logging.getLogger(__name__)
 _monotonic = time.monotonic
-_loads = json.loads
 
 
 class TurnSink(Protocol):
@@ -246,7 +237,16 @@ class Turn:
             self._acc_counted = False
             control.attach(self._http)
             try:
-                self._pump(control, self._http, acc)
+                read_body(
+                    control,
+                    self._http,
+                    acc,
+                    idle=self._settings.timeout.idle,
+                    deadline=self._deadline,
+                    timeout_error=self._timeout,
+                    on_output=self._first_output,
+                    after_read=None if self._budget is None else self._check_budget,
+                )
                 return
             except APIConnectionError as error:
                 if control.cancelled:
@@ -263,81 +263,9 @@ class Turn:
                 self._attempt += 1
                 self.open(control.sleep, control)
 
-    def _pump(self, control: StreamControl, http: "HTTPStream", acc: Accumulator) -> None:
-        """The hot loop: bytes -> SSE -> chunks -> events, until ``[DONE]``, EOF or cancel."""
-        parser = SSEParser()
-        feed = parser.feed
-        accumulate = acc.feed
-        emit_many = control.emit_many
-        idle = self._settings.timeout.idle
-        deadline = self._deadline
-        last = _monotonic()
-        fresh = True  # an event just arrived: the read may wait the whole idle time
-        while True:
-            now = _monotonic()
-            # While events flow, wait stays exactly `idle` (no settimeout per read);
-            # after a comment-only read it shrinks to what is left of the idle time.
-            wait = idle if fresh or idle is None else idle - (now - last)
-            kind = "idle"
-            if deadline is not None and (wait is None or deadline - now < wait):
-                wait, kind = deadline - now, "total"
-            if wait is not None and wait <= 0:
-                raise self._timeout(kind)
-            try:
-                data = http.read1(wait)
-            except TimeoutError:
-                if control.cancelled:
-                    return
-                raise self._timeout(kind) from None
-            if control.cancelled:
-                return
-            if not data:
-                tail = parser.close()
-                if tail is not None and tail.data == "[DONE]":
-                    break
-                if acc.finish_reason is None:
-                    raise StreamTruncatedError("the stream ended before [DONE] and without a finish_reason")
-                break  # a finished reply whose server omitted [DONE]
-            events = feed(data)
-            if not events:
-                fresh = False
-                continue  # comments and partial lines do not count as activity
-            fresh = True
-            last = _monotonic()
-            # One queue operation per read: every event this read completed goes out together.
-            out: List[StreamEvent] = []
-            done = False
-            try:
-                for sse in events:
-                    text = sse.data
-                    if text == "[DONE]":
-                        out.extend(acc.finish())
-                        done = True
-                        break
-                    try:
-                        chunk = _loads(text)
-                    except ValueError:
-                        if sse.event == "error":
-                            raise StreamError(f"the server sent an error event: {text[:300]}", body=text) from None
-                        raise StreamError(f"malformed chunk (not JSON): {text[:200]!r}", body=text) from None
-                    if sse.event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
-                        raise StreamError(f"the server sent an error event: {text[:300]}", body=chunk)
-                    produced = accumulate(chunk)
-                    if produced:
-                        out.extend(produced)
-            finally:
-                if out:  # what came before an in-band error is delivered before the error
-                    if self._totals.ttft is None:
-                        self._totals.ttft = _monotonic()
-                    emit_many(out)
-            if done:
-                http.finish()
-                return
-            if self._budget is not None:
-                self._check_budget()
-        finish = acc.finish()
-        if finish:
-            emit_many(finish)
+    def _first_output(self) -> None:
+        if self._totals.ttft is None:
+            self._totals.ttft = _monotonic()
 
     # -- live usage --------------------------------------------------------
     def progress(self) -> Tuple[Usage, float]:
