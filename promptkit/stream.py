@@ -19,7 +19,7 @@ import logging
 import sys
 import threading
 import time
-from queue import Empty, Queue
+from queue import Empty, Full, Queue
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from .errors import CallbackError, PromptKitError, StreamError
@@ -32,13 +32,6 @@ logger = logging.getLogger(__name__)
 _ids = itertools.count(1)
 _PUT_POLL = 0.25  # the worker re-checks the cancel flag at least this often when the queue is full
 _T = TypeVar("_T")
-
-
-class _Abortable:
-    """What the control can abort on cancel (an open HTTP stream)."""
-
-    def abort(self) -> None:  # pragma: no cover - protocol
-        raise NotImplementedError
 
 
 class StreamControl:
@@ -108,7 +101,7 @@ class StreamControl:
             try:
                 put(event, True, _PUT_POLL)
                 return True
-            except Exception:  # queue.Full: check the flag and wait again
+            except Full:  # check the flag and wait again
                 continue
         return False
 
