@@ -270,23 +270,17 @@ class Stream:
     def __iter__(self) -> Iterator[StreamEvent]:
         return self._events()
 
-    def iter_sse(self, heartbeat: Optional[float] = 15.0) -> Iterator[bytes]:
+    def iter_sse(self, heartbeat: Optional[float] = 15.0) -> "SSEFrames":
         """The stream as server-sent-event bytes, for a streaming HTTP response.
 
-        Yields one ``event: <type>`` / ``data: <json of event.to_dict()>`` frame
-        per event, a ``: keep-alive`` comment every ``heartbeat`` seconds while
-        the model is silent, and ends after the terminal event. Closing the
-        generator early (the web server does when the client disconnects)
-        cancels the upstream request, and the turn is committed as cancelled.
+        Yields one ``event: <type>`` / ``id: <n>`` / ``data: <json of
+        event.to_dict()>`` frame per event, a ``: keep-alive`` comment every
+        ``heartbeat`` seconds while the model is silent, and ends after the
+        terminal event. Closing it (web servers do when the client
+        disconnects), even before the first frame, cancels the upstream
+        request, and the turn is committed as cancelled.
         """
-        from .relay import HEARTBEAT, sse_frame
-
-        events = self._events(heartbeat)
-        try:
-            for n, event in enumerate(events, 1):
-                yield HEARTBEAT if event is None else sse_frame(event, event_id=n)
-        finally:
-            events.close()  # a disconnect closes us: close the inner generator now, which cancels
+        return SSEFrames(self, heartbeat)
 
     def _events(self, heartbeat: Optional[float] = None) -> Iterator[Any]:
         """Events in order (``None`` every ``heartbeat`` seconds of silence, when given)."""
@@ -439,3 +433,43 @@ class Stream:
         control = getattr(self, "_control", None)
         if control is not None and getattr(self, "_terminal", None) is None:
             control.cancel()
+
+
+class SSEFrames:
+    """The iterator :meth:`Stream.iter_sse` returns: SSE bytes, and ``close()`` cancels.
+
+    A class rather than a generator, because closing a generator that never
+    started runs none of its code, and a client may leave before the first
+    frame.
+    """
+
+    def __init__(self, stream: Stream, heartbeat: Optional[float]) -> None:
+        self._stream = stream
+        self._frames = self._generate(heartbeat)
+
+    def _generate(self, heartbeat: Optional[float]) -> Iterator[bytes]:
+        from .relay import HEARTBEAT, sse_frame
+
+        events = self._stream._events(heartbeat)
+        number = 0
+        try:
+            for event in events:
+                if event is None:
+                    yield HEARTBEAT
+                else:
+                    number += 1
+                    yield sse_frame(event, event_id=number)
+        finally:
+            events.close()  # closing the inner generator cancels when the stream had not ended
+
+    def __iter__(self) -> "SSEFrames":
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._frames)
+
+    def close(self) -> None:
+        """Stop: cancel the upstream request (if still running) and wait for the worker."""
+        self._frames.close()
+        if not self._stream.done:
+            self._stream.close()

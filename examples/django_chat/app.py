@@ -1,0 +1,272 @@
+"""Django chat: a one-file Django project that streams promptkit replies to a browser page.
+
+    pip install 'promptkit[django]'
+    python examples/django_chat/app.py [--host 127.0.0.1] [--port 8000]   # Django's threaded dev server
+    python examples/django_chat/app.py runserver 8000                      # or any manage.py command
+    uvicorn --app-dir examples/django_chat app:asgi_application            # ASGI (pip install uvicorn)
+
+Settings are configured in code (no database: sessions live in signed
+cookies). Each browser session has its own conversation, kept in a store:
+in memory by default, or ``PROMPTKIT_STORE=sqlite:/path/chats.db`` (or a
+``redis://`` URL) to share it between worker processes and restarts, with
+``DJANGO_SECRET_KEY`` fixed so that session cookies stay valid.
+
+With OPENAI_API_KEY (or OPENAI_BASE_URL) set it talks to that server. With
+neither, it starts promptkit's embedded mock server and says so, on the page
+and in the log.
+
+The streaming view returns ``promptkit.web.django_response(stream,
+request=request)``: a synchronous body under WSGI, and under ASGI an
+asynchronous one that pulls frames on a worker thread, so Django streams
+instead of buffering the whole reply. Either way a client that disconnects
+cancels the upstream request, and the turn is committed as cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socketserver
+import sys
+import threading
+import weakref
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import django
+from django.conf import settings
+
+import promptkit
+from promptkit.testing import MockServer
+from promptkit.web import django_error_response, django_response
+
+HERE = Path(__file__).resolve().parent
+PAGE = HERE / "templates" / "index.html"
+SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
+MOCK_MODE = "mock server (no OPENAI_API_KEY): replies are scripted stories"
+
+log = logging.getLogger("django_chat")
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=os.environ.get("DJANGO_DEBUG") == "1",
+        SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY") or secrets.token_hex(32),
+        ALLOWED_HOSTS=os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(","),
+        ROOT_URLCONF=__name__,
+        INSTALLED_APPS=[],
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+        ],
+        SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies",
+        SESSION_COOKIE_SAMESITE="Lax",
+        DATABASES={},
+        USE_TZ=True,
+    )
+    django.setup()
+
+from django.core.asgi import get_asgi_application  # noqa: E402 - needs the settings above
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
+from django.urls import path  # noqa: E402
+from django.views.decorators.csrf import ensure_csrf_cookie  # noqa: E402
+from django.views.decorators.http import require_GET, require_POST  # noqa: E402
+
+
+def store_from_env(spec: Optional[str] = None) -> promptkit.ConversationStore:
+    """The conversation store named by ``PROMPTKIT_STORE``: ``memory`` (default), ``sqlite:PATH`` or a redis URL."""
+    spec = os.environ.get("PROMPTKIT_STORE", "") if spec is None else spec
+    if spec in ("", "memory"):
+        return promptkit.MemoryStore()
+    if spec.startswith("sqlite:"):
+        return promptkit.SQLiteStore(spec[len("sqlite:"):])
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        return promptkit.RedisStore(spec)
+    raise SystemExit(f"PROMPTKIT_STORE must be 'memory', 'sqlite:/path/to.db' or a redis:// URL, got {spec!r}")
+
+
+@contextlib.contextmanager
+def model_client() -> Iterator[Tuple[promptkit.Client, str, bool]]:
+    """``(client, mode label, is_mock)``: the configured server, else the embedded mock server."""
+    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+        with promptkit.Client() as client:
+            yield client, f"model server: {client.base_url}", False
+        return
+    log.warning("No OPENAI_API_KEY set: using promptkit's embedded mock server (promptkit.testing.MockServer).")
+    # default_delay: the mock's stories stream word by word, slowly enough to watch (and to stop).
+    with MockServer(default_delay=0.05) as server, promptkit.Client(base_url=server.url, api_key="mock") as client:
+        yield client, MOCK_MODE, True
+
+
+class ChatState:
+    """What the views share: the client, the store, and the replies in flight (for /stop)."""
+
+    def __init__(self, client: promptkit.Client, store: promptkit.ConversationStore, mode: str, mock: bool,
+                 heartbeat: float) -> None:
+        self.client, self.store, self.mode, self.mock, self.heartbeat = client, store, mode, mock, heartbeat
+        # Weak: an entry goes away with its response; /stop only reaches replies of this process.
+        self.active: "weakref.WeakValueDictionary[str, promptkit.Stream]" = weakref.WeakValueDictionary()
+        self.lock = threading.Lock()
+
+    def conversation(self, conversation_id: str) -> promptkit.Conversation:
+        """This session's conversation, resumed from the store (any worker process may have written it)."""
+        return self.client.conversation(system_prompt=SYSTEM_PROMPT, conversation_id=conversation_id, store=self.store)
+
+    def history(self, conversation_id: str) -> Dict[str, Any]:
+        """The page's view of a conversation: its turns with their messages and cost lines, and totals."""
+        stored = self.store.load(conversation_id)
+        turns: List[Dict[str, Any]] = []
+        for turn in stored.turns if stored is not None else ():
+            line = promptkit.Response(usage=turn.usage_value(), cost=turn.cost, latency_ms=turn.latency_ms).summary()
+            turns.append({"messages": turn.messages, "finish_reason": turn.finish_reason, "summary": line})
+        return {
+            "conversation_id": conversation_id,
+            "mode": self.mode,
+            "mock": self.mock,
+            "turns": turns,
+            "total_cost": stored.total_cost() if stored is not None else 0.0,
+            "total_tokens": stored.usage_totals().total_tokens if stored is not None else 0,
+        }
+
+
+_state: Optional[ChatState] = None
+_state_lock = threading.Lock()
+
+
+def configure(client: promptkit.Client, store: Optional[promptkit.ConversationStore] = None, *,
+              mode: str = "custom client", mock: bool = False, heartbeat: float = 15.0) -> ChatState:
+    """Set the client and store the views use (tests and :func:`main` call this)."""
+    global _state
+    with _state_lock:
+        _state = ChatState(client, store if store is not None else store_from_env(), mode, mock, heartbeat)
+        return _state
+
+
+def state() -> ChatState:
+    """The views' state; on first use without :func:`configure`, built from the environment (closed at exit)."""
+    with _state_lock:
+        current = _state
+    if current is not None:
+        return current
+    stack = contextlib.ExitStack()
+    client, mode, mock = stack.enter_context(model_client())
+    atexit.register(stack.close)
+    return configure(client, mode=mode, mock=mock)
+
+
+def _conversation_id(request: HttpRequest) -> str:
+    cid = request.session.get("conversation_id")
+    if not isinstance(cid, str):
+        cid = request.session["conversation_id"] = f"web_{secrets.token_hex(8)}"
+    return cid
+
+
+@require_GET
+@ensure_csrf_cookie  # the page's script sends the cookie's token back as X-CSRFToken
+def index(request: HttpRequest) -> HttpResponse:
+    _conversation_id(request)  # the session cookie exists before the first streamed reply
+    return HttpResponse(PAGE.read_bytes(), content_type="text/html; charset=utf-8")
+
+
+@require_GET
+def history(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(state().history(_conversation_id(request)))
+
+
+@require_POST
+def chat(request: HttpRequest) -> HttpResponse:
+    try:
+        body = json.loads(request.body or b"null")
+    except ValueError:
+        body = None
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, str) or not message.strip():
+        return django_error_response(promptkit.ConfigurationError('send JSON {"message": "..."} with a non-empty message'))
+    chat_state = state()
+    cid = _conversation_id(request)
+    try:
+        stream = chat_state.conversation(cid).send_stream(message)
+    except Exception as exc:  # before any stream: a JSON error with a 4xx/5xx status
+        return django_error_response(exc)
+    with chat_state.lock:
+        chat_state.active[cid] = stream
+    # request=: under ASGI this picks the async body, so Django streams instead of buffering.
+    return django_response(stream, heartbeat=chat_state.heartbeat, request=request)
+
+
+@require_POST
+def stop(request: HttpRequest) -> JsonResponse:
+    chat_state = state()
+    with chat_state.lock:
+        stream = chat_state.active.get(_conversation_id(request))
+    running = stream is not None and not stream.done
+    if running:
+        stream.cancel()
+    return JsonResponse({"stopped": running})
+
+
+@require_POST
+def reset(request: HttpRequest) -> JsonResponse:
+    request.session.pop("conversation_id", None)
+    return JsonResponse({"conversation_id": _conversation_id(request)})
+
+
+urlpatterns = [
+    path("", index),
+    path("history", history),
+    path("chat", chat),
+    path("stop", stop),
+    path("reset", reset),
+]
+
+application = get_wsgi_application()
+asgi_application = get_asgi_application()
+
+
+def create_app(client: Optional[promptkit.Client] = None, store: Optional[promptkit.ConversationStore] = None, *,
+               mode: str = "custom client", mock: bool = False, heartbeat: float = 15.0, asgi: bool = False) -> Any:
+    """The WSGI (or, with ``asgi=True``, ASGI) application, using ``client`` and ``store`` when given."""
+    if client is not None:
+        configure(client, store, mode=mode, mock=mock, heartbeat=heartbeat)
+    return asgi_application if asgi else application
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and not args_list[0].startswith("-"):  # a management command, as with manage.py
+        from django.core.management import execute_from_command_line
+
+        execute_from_command_line([sys.argv[0], *args_list])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    args = parser.parse_args(args_list)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
+
+    # What runserver does, minus the autoreloader: a threaded server, since every
+    # streamed reply holds a thread for as long as it streams.
+    server_class = type("ThreadedWSGIServer", (socketserver.ThreadingMixIn, WSGIServer), {"daemon_threads": True})
+    with model_client() as (client, mode, mock):
+        configure(client, mode=mode, mock=mock)
+        httpd = server_class((args.host, args.port), WSGIRequestHandler, ipv6=False)
+        httpd.set_app(application)
+        print(f"promptkit Django chat on http://{args.host}:{httpd.server_address[1]}/ ({mode})", flush=True)
+        try:
+            httpd.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

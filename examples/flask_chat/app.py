@@ -1,0 +1,229 @@
+"""Flask chat: a browser page that streams promptkit replies token by token, with a Stop button.
+
+    pip install 'promptkit[flask]'
+    python examples/flask_chat/app.py [--host 127.0.0.1] [--port 5000]
+    # or: flask --app examples/flask_chat/app.py run
+
+Open the printed URL. Each browser session has its own conversation (its id
+is kept in Flask's signed session cookie); the history lives in a store:
+in memory by default, or set ``PROMPTKIT_STORE=sqlite:/path/chats.db`` (or
+``redis://...``) to keep it across restarts and worker processes, with
+``FLASK_SECRET_KEY`` fixed so that session cookies stay valid.
+
+With OPENAI_API_KEY (or OPENAI_BASE_URL) set it talks to that server. With
+neither, it starts promptkit's embedded mock server and says so, on the page
+and in the log.
+
+Routes: ``GET /`` the page, ``GET /history`` the conversation as JSON,
+``POST /chat`` ``{"message": ...}`` the reply as server-sent events,
+``POST /stop`` cancels this session's reply, ``POST /reset`` starts a new
+conversation, and ``/ws`` (with flask-sock installed) the same chat over a
+WebSocket: ``{"action": "send_message", "message": ...}`` / ``{"action": "stop"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import logging
+import os
+import secrets
+import sys
+import threading
+import weakref
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from flask import Flask, Response, jsonify, request, session
+
+import promptkit
+from promptkit.testing import MockServer
+from promptkit.web import flask_error_response, flask_response, relay_websocket
+
+HERE = Path(__file__).resolve().parent
+PAGE = HERE / "templates" / "index.html"
+SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
+MOCK_MODE = "mock server (no OPENAI_API_KEY): replies are scripted stories"
+
+log = logging.getLogger("flask_chat")
+
+
+def store_from_env(spec: Optional[str] = None) -> promptkit.ConversationStore:
+    """The conversation store named by ``PROMPTKIT_STORE``: ``memory`` (default), ``sqlite:PATH`` or a redis URL."""
+    spec = os.environ.get("PROMPTKIT_STORE", "") if spec is None else spec
+    if spec in ("", "memory"):
+        return promptkit.MemoryStore()
+    if spec.startswith("sqlite:"):
+        return promptkit.SQLiteStore(spec[len("sqlite:"):])
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        return promptkit.RedisStore(spec)
+    raise SystemExit(f"PROMPTKIT_STORE must be 'memory', 'sqlite:/path/to.db' or a redis:// URL, got {spec!r}")
+
+
+@contextlib.contextmanager
+def model_client() -> Iterator[Tuple[promptkit.Client, str, bool]]:
+    """``(client, mode label, is_mock)``: the configured server, else the embedded mock server."""
+    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+        with promptkit.Client() as client:
+            yield client, f"model server: {client.base_url}", False
+        return
+    log.warning("No OPENAI_API_KEY set: using promptkit's embedded mock server (promptkit.testing.MockServer).")
+    # default_delay: the mock's stories stream word by word, slowly enough to watch (and to stop).
+    with MockServer(default_delay=0.05) as server, promptkit.Client(base_url=server.url, api_key="mock") as client:
+        yield client, MOCK_MODE, True
+
+
+class ChatState:
+    """What the views share: the client, the store, and the replies in flight (for /stop)."""
+
+    def __init__(self, client: promptkit.Client, store: promptkit.ConversationStore, mode: str, mock: bool,
+                 heartbeat: float) -> None:
+        self.client, self.store, self.mode, self.mock, self.heartbeat = client, store, mode, mock, heartbeat
+        # Weak: an entry goes away with its response; /stop only reaches replies of this process.
+        self.active: "weakref.WeakValueDictionary[str, promptkit.Stream]" = weakref.WeakValueDictionary()
+        self.lock = threading.Lock()
+
+    def conversation(self, conversation_id: str) -> promptkit.Conversation:
+        """This session's conversation, resumed from the store (any worker process may have written it)."""
+        return self.client.conversation(system_prompt=SYSTEM_PROMPT, conversation_id=conversation_id, store=self.store)
+
+    def history(self, conversation_id: str) -> Dict[str, Any]:
+        """The page's view of a conversation: its turns with their messages and cost lines, and totals."""
+        stored = self.store.load(conversation_id)
+        turns: List[Dict[str, Any]] = []
+        for turn in stored.turns if stored is not None else ():
+            usage = turn.usage_value()
+            line = promptkit.Response(usage=usage, cost=turn.cost, latency_ms=turn.latency_ms).summary()
+            turns.append({"messages": turn.messages, "finish_reason": turn.finish_reason, "summary": line})
+        return {
+            "conversation_id": conversation_id,
+            "mode": self.mode,
+            "mock": self.mock,
+            "turns": turns,
+            "total_cost": stored.total_cost() if stored is not None else 0.0,
+            "total_tokens": stored.usage_totals().total_tokens if stored is not None else 0,
+        }
+
+
+def _conversation_id() -> str:
+    cid = session.get("conversation_id")
+    if not isinstance(cid, str):
+        cid = session["conversation_id"] = f"web_{secrets.token_hex(8)}"
+    return cid
+
+
+def create_app(
+    client: Optional[promptkit.Client] = None,
+    store: Optional[promptkit.ConversationStore] = None,
+    *,
+    mode: Optional[str] = None,
+    mock: bool = False,
+    heartbeat: float = 15.0,
+    secret_key: Optional[str] = None,
+) -> Flask:
+    """Build the chat app.
+
+    Args:
+        client: the promptkit client; default: from the environment (the
+            embedded mock server without a key), closed at exit.
+        store: the conversation store; default: :func:`store_from_env`.
+        mode: the label the page shows for the model server.
+        mock: whether to flag the label as the mock server.
+        heartbeat: seconds between SSE keep-alive comments while the model is silent.
+        secret_key: signs session cookies; default ``FLASK_SECRET_KEY``, else random per process.
+    """
+    if client is None:
+        stack = contextlib.ExitStack()
+        client, default_mode, mock = stack.enter_context(model_client())
+        atexit.register(stack.close)
+        mode = mode or default_mode
+    state = ChatState(client, store if store is not None else store_from_env(), mode or "custom client", mock, heartbeat)
+
+    app = Flask(__name__, root_path=str(HERE))
+    app.secret_key = secret_key or os.environ.get("FLASK_SECRET_KEY") or secrets.token_hex(32)
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.extensions["promptkit_chat"] = state
+
+    @app.get("/")
+    def index() -> Response:
+        _conversation_id()  # the session cookie exists before the first streamed reply
+        return Response(PAGE.read_bytes(), content_type="text/html; charset=utf-8")
+
+    @app.get("/history")
+    def history() -> Response:
+        return jsonify(state.history(_conversation_id()))
+
+    @app.post("/chat")
+    def chat() -> Response:
+        # JSON only: a cross-site <form> cannot send it without a CORS preflight, which stops CSRF.
+        body = request.get_json(silent=True) if request.is_json else None
+        message = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(message, str) or not message.strip():
+            return flask_error_response(promptkit.ConfigurationError('send JSON {"message": "..."} with a non-empty message'))
+        cid = _conversation_id()
+        try:
+            stream = state.conversation(cid).send_stream(message)
+        except Exception as exc:  # before any stream: a JSON error with a 4xx/5xx status
+            return flask_error_response(exc)
+        with state.lock:
+            state.active[cid] = stream
+        return flask_response(stream, heartbeat=state.heartbeat)
+
+    @app.post("/stop")
+    def stop() -> Response:
+        if not request.is_json:
+            return flask_error_response(promptkit.ConfigurationError("send JSON"))
+        with state.lock:
+            stream = state.active.get(_conversation_id())
+        running = stream is not None and not stream.done
+        if running:
+            stream.cancel()
+        return jsonify({"stopped": running})
+
+    @app.post("/reset")
+    def reset() -> Response:
+        if not request.is_json:
+            return flask_error_response(promptkit.ConfigurationError("send JSON"))
+        session.pop("conversation_id", None)
+        return jsonify({"conversation_id": _conversation_id()})
+
+    try:
+        from flask_sock import Sock
+    except ImportError:  # the WebSocket route is optional
+        log.info("flask-sock is not installed: no /ws route")
+    else:
+        sock = Sock(app)
+
+        @sock.route("/ws")
+        def ws(websocket: Any) -> None:
+            relay_websocket(websocket, lambda: state.conversation(_conversation_id()))
+
+    return app
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from werkzeug.serving import make_server
+
+    with model_client() as (client, mode, mock):
+        app = create_app(client, store_from_env(), mode=mode, mock=mock)
+        # threaded: every streamed reply holds a thread for as long as it streams.
+        server = make_server(args.host, args.port, app, threaded=True)
+        print(f"promptkit Flask chat on http://{args.host}:{server.port}/ ({mode})", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
