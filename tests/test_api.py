@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import subprocess
 import sys
+
+import pytest
 
 import promptkit
 import promptkit.errors as errors
@@ -56,12 +59,28 @@ def test_all_is_pinned() -> None:
         assert hasattr(promptkit, name), name
 
 
-def test_every_public_name_has_a_docstring() -> None:
+PUBLIC_MODULES = [
+    "promptkit",
+    "promptkit.web",
+    "promptkit.stores",
+    "promptkit.testing",
+    "promptkit.pricing",
+    "promptkit.tokens",
+    "promptkit.relay",
+    "promptkit.prompts",
+    "promptkit.tools",
+]
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_every_public_name_has_a_docstring(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert inspect.getdoc(module), f"{module_name} has no module docstring"
     missing = []
-    for name in PUBLIC:
-        obj = getattr(promptkit, name)
-        if name == "__version__":
-            continue
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if name == "__version__" or not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue  # constants document themselves in the module docstring
         if not inspect.getdoc(obj):
             missing.append(name)
         if inspect.isclass(obj):
@@ -71,7 +90,7 @@ def test_every_public_name_has_a_docstring() -> None:
                 target = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
                 if not inspect.getdoc(target):
                     missing.append(f"{name}.{attr}")
-    assert not missing, f"public names without a docstring: {missing}"
+    assert not missing, f"public names of {module_name} without a docstring: {missing}"
 
 
 def test_error_hierarchy() -> None:
