@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Dict
 
 __all__ = ["prepare", "REPO_ROOT", "child_env"]
 
@@ -51,7 +52,7 @@ def prepare() -> None:
     _warm_tiktoken_cache()
 
 
-def child_env() -> dict:
+def child_env() -> Dict[str, str]:
     """The environment for benchmark child processes: the repo importable, same tiktoken cache."""
     path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     return dict(os.environ, PYTHONPATH=path)

@@ -106,6 +106,7 @@ class PromptkitClient(BenchClient):
     """promptkit through its public iterator."""
 
     name = "promptkit"
+    buffer_size = 10  # send_stream's default; the profile's what-ifs change it
 
     def __init__(self, base_url: str, pool_size: int = 10) -> None:
         import promptkit
@@ -125,7 +126,7 @@ class PromptkitClient(BenchClient):
         first = None
         chars = events = 0
         start = _perf()
-        for event in conv.send_stream(message):
+        for event in conv.send_stream(message, buffer_size=self.buffer_size):
             events += 1
             if event.type == "content":
                 if first is None:
@@ -218,7 +219,11 @@ class FloorClient(BenchClient):
 
         self._url = base_url + "/chat/completions"
         self._pool = urllib3.PoolManager(maxsize=pool_size, retries=False, timeout=urllib3.Timeout(connect=10, read=30))
-        self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream", "Accept-Encoding": "identity"}
+        self._headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "Accept-Encoding": "identity",
+        }
 
     def _open(self, scenario: Scenario) -> Any:
         body = {

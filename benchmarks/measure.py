@@ -304,9 +304,22 @@ _IMPORT_CODE = (
     "t = time.perf_counter()\n"
     "import {module}\n"
     "dt = time.perf_counter() - t\n"
-    "print(json.dumps({{'ms': dt * 1000.0, 'tiktoken': 'tiktoken' in sys.modules, 'requests': 'requests' in sys.modules,"
-    " 'modules': len(sys.modules)}}))\n"
+    "print(json.dumps({{'ms': dt * 1000.0, 'tiktoken': 'tiktoken' in sys.modules,"
+    " 'requests': 'requests' in sys.modules, 'modules': len(sys.modules)}}))\n"
 )
+
+
+def _import_env() -> Dict[str, str]:
+    """The children's environment with bytecode caching on.
+
+    With ``PYTHONDONTWRITEBYTECODE`` set (as on some sandboxes and CI images)
+    no ``.pyc`` is ever written for the editable promptkit, and every fresh
+    interpreter would time compiling its sources too (about 60 ms here),
+    which no installed user pays.
+    """
+    env = child_env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def _import_once(module: str) -> Dict[str, Any]:
@@ -316,7 +329,7 @@ def _import_once(module: str) -> Dict[str, Any]:
         text=True,
         timeout=120,
         cwd=str(REPO_ROOT),
-        env=child_env(),
+        env=_import_env(),
         check=True,
     )
     result: Dict[str, Any] = json.loads(proc.stdout)
@@ -331,10 +344,10 @@ def _import_profile(module: str, top: int = 8) -> List[Dict[str, Any]]:
         text=True,
         timeout=120,
         cwd=str(REPO_ROOT),
-        env=child_env(),
+        env=_import_env(),
         check=True,
     )
-    rows = []
+    rows: List[Dict[str, Any]] = []
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "|" not in line or "self [us]" in line:
             continue
@@ -346,17 +359,16 @@ def _import_profile(module: str, top: int = 8) -> List[Dict[str, Any]]:
     return [r for r in rows if r["module"] != module][:top]
 
 
-def imports(modules: Sequence[str], *, runs: int, warm_up: bool = True) -> Dict[str, Any]:
+def imports(modules: Sequence[str], *, runs: int) -> Dict[str, Any]:
     """``import <module>`` in a fresh interpreter: median of ``runs``.
 
-    One warm-up import first (unless ``warm_up`` is false) so that compiling
-    .pyc files is not timed. ``-X importtime`` lists the slowest imports of
+    One warm-up import first writes the .pyc files, so that compiling is not
+    timed (see :func:`_import_env`). ``-X importtime`` lists the slowest imports of
     the first module only (the others are for comparison).
     """
     out: Dict[str, Any] = {"runs": runs, "modules": {}}
     for n, module in enumerate(modules):
-        if warm_up:
-            _import_once(module)
+        _import_once(module)
         samples = [_import_once(module) for _ in range(runs)]
         out["modules"][module] = {
             "ms": _median([s["ms"] for s in samples]),

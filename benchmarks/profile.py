@@ -11,8 +11,9 @@ server can send):
    of the worker and the consumer, with no instrumentation overhead.
 3. **Stages in isolation**: each step of the path timed alone on the same
    bytes, single-threaded, so the cost of the thread hand-off is the rest.
-4. **What-ifs**: the throughput with small changes monkeypatched in (this
-   process only; promptkit's files are not touched), to size each proposal.
+4. **What-ifs**: the throughput under variants (now ``send_stream``'s
+   ``buffer_size``; add monkeypatched variants there to size a change
+   before making it).
 
 Writes a text report (``benchmarks/profile.txt`` by default) and returns a
 JSON-ready summary.
@@ -36,7 +37,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -69,11 +70,11 @@ def _profile_workers(profiles: List[cProfile.Profile]) -> Iterator[None]:
         finally:
             profiler.disable()
 
-    stream_module._worker = profiled
+    setattr(stream_module, "_worker", profiled)  # noqa: B010 - a monkeypatch, on purpose
     try:
         yield
     finally:
-        stream_module._worker = original
+        setattr(stream_module, "_worker", original)  # noqa: B010
 
 
 def _short(path: str) -> str:
@@ -101,7 +102,7 @@ def cprofile_run(base_url: str, chunks: int, top: int = 25) -> Dict[str, Any]:
         stats.add(profile)
     rows = []
     raw: Dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    for (filename, line, name), (cc, nc, tottime, cumtime, _callers) in raw.items():
+    for (filename, line, name), (_cc, nc, tottime, cumtime, _callers) in raw.items():
         rows.append(
             {
                 "function": f"{_short(filename)}:{line}({name})" if line else name,
@@ -139,7 +140,8 @@ def _workload(base_url: Optional[str], chunks: int, reps: int) -> Dict[str, Any]
 
 _WORKER_MARK = "_worker (promptkit/stream.py"
 _CONSUMER_MARK = "run (benchmarks/clients.py"
-_STREAM_MARK = "_pump (promptkit/turn.py"
+# The per-chunk loop: reader.read_body (turn._pump before the loop moved out of turn.py).
+_STREAM_MARKS = ("read_body (promptkit/reader.py", "_pump (promptkit/turn.py")
 
 
 def _frame_name(frame: str) -> str:
@@ -177,7 +179,7 @@ def pyspy_run(base_url: str, chunks: int, reps: int, rate: int = 2000, top: int 
             continue
         count = int(count_text)
         if _WORKER_MARK in stack:
-            if _STREAM_MARK not in stack:
+            if not any(mark in stack for mark in _STREAM_MARKS):
                 continue  # set-up and tear-down, not the per-chunk path
             side = "worker"
         elif _CONSUMER_MARK in stack:
@@ -259,8 +261,12 @@ def stages(base_url: str, chunks: int) -> Dict[str, Any]:
     out: Dict[str, float] = {}
 
     # Reading: requests' raw urllib3 read1 (one HTTP chunk per call), then promptkit's
-    # HTTPStream.read1 with the timeout _pump passes (changing on every call) and with a fixed one.
-    payload = {"model": "m", "messages": [{"role": "user", "content": Scenario(n=chunks).message()}], "stream": True}
+    # HTTPStream.read1 with a fixed timeout and with one that changes on every call.
+    payload: Dict[str, Any] = {
+        "model": "m",
+        "messages": [{"role": "user", "content": Scenario(n=chunks).message()}],
+        "stream": True,
+    }
     session = requests.Session()
 
     def urllib3_reads() -> None:
@@ -280,8 +286,10 @@ def stages(base_url: str, chunks: int) -> Dict[str, Any]:
             pass
         http.close()
 
-    out["HTTPStream.read1, fixed timeout"] = _best(lambda: stream_reads(False)) * per
-    out["HTTPStream.read1, timeout as _pump passes it (settimeout per read)"] = _best(lambda: stream_reads(True)) * per
+    out["HTTPStream.read1, fixed timeout (as _pump passes it while events flow)"] = (
+        _best(lambda: stream_reads(False)) * per
+    )
+    out["HTTPStream.read1, timeout changing every read (settimeout per read)"] = _best(lambda: stream_reads(True)) * per
     transport.close()
     session.close()
 
@@ -300,7 +308,9 @@ def stages(base_url: str, chunks: int) -> Dict[str, Any]:
             feed(chunk)
 
     out["Accumulator.feed (StreamEvent included)"] = _best(accumulate) * per
-    out["  of which StreamEvent('content', ...)"] = _best(lambda: [StreamEvent("content", content=text) for _ in parsed]) * per
+    out["  of which StreamEvent('content', ...)"] = (
+        _best(lambda: [StreamEvent("content", content=text) for _ in parsed]) * per
+    )
     content_events = [StreamEvent("content", content=text) for _ in range(chunks)]
 
     def control_queue() -> Any:
@@ -309,115 +319,41 @@ def stages(base_url: str, chunks: int) -> Dict[str, Any]:
         return control.queue
 
     out["StreamControl.emit -> Queue(10).get, across threads"] = _handoff(control_queue, content_events, "emit") * per
-    out["queue.SimpleQueue put -> get, across threads (for comparison)"] = _handoff(queue.SimpleQueue, content_events) * per
+    out["queue.SimpleQueue put -> get, across threads (for comparison)"] = (
+        _handoff(queue.SimpleQueue, content_events) * per
+    )
     return {"us_per_chunk": out, "chunks": chunks}
 
 
 # -- 4. what-ifs ----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _rearm_on_change(tolerance: float = 0.01) -> Iterator[None]:
-    """HTTPStream.read1 re-arms the socket timeout only when it changes by more than 1%."""
-    from promptkit.transport import HTTPStream
-
-    original = HTTPStream.read1
-
-    def read1(self: Any, timeout: Optional[float], size: int = 65536) -> bytes:
-        current = self._timeout
-        if (
-            timeout is not None
-            and current is not None
-            and current > 0
-            and timeout <= current
-            and current - timeout <= tolerance * current
-        ):
-            timeout = current  # close enough: idle detection may be late by <= 1% of idle
-        return original(self, timeout, size)
-
-    HTTPStream.read1 = read1  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        HTTPStream.read1 = original  # type: ignore[method-assign]
-
-
-@contextlib.contextmanager
-def _dict_checks() -> Iterator[None]:
-    """accumulator.py checks ``dict`` instead of ``typing.Mapping`` (json.loads only makes dicts)."""
-    import promptkit.accumulator as acc
-
-    original = acc.Mapping
-    acc.Mapping = dict  # type: ignore[misc, assignment]
-    try:
-        yield
-    finally:
-        acc.Mapping = original  # type: ignore[misc]
-
-
-class _FastQueue:
-    """A bounded queue on ``queue.SimpleQueue`` (C): the Python-level condition only when full.
-
-    Just enough of ``queue.Queue`` for StreamControl and Stream (put with a
-    timeout, get, get_nowait, and the ``mutex``/``maxsize``/``not_full``
-    cancel() uses to lift the bound). A sketch for sizing the gain.
-    """
-
-    def __init__(self, maxsize: int = 0) -> None:
-        self._q: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        self.maxsize = maxsize or sys.maxsize
-        self.mutex = threading.Lock()
-        self.not_full = threading.Condition(self.mutex)
-        self._waiting = False
-
-    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
-        if self._q.qsize() >= self.maxsize:
-            with self.not_full:
-                self._waiting = True
-                if not self.not_full.wait_for(lambda: self._q.qsize() < self.maxsize, timeout):
-                    raise queue.Full
-        self._q.put(item)
-
-    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
-        item = self._q.get(block, timeout)
-        if self._waiting:
-            with self.not_full:
-                self._waiting = False
-                self.not_full.notify()
-        return item
-
-    def get_nowait(self) -> Any:
-        return self.get(False)
-
-
-@contextlib.contextmanager
-def _fast_queue() -> Iterator[None]:
-    import promptkit.stream as stream_module
-
-    original = stream_module.Queue
-    stream_module.Queue = _FastQueue  # type: ignore[misc, assignment]
-    try:
-        yield
-    finally:
-        stream_module.Queue = original  # type: ignore[misc]
-
-
 def whatifs(base_url: str, chunks: int, reps: int) -> Dict[str, Any]:
-    """Median chunks/s of promptkit as is and with each change patched in (runs interleaved)."""
-    variants: Dict[str, Callable[[], Any]] = {
-        "as is": contextlib.nullcontext,
-        "read1 re-arms the timeout only on a >1% change": _rearm_on_change,
-        "accumulator checks dict, not typing.Mapping": _dict_checks,
-        "SimpleQueue-based bounded queue": _fast_queue,
-    }
+    """Median chunks/s of promptkit with different ``send_stream(buffer_size=...)`` (runs interleaved).
 
-    @contextlib.contextmanager
-    def all_three() -> Iterator[None]:
-        with _rearm_on_change(), _dict_checks(), _fast_queue():
-            yield
-
-    variants["all three"] = all_three
+    A place to size a change before making it: add a variant (a context
+    manager that patches something in this process) and compare it with
+    ``as is``. Only public knobs are kept here; patches of internals go stale
+    as the library changes.
+    """
     client = make_client("promptkit", base_url)
+
+    def buffer(size: int) -> Callable[[], Any]:
+        @contextlib.contextmanager
+        def patch() -> Iterator[None]:
+            setattr(client, "buffer_size", size)  # noqa: B010 - a public send_stream option
+            try:
+                yield
+            finally:
+                setattr(client, "buffer_size", 10)  # noqa: B010
+
+        return patch
+
+    variants: Dict[str, Callable[[], Any]] = {
+        "as is (buffer_size=10)": contextlib.nullcontext,
+        "send_stream(buffer_size=1)": buffer(1),
+        "send_stream(buffer_size=100)": buffer(100),
+    }
     runs: Dict[str, List[float]] = {name: [] for name in variants}
     try:
         client.run(Scenario(n=200))
@@ -428,7 +364,7 @@ def whatifs(base_url: str, chunks: int, reps: int) -> Dict[str, Any]:
     finally:
         client.close()
     medians = {name: statistics.median(values) for name, values in runs.items()}
-    base = medians["as is"]
+    base = medians["as is (buffer_size=10)"]
     return {
         "chunks": chunks,
         "reps": reps,
@@ -442,20 +378,27 @@ def whatifs(base_url: str, chunks: int, reps: int) -> Dict[str, Any]:
 
 
 def _format(summary: Dict[str, Any]) -> str:
-    lines: List[str] = [f"promptkit per-chunk profile: {summary['chunks']:,} chunks of 4 characters, chunked framing", ""]
+    lines: List[str] = [
+        f"promptkit per-chunk profile: {summary['chunks']:,} chunks of 4 characters, chunked framing",
+        "",
+    ]
     cp = summary["cprofile"]
-    lines.append(f"1. cProfile, worker + consumer threads ({cp['chunks_per_s_under_profiler']:,.0f} chunks/s under the profiler)")
+    lines.append(
+        f"1. cProfile, worker + consumer threads ({cp['chunks_per_s_under_profiler']:,.0f} chunks/s under the profiler)"
+    )
     lines.append(f"   {'own µs/chunk':>12} {'cum µs/chunk':>12} {'calls/chunk':>11}  function")
     for row in cp["top"]:
         lines.append(
-            f"   {row['own_us_per_chunk']:12.2f} {row['cum_us_per_chunk']:12.2f} {row['calls_per_chunk']:11.2f}  {row['function']}"
+            f"   {row['own_us_per_chunk']:12.2f} {row['cum_us_per_chunk']:12.2f} "
+            f"{row['calls_per_chunk']:11.2f}  {row['function']}"
         )
     lines.append("")
     ps = summary["pyspy"]
     if ps.get("available"):
         lines.append(
-            f"2. py-spy --gil at {ps['rate_hz']} Hz over {ps['chunks']:,} chunks: wall {ps['wall_us_per_chunk']:.1f} µs/chunk; "
-            f"GIL held by the worker {ps['gil_us_per_chunk']['worker']:.1f}, by the consumer {ps['gil_us_per_chunk']['consumer']:.1f} µs/chunk"
+            f"2. py-spy --gil at {ps['rate_hz']} Hz over {ps['chunks']:,} chunks: "
+            f"wall {ps['wall_us_per_chunk']:.1f} µs/chunk; GIL held by the worker "
+            f"{ps['gil_us_per_chunk']['worker']:.1f}, by the consumer {ps['gil_us_per_chunk']['consumer']:.1f} µs/chunk"
         )
         for side in ("worker", "consumer"):
             lines.append(f"   {side}: own time (µs/chunk)")
@@ -472,13 +415,15 @@ def _format(summary: Dict[str, Any]) -> str:
         lines.append(f"   {value:8.2f}  {name}")
     lines.append("")
     wi = summary["whatifs"]
-    lines.append(f"4. what-ifs: promptkit chunks/s, median of {wi['reps']} interleaved runs, changes monkeypatched in")
+    lines.append(f"4. what-ifs: promptkit chunks/s, median of {wi['reps']} interleaved runs")
     for name, value in wi["chunks_per_s"].items():
         lines.append(f"   {value:10,.0f}  x{wi['speedup'][name]:.2f}  {name}")
     return "\n".join(lines) + "\n"
 
 
-def run(chunks: int = 20_000, out: Optional[Path] = None, reps: int = 5, base_url: Optional[str] = None) -> Dict[str, Any]:
+def run(
+    chunks: int = 20_000, out: Optional[Path] = None, reps: int = 7, base_url: Optional[str] = None
+) -> Dict[str, Any]:
     """Every view; writes the text report to ``out`` and returns the summary."""
     prepare()
     with contextlib.ExitStack() as stack:
@@ -500,7 +445,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Command line: the report, or (``--workload``) the py-spy child's job."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=20_000)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--out", type=Path, default=HERE / "profile.txt")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary as JSON")
     parser.add_argument("--workload", action="store_true", help=argparse.SUPPRESS)

@@ -165,9 +165,16 @@ def table(results: Dict[str, Any]) -> str:
             label = f"chunks/s, {framing} ({tp['chunks']:,} x {len(tp['text'])} chars, 1 run)"
         if framing == tp["headline_framing"]:
             rows.append(
-                _row(label, values, f">= {TARGETS['throughput_vs_openai']:g}x openai", verdicts.get("throughput_vs_openai", ""))
+                _row(
+                    label,
+                    values,
+                    f">= {TARGETS['throughput_vs_openai']:g}x openai",
+                    verdicts.get("throughput_vs_openai", ""),
+                )
             )
-            rows.append(_row("", {}, f">= {TARGETS['throughput_vs_floor']:g}x floor", verdicts.get("throughput_vs_floor", "")))
+            rows.append(
+                _row("", {}, f">= {TARGETS['throughput_vs_floor']:g}x floor", verdicts.get("throughput_vs_floor", ""))
+            )
         else:
             rows.append(_row(label, values, "(information)"))
 
@@ -227,7 +234,9 @@ def table(results: Dict[str, Any]) -> str:
             {c: f"{v['wall_s']:.2f} s ({v['ideal_wall_s']:.2f})" for c, v in cc.items()},
         )
     )
-    rows.append(_row("  peak RSS growth per stream", {c: _fmt(v["rss_per_stream_kb"], ".0f", " KB") for c, v in cc.items()}))
+    rows.append(
+        _row("  peak RSS growth per stream", {c: _fmt(v["rss_per_stream_kb"], ".0f", " KB") for c, v in cc.items()})
+    )
     rows.append(_row("  CPU per event", {c: _fmt(v["cpu_us_per_event"], ".0f", " us") for c, v in cc.items()}))
     rows.append(
         _row("  threads after / before", {c: f"{v['threads_after']} / {v['threads_before']}" for c, v in cc.items()})
@@ -278,9 +287,18 @@ def chart(results: Dict[str, Any], path: Path) -> None:
     colors = {"promptkit": "#2a7ab9", "openai": "#999999", "floor": "#6ab04c"}
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     mode = "quick" if results["config"]["quick"] else "full"
-    fig.suptitle(f"promptkit streaming benchmarks ({mode} mode; {results['meta']['python']}, {results['meta']['cpus']} CPUs)")
+    fig.suptitle(
+        f"promptkit streaming benchmarks ({mode} mode; {results['meta']['python']}, {results['meta']['cpus']} CPUs)"
+    )
 
-    def bars(ax: Any, values: Dict[str, Optional[float]], title: str, unit: str, target: Optional[float] = None, log: bool = False) -> None:
+    def bars(
+        ax: Any,
+        values: Dict[str, Optional[float]],
+        title: str,
+        unit: str,
+        target: Optional[float] = None,
+        log: bool = False,
+    ) -> None:
         names = [c for c in CLIENT_ORDER if values.get(c) is not None]
         heights = [float(values[c] or 0.0) for c in names]
         drawn = ax.bar(names, heights, color=[colors[c] for c in names])
@@ -312,7 +330,9 @@ def chart(results: Dict[str, Any], path: Path) -> None:
         per = m["ttft"]["framings"][framing]
         xs = [j + i * width for j in range(len(CLIENT_ORDER))]
         heights = [float((per.get(c) or {}).get("overhead_ms") or 0.0) for c in CLIENT_ORDER]
-        drawn = ax.bar(xs, heights, width, label=framing, alpha=0.9 if i == 0 else 0.6, color=[colors[c] for c in CLIENT_ORDER])
+        drawn = ax.bar(
+            xs, heights, width, label=framing, alpha=0.9 if i == 0 else 0.6, color=[colors[c] for c in CLIENT_ORDER]
+        )
         ax.bar_label(drawn, labels=[f"{h:.2f}" for h in heights], fontsize=8)
     ax.set_xticks([j + width * (len(framings) - 1) / 2 for j in range(len(CLIENT_ORDER))], list(CLIENT_ORDER))
     ax.axhline(TARGETS["ttft_overhead_ms"], color="red", linestyle="--", linewidth=1)
@@ -320,14 +340,33 @@ def chart(results: Dict[str, Any], path: Path) -> None:
     ax.set_ylabel("ms")
 
     ca = m["cancel"]["clients"]
-    bars(axes[0][2], {c: v["latency_max_ms"] for c, v in ca.items()}, "cancel latency while silent (max of runs)", "ms (log)", TARGETS["cancel_latency_ms"], log=True)
+    bars(
+        axes[0][2],
+        {c: v["latency_max_ms"] for c, v in ca.items()},
+        "cancel latency while silent (max of runs)",
+        "ms (log)",
+        TARGETS["cancel_latency_ms"],
+        log=True,
+    )
 
     cc = m["concurrent"]["clients"]
     n = m["concurrent"]["streams"]
-    bars(axes[1][0], {c: v["rss_per_stream_kb"] for c, v in cc.items()}, f"{n} concurrent streams: peak RSS growth / stream", "KB", TARGETS["rss_per_stream_mb"] * 1024)
+    bars(
+        axes[1][0],
+        {c: v["rss_per_stream_kb"] for c, v in cc.items()},
+        f"{n} concurrent streams: peak RSS growth / stream",
+        "KB",
+        TARGETS["rss_per_stream_mb"] * 1024,
+    )
     bars(axes[1][1], {c: v["cpu_us_per_event"] for c, v in cc.items()}, f"{n} concurrent streams: CPU per event", "µs")
     im = m["imports"]["modules"]
-    bars(axes[1][2], {("promptkit" if k == "promptkit" else "openai"): v["ms"] for k, v in im.items()}, "import time (fresh process)", "ms", TARGETS["import_ms"])
+    bars(
+        axes[1][2],
+        {("promptkit" if k == "promptkit" else "openai"): v["ms"] for k, v in im.items()},
+        "import time (fresh process)",
+        "ms",
+        TARGETS["import_ms"],
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -130,17 +130,34 @@ def run_all(config: Dict[str, Any]) -> Dict[str, Any]:
     step(
         "imports",
         f"import time: {config['import_runs']} fresh processes per module",
-        lambda: measure.imports(("promptkit", "openai"), runs=config["import_runs"], warm_up=not config["quick"]),
+        lambda: measure.imports(("promptkit", "openai"), runs=config["import_runs"]),
     )
     metrics["step_seconds"] = steps
     return metrics
+
+
+def _git_state() -> Dict[str, Any]:
+    """The commit measured, and promptkit files changed on top of it (results are for that tree)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            proc = subprocess.run(["git", *args], capture_output=True, text=True, cwd=str(HERE.parent), timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "promptkit").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD") or None, "promptkit_changes": changed}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point; returns the exit status (0 even when targets fail)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds: small sizes, one repetition")
-    parser.add_argument("--out", type=Path, default=HERE / "results.json", help="the JSON file (default: benchmarks/results.json)")
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results.json", help="the JSON file (default: benchmarks/results.json)"
+    )
     parser.add_argument("--chart", type=Path, default=None, help="the PNG (default: the --out path with .png)")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG")
     parser.add_argument("--profile", action="store_true", help="also profile promptkit's per-chunk path")
@@ -151,6 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     config = dict(CONFIGS[mode], quick=args.quick)
     print(f"promptkit benchmarks ({mode} mode)", file=sys.stderr, flush=True)
     started = time.perf_counter()
+    git_before = _git_state()
     metrics = run_all(config)
     results: Dict[str, Any] = {
         "meta": {
@@ -159,6 +177,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "versions": _versions(),
+            "git": git_before,
+            "git_after": None,
             "seconds": None,
             "step_seconds": metrics.pop("step_seconds"),
         },
@@ -169,10 +189,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         from benchmarks import profile
 
         print(f"  profile: {config['chunks']:,} chunks ...", file=sys.stderr, flush=True)
-        results["profile"] = profile.run(chunks=config["chunks"], out=args.out.with_name("profile.txt"))
+        results["profile"] = profile.run(
+            chunks=config["chunks"], out=args.out.with_name("profile.txt"), reps=2 if args.quick else 7
+        )
     results["targets"] = evaluate(metrics)
     results["all_pass"] = all(t["pass"] for t in results["targets"])
     results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    results["meta"]["git_after"] = _git_state()  # differs from "git" if promptkit changed during the run
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(args.out.name + ".tmp")

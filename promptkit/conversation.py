@@ -154,6 +154,11 @@ class Conversation:
         with self._lock:
             return copy.deepcopy(self._messages)
 
+    def _history_snapshot(self) -> List[Dict[str, Any]]:
+        # A shallow copy is enough for a turn: committed message dicts are never changed in place.
+        with self._lock:
+            return list(self._messages)
+
     @property
     def usage(self) -> Usage:
         """Tokens of every turn so far, failed and cancelled ones included."""
@@ -261,7 +266,7 @@ class Conversation:
             turn = Turn(
                 transport=self._transport,
                 settings=settings,
-                history=self.messages,
+                history=self._history_snapshot(),
                 new_messages=new_messages,
                 tools=self._tools,
                 sink=self,

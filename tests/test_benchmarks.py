@@ -14,7 +14,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict
 
 import pytest
 
@@ -40,13 +40,14 @@ def _number(value: Any) -> bool:
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "results.json"
     committed = ROOT / "benchmarks" / "results.json"
     before = committed.stat().st_mtime_ns if committed.exists() else None
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
         cwd=str(ROOT),
+        check=False,
         capture_output=True,
         text=True,
         timeout=600,
@@ -57,7 +58,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"out": out, "stdout": proc.stdout, "results": json.loads(out.read_text())}
 
 
-def test_quick_mode_prints_the_table_and_draws_the_chart(quick_run: dict) -> None:
+def test_quick_mode_prints_the_table_and_draws_the_chart(quick_run: Dict[str, Any]) -> None:
     assert "targets passed:" in quick_run["stdout"]
     for client in CLIENTS:
         assert client in quick_run["stdout"]
@@ -65,7 +66,7 @@ def test_quick_mode_prints_the_table_and_draws_the_chart(quick_run: dict) -> Non
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_quick_mode_writes_every_metric(quick_run: dict) -> None:
+def test_quick_mode_writes_every_metric(quick_run: Dict[str, Any]) -> None:
     results = quick_run["results"]
     assert results["config"]["quick"] is True
     m = results["metrics"]
@@ -90,7 +91,14 @@ def test_quick_mode_writes_every_metric(quick_run: dict) -> None:
     for client in CLIENTS:
         row = m["concurrent"]["clients"][client]
         assert isinstance(row["all_completed"], bool) and isinstance(row["threads_back"], bool)
-        for key in ("wall_s", "rss_peak_growth_mb", "rss_per_stream_kb", "cpu_us_per_event", "threads_before", "threads_after"):
+        for key in (
+            "wall_s",
+            "rss_peak_growth_mb",
+            "rss_per_stream_kb",
+            "cpu_us_per_event",
+            "threads_before",
+            "threads_after",
+        ):
             assert _number(row[key]), key
 
     for module in ("promptkit", "openai"):
@@ -98,7 +106,7 @@ def test_quick_mode_writes_every_metric(quick_run: dict) -> None:
         assert _number(row["ms"]) and isinstance(row["tiktoken_imported"], bool)
 
 
-def test_quick_mode_reports_every_target(quick_run: dict) -> None:
+def test_quick_mode_reports_every_target(quick_run: Dict[str, Any]) -> None:
     targets = quick_run["results"]["targets"]
     assert {t["name"] for t in targets} == TARGETS
     assert all(isinstance(t["pass"], bool) and t["target"] and t["value"] for t in targets)
@@ -109,6 +117,7 @@ def test_run_py_works_as_a_script() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--help"],
         cwd=str(ROOT),
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,
