@@ -96,6 +96,19 @@ class Conversation:
                 self._template = stored.meta.system_prompt
                 self._restore(stored)
 
+    def _sync(self, binding: "StoreBinding") -> None:
+        """Catch up with the store before a turn: other workers' turns, or a deletion."""
+        from .stores.binding import VANISHED
+
+        stored = binding.sync()
+        if stored is VANISHED:
+            # Deleted (or expired) in the store: start afresh there and here, keeping the totals paid.
+            with self._lock:
+                self._messages = self._messages[:1] if self._messages and self._messages[0]["role"] == "system" else []
+                self._pending, self._results = {}, {}
+        elif stored is not None:
+            self._restore(stored)
+
     def _restore(self, stored: "StoredConversation") -> None:
         """Take history, totals and pending tool calls from the store."""
         from .stores.binding import pending_calls
@@ -103,6 +116,9 @@ class Conversation:
         pending = pending_calls(stored)
         with self._lock:
             self._messages = stored.messages()
+            if self._template and self._messages and self._messages[0]["role"] == "system":
+                # Keep this object's prompt: set_var() may have changed it since the first turn.
+                self._messages[0] = {"role": "system", "content": self._render_locked(strict=False)}
             self._usage = stored.usage_totals() + self._unstored_usage
             self._cost = stored.total_cost() + self._unstored_cost
             self._results.clear()
@@ -246,14 +262,15 @@ class Conversation:
         if not self._acquire_turn():
             raise ConversationBusyError(f"conversation {self.id} already has a turn in flight; wait for it to end")
         binding = self._binding
-        if binding is not None and not binding.begin():
-            self._busy.release()
-            raise ConversationBusyError(f"conversation {self.id} has a turn in flight in another worker")
+        try:
+            if binding is not None and not binding.begin():
+                raise ConversationBusyError(f"conversation {self.id} has a turn in flight in another worker")
+        except BaseException:
+            self._busy.release()  # a busy or failing store must not leave this object locked
+            raise
         try:
             if binding is not None:
-                stored = binding.sync()
-                if stored is not None:
-                    self._restore(stored)  # other workers committed turns since we last looked
+                self._sync(binding)
             if self._template:
                 self._render(strict=True)  # an unresolved {{variable}} fails here, before any I/O
             budget = self._budget_left()
@@ -337,7 +354,11 @@ class Conversation:
         try:
             if self._binding is not None:
                 system = self._messages[0]["content"] if self._messages and self._messages[0]["role"] == "system" else None
-                self._binding.append(messages, response, system_prompt=system, model=self._settings.model)
+                try:
+                    self._binding.append(messages, response, system_prompt=system, model=self._settings.model)
+                except BaseException:
+                    self._count_unstored(response)  # refused by the store, but its tokens were paid for
+                    raise
             with self._lock:
                 self._messages.extend(copy.deepcopy(messages))
                 self._usage = self._usage + response.usage
@@ -355,13 +376,17 @@ class Conversation:
         """Record the tokens of a failed turn (nothing else) and release the conversation."""
         try:
             if partial is not None:
-                with self._lock:
-                    self._usage = self._usage + partial.usage
-                    self._cost += partial.cost
-                    self._unstored_usage = self._unstored_usage + partial.usage
-                    self._unstored_cost += partial.cost
+                self._count_unstored(partial)
         finally:
             self._end_turn()
+
+    def _count_unstored(self, response: Response) -> None:
+        """Add the tokens of a turn that is not committed (failed, or refused by the store) to the totals."""
+        with self._lock:
+            self._usage = self._usage + response.usage
+            self._cost += response.cost
+            self._unstored_usage = self._unstored_usage + response.usage
+            self._unstored_cost += response.cost
 
     def renew(self) -> None:
         """Keep the store's turn lock alive between tool rounds."""

@@ -245,7 +245,7 @@ class Turn:
                     deadline=self._deadline,
                     timeout_error=self._timeout,
                     on_output=self._first_output,
-                    after_read=None if self._budget is None else self._check_budget,
+                    after_read=self._after_read,
                 )
                 return
             except APIConnectionError as error:
@@ -262,6 +262,12 @@ class Turn:
                     return
                 self._attempt += 1
                 self.open(control.sleep, control)
+
+    def _after_read(self) -> None:
+        """After each read with events: keep any turn lock alive, and stop at the budget."""
+        self._sink.renew()
+        if self._budget is not None:
+            self._check_budget()
 
     def _first_output(self) -> None:
         if self._totals.ttft is None:

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..types import Response
-from .protocol import ConversationStore, new_owner
+from .protocol import DEFAULT_LOCK_TTL, ConversationStore, new_owner
 from .values import ConversationMeta, StoredConversation, StoredTurn
 
-__all__ = ["StoreBinding"]
+__all__ = ["StoreBinding", "VANISHED", "Vanished", "pending_calls"]
 
 logger = logging.getLogger(__name__)
+
+
+class Vanished:
+    """The type of :data:`VANISHED`."""
+
+
+VANISHED = Vanished()
+"""What :meth:`StoreBinding.sync` returns when the stored conversation was deleted or expired."""
 
 
 class StoreBinding:
@@ -32,6 +40,9 @@ class StoreBinding:
         self.stored_turns = 0
         self.meta: Optional[ConversationMeta] = None
         self._owner: Optional[str] = None
+        # Renew the turn lock three times per lifetime; custom stores without lock_ttl: the default.
+        self._renew_every = float(getattr(store, "lock_ttl", DEFAULT_LOCK_TTL) or DEFAULT_LOCK_TTL) / 3
+        self._renewed = 0.0
 
     def load(self) -> Optional[StoredConversation]:
         """The stored conversation, remembering how many turns it has."""
@@ -47,17 +58,30 @@ class StoreBinding:
         if not self.store.acquire(self.id, owner):
             return False
         self._owner = owner
+        self._renewed = time.monotonic()
         return True
 
     def renew(self) -> None:
-        """Extend the turn lock (between tool rounds of a long turn)."""
-        if self._owner is not None:
+        """Extend the turn lock while a long turn goes on (throttled: cheap to call per read)."""
+        if self._owner is not None and time.monotonic() - self._renewed >= self._renew_every:
+            self._renewed = time.monotonic()
             self.store.acquire(self.id, self._owner)
 
-    def sync(self) -> Optional[StoredConversation]:
-        """The stored conversation when other workers added turns since we last looked, else ``None``."""
+    def sync(self) -> Union[StoredConversation, None, "Vanished"]:
+        """What changed in the store since we last looked.
+
+        Returns:
+            The stored conversation when other workers added turns; ``VANISHED``
+            when it was deleted (or expired) after we stored turns, so the
+            conversation starts afresh; ``None`` when nothing changed.
+        """
         stored = self.store.load(self.id)
-        if stored is None or len(stored.turns) == self.stored_turns:
+        if stored is None:
+            if self.stored_turns:
+                self.stored_turns, self.meta = 0, None
+                return VANISHED
+            return None
+        if len(stored.turns) == self.stored_turns:
             return None
         self.stored_turns = len(stored.turns)
         self.meta = stored.meta
