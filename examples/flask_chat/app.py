@@ -42,7 +42,7 @@ from promptkit.testing import MockServer
 from promptkit.web import flask_error_response, flask_response, relay_websocket
 
 HERE = Path(__file__).resolve().parent
-PAGE = HERE / "templates" / "index.html"
+PAGE = HERE.parent / "chat_page.html"  # the page is shared with the other chat example
 SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
 MOCK_MODE = "mock server (no OPENAI_API_KEY): replies are scripted stories"
 
