@@ -23,10 +23,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ReadTimeoutError
 
 from ._version import __version__
-from .chunked import ChunkedError, Dechunker
 from .errors import (
     APIConnectionError,
     APIError,
@@ -39,6 +37,7 @@ from .errors import (
     ServerError,
     StreamError,
 )
+from .http_stream import HTTPStream, SocketAbort, describe, waiting
 from .retry import RetryPolicy, parse_retry_after
 
 __all__ = ["Transport", "HTTPStream", "SocketAbort"]
@@ -46,7 +45,6 @@ __all__ = ["Transport", "HTTPStream", "SocketAbort"]
 logger = logging.getLogger(__name__)
 
 _ERROR_BODY_LIMIT = 65536
-_DRAIN_TIMEOUT = 0.1
 # Base URLs whose server rejected ``stream_options``; shared by every client in the process.
 _NO_STREAM_OPTIONS: Set[str] = set()
 _NO_STREAM_OPTIONS_LOCK = threading.Lock()
@@ -66,184 +64,9 @@ def _status_error_class(status: int) -> type:
     return APIStatusError
 
 
-def _find_socket(raw: Any) -> Optional[socket.socket]:
-    """The socket under a urllib3 response (``None`` for mocked responses)."""
-    conn = getattr(raw, "_connection", None)
-    sock = getattr(conn, "sock", None)
-    if sock is not None:
-        return sock  # type: ignore[no-any-return]
-    fp = getattr(getattr(raw, "_fp", None), "fp", None)
-    return getattr(getattr(fp, "raw", None), "_sock", None)
-
-
-class HTTPStream:
-    """An open ``text/event-stream`` response.
-
-    One thread reads (:meth:`read1`); any thread may :meth:`abort`.
-
-    The return of the connection to the pool is taken out of urllib3's hands:
-    it would put the connection back inside ``read1`` at EOF, and an abort
-    racing that moment would shut down a socket another request now owns.
-    Here the return and the abort exclude each other under one lock.
-    """
-
-    __slots__ = (
-        "_response", "_raw", "_read1", "_sock", "_pool", "_lock", "_timeout", "_aborted", "_eof", "_released",
-        "_reusable", "_body", "_raw_read1", "_dechunker", "status_code", "headers", "request_id",
-    )  # fmt: skip
-
-    def __init__(self, response: requests.Response) -> None:
-        self._response = response
-        raw = self._raw = response.raw
-        self._sock = _find_socket(raw)
-        self._pool = getattr(raw, "_pool", None)
-        if self._pool is not None:
-            raw._pool = None  # urllib3 releases nothing now; close() does it
-        self._lock = threading.Lock()
-        # The per-read hot path. A compressed body needs urllib3's decoder. Otherwise a
-        # chunked body is de-chunked here from the socket's buffer (every chunk that has
-        # arrived in one read), and any other body read with http.client's read1.
-        fp = self._body = getattr(raw, "_fp", None)
-        identity = response.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
-        self._dechunker: Optional[Dechunker] = None
-        self._reusable = False
-        buffered = getattr(fp, "fp", None)
-        if identity and getattr(fp, "chunked", False) and hasattr(buffered, "read1"):
-            self._dechunker = Dechunker()
-            self._raw_read1 = buffered.read1
-            self._read1 = self._read_chunked
-        elif identity and hasattr(fp, "read1"):
-            self._read1 = fp.read1
-        else:
-            self._read1 = raw.read1
-        self._timeout: Optional[float] = -1.0
-        self._aborted = False
-        self._eof = False
-        self._released = False
-        self.status_code = response.status_code
-        self.headers: Mapping[str, str] = response.headers
-        self.request_id: Optional[str] = response.headers.get("x-request-id")
-
-    def read1(self, timeout: Optional[float], size: int = 65536) -> bytes:
-        """Return the bytes that have arrived (blocking until some do); ``b""`` at EOF.
-
-        Raises:
-            TimeoutError: nothing arrived within ``timeout`` seconds.
-            APIConnectionError: the connection broke.
-        """
-        sock = self._sock
-        if sock is not None and timeout != self._timeout:
-            try:
-                sock.settimeout(timeout)
-            except OSError:
-                pass  # already shut down: the read below reports it
-            self._timeout = timeout
-        try:
-            data = self._read1(size)
-        except Exception as exc:  # socket, http.client and (compressed bodies) urllib3 errors
-            if self._aborted:
-                return b""
-            if _is_timeout(exc):
-                raise TimeoutError("read timed out") from None
-            raise APIConnectionError(f"connection broken while streaming: {_describe(exc)}") from None
-        if not data:
-            self._eof = True
-            if self._dechunker is None:
-                # A length-delimited or chunked body read to its end leaves a reusable connection.
-                self._reusable = bool(getattr(self._body, "length", None) == 0 or getattr(self._body, "chunked", False))
-        return data
-
-    def _read_chunked(self, size: int) -> bytes:
-        dechunker = self._dechunker
-        assert dechunker is not None
-        while not dechunker.done:
-            data = self._raw_read1(size)
-            if not data:
-                return b""  # the server closed the connection before the last chunk
-            try:
-                payload = dechunker.feed(data)
-            except ChunkedError as exc:
-                raise APIConnectionError(f"malformed chunked body: {exc}") from None
-            if dechunker.done:
-                # http.client must see its response as finished, or the connection can't send again.
-                self._body.close()
-                self._reusable = True
-            if payload:
-                return payload
-        return b""
-
-    def abort(self) -> None:
-        """Wake a blocked reader at once by shutting the socket down. Thread-safe, idempotent.
-
-        Does nothing once the connection went back to the pool.
-        """
-        with self._lock:
-            if self._released or self._aborted:
-                return
-            self._aborted = True
-            _shutdown(self._sock)
-
-    def finish(self) -> None:
-        """After ``[DONE]``: read the (normally already buffered) end of the body, then release.
-
-        A server that keeps the body open after ``[DONE]`` costs at most
-        :data:`_DRAIN_TIMEOUT`; its connection is then closed, not reused.
-        """
-        if not self._aborted and not self._eof:
-            try:
-                while self.read1(_DRAIN_TIMEOUT):
-                    pass
-            except (TimeoutError, APIConnectionError):
-                pass
-        self.close()
-
-    def close(self) -> None:
-        """Release the connection: back to the pool after a complete body, closed otherwise. Idempotent."""
-        with self._lock:
-            if self._released:
-                return
-            self._released = True
-            conn = getattr(self._raw, "_connection", None)
-            if self._eof and self._reusable and not self._aborted and self._pool is not None and conn is not None:
-                self._raw._connection = None
-                self._pool._put_conn(conn)
-                return
-            if not self._aborted:
-                _shutdown(self._sock)
-        try:
-            self._response.close()
-        except Exception:  # closing a broken connection may raise; nothing more to release
-            logger.debug("error while closing a response", exc_info=True)
-
-
-def _shutdown(sock: Optional[socket.socket]) -> None:
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # not connected any more: nothing is blocked on it
-
-
-class SocketAbort:
-    """Aborts a request still waiting for its response headers (see :class:`Transport`)."""
-
-    __slots__ = ("_sock",)
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def abort(self) -> None:
-        """Shut the socket down, failing the pending request at once."""
-        _shutdown(self._sock)
-
-
-# The hook a request waiting for its headers reports its socket to (set per thread by open()).
-_waiting = threading.local()
-
-
 class _HookedHTTPConnection(HTTPConnection):
     def getresponse(self) -> Any:  # type: ignore[override]
-        hook = getattr(_waiting, "hook", None)
+        hook = getattr(waiting, "hook", None)
         if hook is not None and self.sock is not None:
             hook(self.sock)
         return super().getresponse()
@@ -251,7 +74,7 @@ class _HookedHTTPConnection(HTTPConnection):
 
 class _HookedHTTPSConnection(HTTPSConnection):
     def getresponse(self) -> Any:  # type: ignore[override]
-        hook = getattr(_waiting, "hook", None)
+        hook = getattr(waiting, "hook", None)
         if hook is not None and self.sock is not None:
             hook(self.sock)
         return super().getresponse()
@@ -271,16 +94,6 @@ class _Adapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _HookedHTTPPool, "https": _HookedHTTPSPool}
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    # urllib3 turns socket.timeout into ReadTimeoutError inside read1.
-    return isinstance(exc, (TimeoutError, ReadTimeoutError, requests.exceptions.Timeout))
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 300 else text[:300] + "..."
 
 
 class Transport:
@@ -374,7 +187,7 @@ class Transport:
             StreamError: 2xx with another content type (a JSON or HTML body).
         """
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        _waiting.hook = on_socket  # while waiting for headers, a cancel may shut this socket down
+        waiting.hook = on_socket  # while waiting for headers, a cancel may shut this socket down
         failure: Optional[APIError] = None
         try:
             response = self.session.post(
@@ -385,9 +198,9 @@ class Transport:
         except requests.exceptions.ReadTimeout:
             failure = APITimeoutError(f"timed out waiting for response headers from {self.base_url}", kind="idle")
         except requests.exceptions.RequestException as exc:
-            failure = APIConnectionError(f"could not connect to {self.base_url}: {self.redact(_describe(exc))}")
+            failure = APIConnectionError(f"could not connect to {self.base_url}: {self.redact(describe(exc))}")
         finally:
-            _waiting.hook = None
+            waiting.hook = None
         if failure is not None:
             # Raised outside the except block: the requests exception (whose request
             # carries the Authorization header) must not ride along as __context__.
