@@ -24,6 +24,7 @@ import attrs
 
 from .accumulator import Accumulator
 from .errors import APIConnectionError, APIError, APITimeoutError, BudgetExceededError, ToolError
+from .pool import run_parallel
 from .pricing import PriceTable
 from .retry import RetryPolicy
 from .reader import read_body
@@ -341,7 +342,8 @@ class Turn:
             logger.warning("%s", message)
             return ToolResult(call.id, call.name, json.dumps({"error": message}), is_error=True)
 
-        return control.run_parallel(
+        return run_parallel(
+            control,
             tasks, max_workers=self._settings.tool_workers, timeouts=timeouts, on_timeout=timed_out, deadline=self._deadline
         )
 

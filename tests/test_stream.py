@@ -200,34 +200,3 @@ def test_to_dict_has_the_five_keys() -> None:
     assert events[-1].to_dict()["final"]["content"] == "hi"
     err = StreamEvent("error", error=APIConnectionError("boom")).to_dict()
     assert err["error"] == {"type": "APIConnectionError", "message": "boom"}
-
-
-def test_run_parallel_keeps_call_order() -> None:
-    control = StreamControl(10)
-    second_done = threading.Event()
-
-    def first() -> str:
-        assert second_done.wait(5.0)  # finishes after the second
-        return "one"
-
-    def second() -> str:
-        second_done.set()
-        return "two"
-
-    results = control.run_parallel([first, second], max_workers=2, timeouts=[None, None], on_timeout=lambda i, at_deadline: "late")
-    assert results == ["one", "two"]
-
-
-def test_run_parallel_timeout_gives_timeout_result() -> None:
-    control = StreamControl(10)
-    release = threading.Event()
-
-    def slow() -> str:
-        release.wait(5.0)
-        return "slow"
-
-    try:
-        results = control.run_parallel([slow], max_workers=1, timeouts=[0.05], on_timeout=lambda i, at_deadline: f"timeout {i}")
-        assert results == ["timeout 0"]
-    finally:
-        release.set()
