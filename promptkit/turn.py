@@ -353,7 +353,6 @@ class Turn:
         acc = self._acc
         if acc is None or self._acc_counted:
             return
-        self._acc_counted = True
         usage = acc.usage
         if usage is None:
             calls = acc.tool_calls()
@@ -368,9 +367,11 @@ class Turn:
             )
         cost, known = self._settings.prices.cost(usage, acc.model or self._settings.model)
         totals = self._totals
-        totals.usage = totals.usage + usage
-        totals.cost += cost
-        totals.cost_known = totals.cost_known and known
+        with self._live_lock:  # progress() on the consumer's thread sees the round either counted or live
+            self._acc_counted = True
+            totals.usage = totals.usage + usage
+            totals.cost += cost
+            totals.cost_known = totals.cost_known and known
 
     def _response(self, finish_reason: Optional[str]) -> Response:
         totals = self._totals
