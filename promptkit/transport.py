@@ -259,7 +259,7 @@ class Transport:
         payload: Dict[str, Any],
         *,
         policy: RetryPolicy,
-        connect_timeout: Optional[float],
+        connect_timeout: Callable[[], Optional[float]],
         read_timeout: Callable[[], Optional[float]],
         wait: Callable[[float], bool],
         attempt: int = 1,
@@ -267,8 +267,8 @@ class Transport:
     ) -> Tuple[HTTPStream, int]:
         """Open the stream, retrying retryable failures under ``policy``.
 
-        ``read_timeout()`` gives the header timeout for each attempt (it shrinks
-        as a total deadline nears). ``wait(seconds)`` sleeps between attempts and
+        ``connect_timeout()`` and ``read_timeout()`` give each attempt's connect
+        and header timeouts (they shrink as a total deadline nears). ``wait(seconds)`` sleeps between attempts and
         returns ``False`` to stop retrying (cancelled, or past the deadline).
         A 400/422 naming ``stream_options`` is retried once without it, and the
         base URL is remembered so later requests leave it out.
@@ -281,7 +281,7 @@ class Transport:
         while True:
             try:
                 stream = self.open(
-                    payload, connect_timeout=connect_timeout, read_timeout=read_timeout(), on_socket=on_socket
+                    payload, connect_timeout=connect_timeout(), read_timeout=read_timeout(), on_socket=on_socket
                 )
                 return stream, attempt
             except APIError as error:

@@ -129,6 +129,13 @@ class Turn:
             body["tools"] = self._tools.to_openai()
         return body
 
+    def _connect_timeout(self) -> Optional[float]:
+        connect = self._settings.timeout.connect
+        if self._deadline is None:
+            return connect
+        remaining = max(0.001, self._deadline - _monotonic())
+        return remaining if connect is None else min(connect, remaining)
+
     def _header_timeout(self) -> Optional[float]:
         idle = self._settings.timeout.idle
         self._header_wait_is_total = False
@@ -159,7 +166,7 @@ class Turn:
             self._http, self._attempt = self._transport.open_with_retries(
                 self.payload(),
                 policy=self._settings.policy,
-                connect_timeout=self._settings.timeout.connect,
+                connect_timeout=self._connect_timeout,
                 read_timeout=self._header_timeout,
                 wait=bounded_wait,
                 attempt=self._attempt,
