@@ -25,7 +25,9 @@ from ._version import __version__
 from .client import Client
 from .conversation import Conversation
 from .errors import AuthenticationError, ConfigurationError, PromptKitError
-from .stores import ConversationStore, MemoryStore, SQLiteStore
+from .stores import ConversationStore
+from .stores import open_store as open_named_store
+from .stores.spec import _REDIS_SCHEMES, STORE_SPEC_HELP
 from .stream import Stream
 from .types import Response, StreamEvent
 
@@ -63,9 +65,9 @@ examples:
 
 def _store_spec(value: str) -> str:
     """Check a ``--store`` value (the store is opened later, after the options are parsed)."""
-    if value == "memory" or (value.startswith("sqlite:") and len(value) > 7):
+    if value == "memory" or (value.startswith("sqlite:") and len(value) > 7) or value.startswith(_REDIS_SCHEMES):
         return value
-    raise argparse.ArgumentTypeError(f"expected 'sqlite:PATH' or 'memory', got {value!r}")
+    raise argparse.ArgumentTypeError(f"expected {STORE_SPEC_HELP}, got {value!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,14 +362,11 @@ class _LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def open_store(spec: Optional[str]) -> Optional[ConversationStore]:
-    """The store a ``--store`` value names (``"memory"`` or ``"sqlite:PATH"``), or ``None``."""
+    """The store a ``--store`` value names, or ``None`` (see :func:`promptkit.stores.open_store`)."""
     if spec is None:
         return None
-    if spec == "memory":
-        return MemoryStore()
-    path = os.path.expanduser(spec.partition(":")[2])
-    logger.info("conversations are kept in %s", os.path.abspath(path))
-    return SQLiteStore(path)
+    logger.info("conversations are kept in %s", spec)
+    return open_named_store(spec)
 
 
 @contextlib.contextmanager

@@ -69,6 +69,7 @@ PUBLIC_MODULES = [
     "promptkit.relay",
     "promptkit.prompts",
     "promptkit.tools",
+    "promptkit.stores.spec",
 ]
 
 

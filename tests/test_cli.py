@@ -102,7 +102,7 @@ def test_console_script_is_installed() -> None:
 
 def test_bad_store_spec_is_a_usage_error() -> None:
     proc = run_piped("--store", "postgres://x")
-    assert proc.returncode == 2 and "expected 'sqlite:PATH' or 'memory'" in proc.stderr
+    assert proc.returncode == 2 and "expected 'memory', 'sqlite:PATH' or a redis:// URL" in proc.stderr
 
 
 # -- interactive (pseudo-terminal) --------------------------------------------------------

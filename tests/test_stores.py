@@ -915,3 +915,19 @@ def test_sqlite_a_writer_killed_mid_transaction_does_not_block_others(tmp_path: 
             proc.kill()
             proc.join(timeout=JOIN)
         store.close()
+
+
+def test_open_store_by_name(tmp_path: "Path") -> None:
+    from promptkit.errors import ConfigurationError
+    from promptkit.stores import MemoryStore, RedisStore, SQLiteStore, open_store
+
+    assert isinstance(open_store("memory"), MemoryStore)
+    sqlite = open_store(f"sqlite:{tmp_path / 'x.db'}")
+    try:
+        assert isinstance(sqlite, SQLiteStore)
+    finally:
+        sqlite.close()
+    assert isinstance(open_store("redis://127.0.0.1:1/0"), RedisStore)  # connects lazily
+    for bad in ("", "sqlite:", "postgres://x", "mem"):
+        with pytest.raises(ConfigurationError):
+            open_store(bad)

@@ -42,6 +42,7 @@ import django
 from django.conf import settings
 
 import promptkit
+from promptkit.stores import open_store
 from promptkit.testing import MockServer
 from promptkit.web import django_error_response, django_response
 
@@ -81,13 +82,10 @@ from django.views.decorators.http import require_GET, require_POST  # noqa: E402
 def store_from_env(spec: Optional[str] = None) -> promptkit.ConversationStore:
     """The conversation store named by ``PROMPTKIT_STORE``: ``memory`` (default), ``sqlite:PATH`` or a redis URL."""
     spec = os.environ.get("PROMPTKIT_STORE", "") if spec is None else spec
-    if spec in ("", "memory"):
-        return promptkit.MemoryStore()
-    if spec.startswith("sqlite:"):
-        return promptkit.SQLiteStore(spec[len("sqlite:"):])
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        return promptkit.RedisStore(spec)
-    raise SystemExit(f"PROMPTKIT_STORE must be 'memory', 'sqlite:/path/to.db' or a redis:// URL, got {spec!r}")
+    try:
+        return open_store(spec or "memory")
+    except promptkit.ConfigurationError as error:
+        raise SystemExit(f"PROMPTKIT_STORE: {error}") from None
 
 
 @contextlib.contextmanager

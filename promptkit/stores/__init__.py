@@ -12,6 +12,7 @@ stores are :class:`StoredTurn` and :class:`ConversationMeta`, as versioned JSON.
 from .memory_store import MemoryStore
 from .protocol import DEFAULT_LOCK_TTL, ConversationStore, new_owner, turn_lock
 from .redis_store import RedisStore
+from .spec import open_store
 from .sqlite_store import SQLiteStore
 from .values import (
     FORMAT_VERSION,
@@ -38,4 +39,5 @@ __all__ = [
     "DEFAULT_LOCK_TTL",
     "new_owner",
     "turn_lock",
+    "open_store",
 ]
