@@ -295,16 +295,21 @@ class Conversation:
         except BaseException:
             self._end_turn()  # nothing was consumed: the request never got an answer
             raise
-        stream = Stream(
-            turn.run,
-            buffer_size=buffer_size,
-            on_content=on_content,
-            on_tool_call=on_tool_call,
-            on_tool_result=on_tool_result,
-            on_error=on_error,
-            on_done=on_done,
-            progress=turn.progress,
-        )
+        try:
+            stream = Stream(
+                turn.run,
+                buffer_size=buffer_size,
+                on_content=on_content,
+                on_tool_call=on_tool_call,
+                on_tool_result=on_tool_result,
+                on_error=on_error,
+                on_done=on_done,
+                progress=turn.progress,
+            )
+        except BaseException:  # no worker thread could be started: close the response, free the turn
+            turn.discard()
+            self._end_turn()
+            raise
         self._active = stream.control
         return stream
 

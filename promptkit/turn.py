@@ -178,6 +178,12 @@ class Turn:
                 error.message = f"the turn exceeded its total deadline of {self._settings.timeout.total}s waiting for response headers"
             raise
 
+    def discard(self) -> None:
+        """Close the open response of a turn that will never run."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
     # -- the worker's entry point ----------------------------------------
     def run(self, control: StreamControl) -> Response:
         """Run every round; return the final (or cancelled) Response, or raise with ``partial`` set."""

@@ -224,3 +224,22 @@ def test_conversation_id(client: promptkit.Client) -> None:
 def test_reserved_params_rejected(client: promptkit.Client) -> None:
     with pytest.raises(promptkit.ConfigurationError, match="stream"):
         client.conversation(stream=False)
+
+
+def test_no_worker_thread_frees_the_turn_and_closes_the_response(
+    server: MockServer, client: promptkit.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import promptkit.stream
+
+    def no_threads(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    server.enqueue(MockReply.stall(after_text="never read"))
+    conv = client.conversation()
+    monkeypatch.setattr(promptkit.stream, "start_thread", no_threads)
+    with pytest.raises(RuntimeError):
+        conv.send_stream("q")
+    assert server.disconnected.wait(5)  # the response was closed, not leaked
+    monkeypatch.undo()
+    server.enqueue(MockReply.text("works"))
+    assert conv.send("again").content == "works"  # and the conversation is free
