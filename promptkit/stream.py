@@ -227,12 +227,15 @@ class Stream:
                         continue
                 # An item is one event, or a list of the events one read produced.
                 for event in item if item.__class__ is list else (item,):
-                    if event.type == "done" or event.type == "error":
+                    # A local flag, not self._terminal: close() from another thread may set
+                    # that, and this consumer must still receive its terminal event.
+                    last = event.type == "done" or event.type == "error"
+                    if last:
                         self._terminal = event
                     if self._has_callbacks:
                         self._dispatch(event)
                     yield event
-                    if self._terminal is not None:
+                    if last:
                         return
         finally:
             self._consuming = False

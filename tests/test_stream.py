@@ -200,3 +200,30 @@ def test_to_dict_has_the_five_keys() -> None:
     assert events[-1].to_dict()["final"]["content"] == "hi"
     err = StreamEvent("error", error=APIConnectionError("boom")).to_dict()
     assert err["error"] == {"type": "APIConnectionError", "message": "boom"}
+
+
+def test_close_from_another_thread_still_gives_the_consumer_its_terminal_event() -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def run(control: StreamControl) -> Response:
+        control.emit(StreamEvent("content", content="a"))
+        started.set()
+        while not release.wait(0.01) and not control.cancelled:
+            pass
+        return Response(content="a", finish_reason="cancelled" if control.cancelled else "stop")
+
+    stream = Stream(run)
+    seen: List[str] = []
+
+    def consume() -> None:
+        for event in stream:
+            seen.append(event.type)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    assert started.wait(5)
+    stream.close(timeout=5)  # another thread closes while the consumer iterates
+    consumer.join(5)
+    assert not consumer.is_alive()
+    assert seen[-1] == "done" and seen.count("done") == 1
