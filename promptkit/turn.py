@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import attrs
 
+from .accounting import TurnAccount
 from .accumulator import Accumulator
 from .errors import APIConnectionError, APIError, APITimeoutError, BudgetExceededError, ToolError
 from .pool import run_parallel
@@ -29,7 +29,6 @@ from .pricing import PriceTable
 from .retry import RetryPolicy
 from .reader import read_body
 from .stream import StreamControl
-from .tokens import CompletionCounter, count_messages, estimate_usage
 from .tools import ToolRegistry
 from .types import Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
 
@@ -71,11 +70,8 @@ class TurnSettings:
 
 @attrs.define
 class _Round:
-    """Totals carried across the rounds of a turn."""
+    """What a turn carries across its rounds (usage and cost: :class:`TurnAccount`)."""
 
-    usage: Usage = Usage()
-    cost: float = 0.0
-    cost_known: bool = True
     tool_calls: List[ToolCall] = attrs.Factory(list)
     tool_results: List[ToolResult] = attrs.Factory(list)
     messages: List[Dict[str, Any]] = attrs.Factory(list)
@@ -110,11 +106,9 @@ class Turn:
         self._http: Optional["HTTPStream"] = None
         self._attempt = 1
         self._acc: Optional[Accumulator] = None  # the current round's
-        self._acc_counted = False  # whether its usage is in the totals yet
+        self._account = TurnAccount(model=settings.model, prices=settings.prices, tools=tools.to_openai() or None)
         self._reported = False  # the sink hears exactly once how the turn ended
         self._budget = budget  # USD this turn may spend, or None
-        self._live_lock = threading.Lock()
-        self._live: Optional[_Live] = None
         self._header_wait_is_total = False
 
     # -- requests --------------------------------------------------------
@@ -248,7 +242,6 @@ class Turn:
         while True:
             assert self._http is not None
             acc = self._acc = Accumulator()
-            self._acc_counted = False
             control.attach(self._http)
             try:
                 read_body(
@@ -289,33 +282,8 @@ class Turn:
 
     # -- live usage --------------------------------------------------------
     def progress(self) -> Tuple[Usage, float]:
-        """Usage and cost so far: finished rounds as reported, the current one estimated.
-
-        Completion tokens are counted incrementally: each call encodes only the
-        text that arrived since the previous call.
-        """
-        with self._live_lock:
-            totals = self._totals
-            usage, cost = totals.usage, totals.cost
-            acc = self._acc
-            if acc is None or self._acc_counted:
-                return usage, cost
-            live = self._live
-            if live is None or live.acc is not acc:
-                model = self._settings.model
-                prompt = count_messages(self._history + totals.messages, model, self._tools.to_openai() or None)
-                live = self._live = _Live(acc, prompt, CompletionCounter(model))
-            for part in acc.output_parts(live.seen):
-                live.counter.add(part)
-                live.seen += 1
-            estimate = Usage(
-                prompt_tokens=live.prompt,
-                completion_tokens=live.counter.total,
-                total_tokens=live.prompt + live.counter.total,
-                estimated=True,
-            )
-            round_cost, _ = self._settings.prices.cost(estimate, acc.model or self._settings.model)
-            return usage + estimate, cost + round_cost
+        """Usage and cost so far: finished rounds as reported, the current one estimated (any thread)."""
+        return self._account.progress(self._acc, lambda: self._history + self._totals.messages)
 
     def _check_budget(self) -> None:
         assert self._budget is not None
@@ -363,28 +331,8 @@ class Turn:
     # -- results -----------------------------------------------------------
     def _count_usage(self) -> None:
         """Add the current round's usage (the server's, or an estimate) and cost to the totals, once."""
-        acc = self._acc
-        if acc is None or self._acc_counted:
-            return
-        usage = acc.usage
-        if usage is None:
-            calls = acc.tool_calls()
-            usage = estimate_usage(
-                model=acc.model or self._settings.model,
-                messages=self._history + self._totals.messages,
-                tools=self._tools.to_openai() or None,
-                completion_text=acc.content,
-                reasoning_text=acc.reasoning,
-                tool_call_arguments=[c.arguments_json for c in calls],
-                tool_call_names=[c.name for c in calls],
-            )
-        cost, known = self._settings.prices.cost(usage, acc.model or self._settings.model)
-        totals = self._totals
-        with self._live_lock:  # progress() on the consumer's thread sees the round either counted or live
-            self._acc_counted = True
-            totals.usage = totals.usage + usage
-            totals.cost += cost
-            totals.cost_known = totals.cost_known and known
+        if self._acc is not None:
+            self._account.count(self._acc, self._history + self._totals.messages)
 
     def _response(self, finish_reason: Optional[str]) -> Response:
         totals = self._totals
@@ -394,9 +342,9 @@ class Turn:
             content=acc.content if acc is not None else "",
             tool_calls=tuple(totals.tool_calls),
             finish_reason=finish_reason,
-            usage=totals.usage,
-            cost=totals.cost,
-            cost_known=totals.cost_known,
+            usage=self._account.usage,
+            cost=self._account.cost,
+            cost_known=self._account.cost_known,
             latency_ms=(now - self._t0) * 1000.0,
             ttft_ms=None if totals.ttft is None else (totals.ttft - self._t0) * 1000.0,
             model=(acc.model if acc is not None and acc.model else self._settings.model),
@@ -441,18 +389,6 @@ class Turn:
         response = self._response("cancelled")
         self._report(response)
         return response
-
-
-class _Live:
-    """The running estimate of the current round (see :meth:`Turn.progress`)."""
-
-    __slots__ = ("acc", "prompt", "counter", "seen")
-
-    def __init__(self, acc: Accumulator, prompt: int, counter: CompletionCounter) -> None:
-        self.acc = acc
-        self.prompt = prompt
-        self.counter = counter
-        self.seen = 0
 
 
 def _assistant_message(content: str, calls: Sequence[ToolCall]) -> Dict[str, Any]:

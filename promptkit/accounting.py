@@ -1,0 +1,99 @@
+"""The tokens and cost of one turn: its rounds as reported (or estimated), and a live estimate.
+
+The worker counts each finished round once; the consumer may ask for the
+running figures at any time (``stream.usage_so_far``), so both go through one
+lock. The live estimate counts completion tokens incrementally: each call
+encodes only the text that arrived since the previous one.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .accumulator import Accumulator
+from .pricing import PriceTable
+from .tokens import CompletionCounter, count_messages, estimate_usage
+from .types import Usage
+
+__all__ = ["TurnAccount"]
+
+Messages = Sequence[Dict[str, Any]]
+
+
+class _Live:
+    """The running estimate of the round in progress."""
+
+    __slots__ = ("acc", "prompt", "counter", "seen")
+
+    def __init__(self, acc: Accumulator, prompt: int, counter: CompletionCounter) -> None:
+        self.acc = acc
+        self.prompt = prompt
+        self.counter = counter
+        self.seen = 0
+
+
+class TurnAccount:
+    """Usage and cost summed over a turn's rounds. Thread-safe.
+
+    Args:
+        model: the requested model (the served one, when the server names it, prices a round).
+        prices: the price table.
+        tools: the tool definitions sent, counted in estimated prompts.
+    """
+
+    def __init__(self, *, model: str, prices: PriceTable, tools: Optional[List[Dict[str, Any]]]) -> None:
+        self._model = model
+        self._prices = prices
+        self._tools = tools
+        self._lock = threading.Lock()
+        self.usage = Usage()
+        self.cost = 0.0
+        self.cost_known = True
+        self._counted: List[Accumulator] = []  # rounds whose usage is in the totals
+        self._live: Optional[_Live] = None
+
+    def count(self, acc: Accumulator, prompt: Messages) -> None:
+        """Add a finished or stopped round once: the server's usage, else an estimate from ``prompt`` and the output."""
+        if any(done is acc for done in self._counted):
+            return
+        usage = acc.usage
+        model = acc.model or self._model
+        if usage is None:
+            calls = acc.tool_calls()
+            usage = estimate_usage(
+                model=model,
+                messages=prompt,
+                tools=self._tools,
+                completion_text=acc.content,
+                reasoning_text=acc.reasoning,
+                tool_call_arguments=[c.arguments_json for c in calls],
+                tool_call_names=[c.name for c in calls],
+            )
+        cost, known = self._prices.cost(usage, model)
+        with self._lock:  # progress() sees the round either counted or live, never both
+            self._counted.append(acc)
+            self.usage = self.usage + usage
+            self.cost += cost
+            self.cost_known = self.cost_known and known
+
+    def progress(self, acc: Optional[Accumulator], prompt: Callable[[], Messages]) -> Tuple[Usage, float]:
+        """The totals plus an estimate of ``acc``, the round in progress (when it is not counted yet)."""
+        with self._lock:
+            if acc is None or any(done is acc for done in self._counted):
+                return self.usage, self.cost
+            live = self._live
+            if live is None or live.acc is not acc:
+                tokens = count_messages(prompt(), self._model, self._tools)
+                live = self._live = _Live(acc, tokens, CompletionCounter(self._model))
+            for part in acc.output_parts(live.seen):
+                live.counter.add(part)
+                live.seen += 1
+            estimate = Usage(
+                prompt_tokens=live.prompt,
+                completion_tokens=live.counter.total,
+                total_tokens=live.prompt + live.counter.total,
+                estimated=True,
+            )
+            round_cost, _ = self._prices.cost(estimate, acc.model or self._model)
+            return self.usage + estimate, self.cost + round_cost
