@@ -1,0 +1,79 @@
+"""What the two chat examples share: the model client, the store, and the chat state.
+
+Framework-neutral, so ``flask_chat/app.py`` and ``django_chat/app.py`` differ
+only in their views. Both serve the page next to this file, ``chat_page.html``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import promptkit
+from promptkit.stores import open_store
+from promptkit.testing import MockServer
+
+PAGE = Path(__file__).resolve().parent / "chat_page.html"
+SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
+MOCK_MODE = "mock server (no OPENAI_API_KEY): replies are scripted stories"
+
+log = logging.getLogger("chat_backend")
+
+
+def store_from_env(spec: Optional[str] = None) -> promptkit.ConversationStore:
+    """The conversation store named by ``PROMPTKIT_STORE``: ``memory`` (default), ``sqlite:PATH`` or a redis URL."""
+    spec = os.environ.get("PROMPTKIT_STORE", "") if spec is None else spec
+    try:
+        return open_store(spec or "memory")
+    except promptkit.ConfigurationError as error:
+        raise SystemExit(f"PROMPTKIT_STORE: {error}") from None
+
+
+@contextlib.contextmanager
+def model_client() -> Iterator[Tuple[promptkit.Client, str, bool]]:
+    """``(client, mode label, is_mock)``: the configured server, else the embedded mock server."""
+    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+        with promptkit.Client() as client:
+            yield client, f"model server: {client.base_url}", False
+        return
+    log.warning("No OPENAI_API_KEY set: using promptkit's embedded mock server (promptkit.testing.MockServer).")
+    # default_delay: the mock's stories stream word by word, slowly enough to watch (and to stop).
+    with MockServer(default_delay=0.05) as server, promptkit.Client(base_url=server.url, api_key="mock") as client:
+        yield client, MOCK_MODE, True
+
+
+class ChatState:
+    """What the views share: the client, the store, and the replies in flight (for /stop)."""
+
+    def __init__(self, client: promptkit.Client, store: promptkit.ConversationStore, mode: str, mock: bool,
+                 heartbeat: float) -> None:
+        self.client, self.store, self.mode, self.mock, self.heartbeat = client, store, mode, mock, heartbeat
+        # Weak: an entry goes away with its response; /stop only reaches replies of this process.
+        self.active: "weakref.WeakValueDictionary[str, promptkit.Stream]" = weakref.WeakValueDictionary()
+        self.lock = threading.Lock()
+
+    def conversation(self, conversation_id: str) -> promptkit.Conversation:
+        """This session's conversation, resumed from the store (any worker process may have written it)."""
+        return self.client.conversation(system_prompt=SYSTEM_PROMPT, conversation_id=conversation_id, store=self.store)
+
+    def history(self, conversation_id: str) -> Dict[str, Any]:
+        """The page's view of a conversation: its turns with their messages and cost lines, and totals."""
+        stored = self.store.load(conversation_id)
+        turns: List[Dict[str, Any]] = []
+        for turn in stored.turns if stored is not None else ():
+            usage = turn.usage_value()
+            line = promptkit.Response(usage=usage, cost=turn.cost, latency_ms=turn.latency_ms).summary()
+            turns.append({"messages": turn.messages, "finish_reason": turn.finish_reason, "summary": line})
+        return {
+            "conversation_id": conversation_id,
+            "mode": self.mode,
+            "mock": self.mock,
+            "turns": turns,
+            "total_cost": stored.total_cost() if stored is not None else 0.0,
+            "total_tokens": stored.usage_totals().total_tokens if stored is not None else 0,
+        }
