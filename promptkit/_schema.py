@@ -304,4 +304,7 @@ def json_fallback(value: Any) -> Any:
     """``json.dumps(default=...)`` for handler results: Enum values, sets as lists, else ``str``."""
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # str() would send "b'...'": the text is the caller's to decode (or encode as base64).
+        raise TypeError(f"{type(value).__name__} has no JSON form: decode it to str (or base64-encode it) first")
     return list(value) if isinstance(value, (set, frozenset)) else str(value)

@@ -8,6 +8,8 @@ from typing import Any, Mapping, Optional, Sequence
 from urllib.parse import urlparse
 
 from .conversation import Conversation
+from ._secrets import check_api_key, safe_url
+from ._validate import check_model
 from .errors import ConfigurationError
 from .pricing import PriceTable
 from .retry import RetryPolicy
@@ -71,24 +73,29 @@ class Client:
             api_key = os.environ.get("OPENAI_API_KEY") or None
         if base_url is None:
             base_url = os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
-        parsed = urlparse(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
-        if api_key is not None and not isinstance(api_key, str):
-            raise ConfigurationError("api_key must be a str")
+        if not isinstance(base_url, str):
+            raise ConfigurationError(f"base_url must be a str, got {type(base_url).__name__}")
+        base_url = base_url.strip()
+        try:
+            parsed = urlparse(base_url)
+            valid = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+            parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ConfigurationError(f"base_url must be an http(s) URL, got {safe_url(base_url)!r}")
+        api_key = check_api_key(api_key)
         if not api_key and _is_openai(base_url):
             raise ConfigurationError(
                 "no API key: pass api_key=... or set OPENAI_API_KEY "
                 "(a key is optional only for other servers, given with base_url)"
             )
-        if not isinstance(model, str) or not model:
-            raise ConfigurationError(f"model must be a non-empty str, got {model!r}")
+        check_model(model)
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
         for name, value in (("pool_size", pool_size), ("max_rounds", max_rounds), ("tool_workers", tool_workers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
-        self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout = Timeout.coerce(timeout)
         self.max_retries = max_retries
@@ -101,8 +108,10 @@ class Client:
         from .transport import Transport  # requests loads with the first Client, not with `import promptkit`
 
         self._transport = Transport(
-            base_url=self.base_url, api_key=api_key, session=session, pool_size=pool_size, headers=headers
+            base_url=base_url, api_key=api_key, session=session, pool_size=pool_size, headers=headers
         )
+        # What the client shows of its URL: never the credentials of a user:password@ part.
+        self.base_url = self._transport.base_url
 
     def __repr__(self) -> str:
         key = "set" if self._has_key else "none"
@@ -147,6 +156,9 @@ class Client:
             variables: values for the system prompt's ``{{name}}`` placeholders.
             **params: extra request fields: ``temperature``, ``max_tokens``, ...
         """
+        self._transport.check_open()
+        if model is not None:
+            check_model(model)
         settings = TurnSettings(
             model=model or self.model,
             params=dict(params),
@@ -175,8 +187,15 @@ class Client:
         return ConversationIndex(self, chosen)
 
     def close(self) -> None:
-        """Close the connection pool (when the client created its session)."""
+        """Close the client: cancel its active streams and wait for their workers (a few seconds
+        at most), close the connection pool when the client created its session, and make later
+        turns raise :class:`~promptkit.ClientClosedError`. Idempotent."""
         self._transport.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._transport.closed
 
     def __enter__(self) -> "Client":
         return self

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from ._validate import check_budget, check_params, check_text, to_json
 from .errors import BudgetExceededError, ConfigurationError, ConversationBusyError, ToolError
 from .prompts import placeholders, render
 from .stream import Stream, StreamControl
@@ -56,11 +57,16 @@ class Conversation:
         variables: Optional[Mapping[str, Any]] = None,
         store: Optional["ConversationStore"] = None,
     ) -> None:
-        if max_cost is not None and (isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost <= 0):
-            raise ConfigurationError(f"max_cost must be a positive number of USD or None, got {max_cost!r}")
+        max_cost = check_budget(max_cost)
         for key in settings.params:
             if key in _RESERVED_PARAMS:
                 raise ConfigurationError(f"{key!r} is set by promptkit and cannot be passed as a request parameter")
+        check_params(settings.params)
+        check_text(system_prompt, "system_prompt", optional=True)
+        if conversation_id is not None:
+            check_text(conversation_id, "conversation_id")
+            if not conversation_id:
+                raise ConfigurationError("conversation_id must not be empty")
         self.id = conversation_id or f"conv_{time.time_ns()}"
         self._template = system_prompt
         self._variables: Dict[str, Any] = dict(variables or {})
@@ -224,7 +230,8 @@ class Conversation:
             if call is None:
                 known = ", ".join(self._pending) or "none"
                 raise ToolError(f"no pending tool call with id {call_id!r} (pending: {known})")
-            content = result if isinstance(result, str) else _json(result)
+            content = check_text(result, f"the result of tool call {call_id!r}") if isinstance(result, str) else _json(result, call_id)
+            assert content is not None
             self._results[call_id] = ToolResult(call_id, call.name, content, is_error)
 
     # -- turns -------------------------------------------------------------------
@@ -255,9 +262,9 @@ class Conversation:
         ``error`` event. ``message=None`` continues after pending tool calls
         were answered with :meth:`add_tool_result`.
         """
-        if message is not None and not isinstance(message, str):
-            raise ConfigurationError(f"message must be a str or None, got {type(message).__name__}")
-        if not isinstance(buffer_size, int) or buffer_size < 1:
+        check_text(message, "message", optional=True)
+        self._transport.check_open()
+        if not isinstance(buffer_size, int) or isinstance(buffer_size, bool) or buffer_size < 1:
             raise ConfigurationError(f"buffer_size must be a positive int, got {buffer_size!r}")
         if not self._acquire_turn():
             raise ConversationBusyError(f"conversation {self.id} already has a turn in flight; wait for it to end")
@@ -272,7 +279,8 @@ class Conversation:
             if binding is not None:
                 self._sync(binding)
             if self._template:
-                self._render(strict=True)  # an unresolved {{variable}} fails here, before any I/O
+                # An unresolved {{variable}}, or a value that is not valid text, fails here, before any I/O.
+                check_text(self._render(strict=True), "the rendered system prompt")
             budget = self._budget_left()
             settings = self._settings
             if max_retries is not None:
@@ -311,6 +319,7 @@ class Conversation:
             self._end_turn()
             raise
         self._active = stream.control
+        self._transport.track(stream)  # Client.close() cancels it
         return stream
 
     def _acquire_turn(self) -> bool:
@@ -378,10 +387,14 @@ class Conversation:
             self._end_turn()
 
     def fail(self, partial: Optional[Response]) -> None:
-        """Record the tokens of a failed turn (nothing else) and release the conversation."""
+        """Record the tokens of a turn that commits nothing (it failed, or was cancelled before
+        anything reached the user) and release the conversation."""
         try:
             if partial is not None:
                 self._count_unstored(partial)
+                if partial.finish_reason == "cancelled":
+                    with self._lock:
+                        self._last = partial
         finally:
             self._end_turn()
 
@@ -420,7 +433,7 @@ def _with_retries(settings: TurnSettings, max_retries: int) -> TurnSettings:
     return attrs.evolve(settings, policy=attrs.evolve(settings.policy, max_retries=max_retries))
 
 
-def _json(value: Any) -> str:
-    import json
+def _json(value: Any, call_id: str) -> str:
+    from ._schema import json_fallback
 
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return to_json(value, f"the result of tool call {call_id!r}", default=json_fallback)

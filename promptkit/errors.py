@@ -19,6 +19,7 @@ __all__ = [
     "ConfigurationError",
     "ConversationBusyError",
     "CallbackError",
+    "ClientClosedError",
     "ToolError",
     "BudgetExceededError",
     "APIError",
@@ -48,7 +49,19 @@ class ConversationBusyError(PromptKitError):
 
 
 class CallbackError(PromptKitError):
-    """A user callback raised. The original exception is ``__cause__``."""
+    """A user callback raised. The original exception is ``__cause__``.
+
+    ``partial`` is the turn's Response when the callback that raised was
+    ``on_done`` (the turn had already ended and was committed), else ``None``.
+    """
+
+    def __init__(self, message: str, *, partial: Optional["Response"] = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+class ClientClosedError(PromptKitError, RuntimeError):
+    """The :class:`~promptkit.Client` was closed: it starts no more turns."""
 
 
 class ToolError(PromptKitError):
@@ -159,12 +172,21 @@ class StreamError(APIError):
 
     Attributes:
         body: the in-band error object or the offending text, when there is one.
+        retryable: whether the failure is transient (a malformed or truncated
+            stream, an in-band server or overload error), so that an attempt that
+            failed this way before any output reached the consumer is retried.
     """
 
-    def __init__(self, message: str, *, body: Any = None, **kwargs: Any) -> None:
+    retryable = False
+
+    def __init__(self, message: str, *, body: Any = None, retryable: Optional[bool] = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.body = body
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class StreamTruncatedError(StreamError):
     """The body ended before ``[DONE]`` and without a ``finish_reason``."""
+
+    retryable = True

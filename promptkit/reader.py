@@ -104,7 +104,7 @@ def read_body(
                 except ValueError:
                     if sse.event == "error":
                         raise StreamError(f"the server sent an error event: {text[:300]}", body=text) from None
-                    raise StreamError(f"malformed chunk (not JSON): {text[:200]!r}", body=text) from None
+                    raise StreamError(f"malformed chunk (not JSON): {text[:200]!r}", body=text, retryable=True) from None
                 if sse.event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
                     raise StreamError(f"the server sent an error event: {text[:300]}", body=chunk)
                 produced = accumulate(chunk)

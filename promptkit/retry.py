@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import attrs
 
-from .errors import APIConnectionError, APIError, APIStatusError
+from .errors import APIConnectionError, APIError, APIStatusError, StreamError
 
 __all__ = ["RetryPolicy", "parse_retry_after", "MAX_RETRY_AFTER"]
 
@@ -59,11 +59,35 @@ def parse_retry_after(headers: Mapping[str, str], now: Optional[float] = None) -
     return max(0.0, parsed.timestamp() - current)
 
 
+# In-band error types and codes that mean "the server is busy or broke", not "your request is wrong".
+_TRANSIENT_INBAND = frozenset({
+    "server_error", "internal_error", "internal_server_error", "api_error", "overloaded", "overloaded_error",
+    "service_unavailable", "rate_limit_exceeded", "rate_limit_error", "timeout", "server_overloaded",
+})  # fmt: skip
+
+
 def is_retryable(error: APIError) -> bool:
-    """Whether a failure before any content may be retried."""
+    """Whether a failure before any output reached the consumer may be retried."""
     if isinstance(error, APIStatusError):
         return error.status_code in RETRYABLE_STATUS or error.status_code >= 500
+    if isinstance(error, StreamError):
+        return error.retryable or _transient_inband(error.body)
     return isinstance(error, APIConnectionError)
+
+
+def _transient_inband(body: Any) -> bool:
+    """Whether an in-band ``{"error": ...}`` object reports a transient server failure."""
+    if not isinstance(body, dict):
+        return False
+    for key in ("type", "code", "status"):
+        value = body.get(key)
+        if isinstance(value, str) and value.strip().lower() in _TRANSIENT_INBAND:
+            return True
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and (value in RETRYABLE_STATUS or 500 <= value < 600):
+            return True
+    return False
 
 
 @attrs.frozen

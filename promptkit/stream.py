@@ -39,7 +39,7 @@ class StreamControl:
     the Stream itself.
     """
 
-    __slots__ = ("queue", "_cancelled", "cancel_error", "_lock", "_http", "_wake")
+    __slots__ = ("queue", "_cancelled", "cancel_error", "_lock", "_http", "_wake", "_delivered")
 
     def __init__(self, buffer_size: int) -> None:
         # Items are events, or lists of the events one read produced (see emit_many).
@@ -49,6 +49,7 @@ class StreamControl:
         self._lock = threading.Lock()
         self._http: Optional[Any] = None
         self._wake = threading.Event()
+        self._delivered = 0  # characters of content handed to the consumer
 
     @property
     def cancelled(self) -> bool:
@@ -75,6 +76,26 @@ class StreamControl:
             queue.not_full.notify_all()
         if http is not None:
             http.abort()
+
+    def deliver(self, event: StreamEvent) -> bool:
+        """Called by the consumer as it takes an event: ``False`` once cancelled (drop it).
+
+        Counting and the cancel check happen under the lock that :meth:`cancel`
+        takes, so the text counted as delivered when a cancel lands is exactly
+        what the consumer got: the turn commits that, never the read-ahead.
+        """
+        with self._lock:
+            if self._cancelled:
+                return False
+            if event.type == "content":
+                self._delivered += len(event.content)
+            return True
+
+    @property
+    def delivered(self) -> int:
+        """Characters of content the consumer has taken (frozen once cancelled)."""
+        with self._lock:
+            return self._delivered
 
     def attach(self, http: Any) -> None:
         """Register the open HTTP stream so that cancel() can abort it."""
@@ -215,6 +236,7 @@ class Stream:
             raise RuntimeError("this Stream is already being consumed; a Stream has one consumer")
         self._consuming = True
         get = self._control.queue.get
+        deliver = self._control.deliver
         try:
             while True:
                 if heartbeat is None:
@@ -232,6 +254,8 @@ class Stream:
                     last = event.type == "done" or event.type == "error"
                     if last:
                         self._terminal = event
+                    elif not deliver(event):
+                        continue  # cancelled: what was read ahead is not shown (nor committed)
                     if self._has_callbacks:
                         self._dispatch(event)
                     yield event
@@ -259,7 +283,11 @@ class Stream:
         try:
             callback(arg)
         except Exception as exc:
-            error = CallbackError(f"the on_{event.type} callback raised {type(exc).__name__}: {exc}")
+            # on_done runs after the turn was committed: its error carries the Response.
+            error = CallbackError(
+                f"the on_{event.type} callback raised {type(exc).__name__}: {exc}",
+                partial=event.final if event.type == "done" else None,
+            )
             error.__cause__ = exc
             if self._terminal is None:
                 self._control.cancel(error)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, TypeV
 import attrs
 
 from ._docstrings import parse_docstring
+from ._validate import unicode_problem
 from ._schema import MISSING, accepts_none, convert, globals_of, has_enum, hints, json_fallback, parameters_schema
 from .errors import ToolError
 from .types import ToolCall, ToolResult
@@ -362,10 +363,16 @@ def execute(tool: Optional[Tool], call: ToolCall) -> ToolResult:
         return _error(call, f"{type(exc).__name__}: {exc}")
     if isinstance(result, str):
         # str.__str__ gives the plain text of a str subclass (a str Enum's str() is "Color.RED").
-        return ToolResult(call_id=call.id, name=call.name, content=str.__str__(result))
-    try:
-        content = json.dumps(result, ensure_ascii=False, default=json_fallback)
-    except (TypeError, ValueError) as exc:  # e.g. non-str dict keys or a circular reference
-        logger.warning("tool %r (call %s) returned a value with no JSON form", call.name, call.id, exc_info=True)
-        return _error(call, f"tool {call.name!r} returned a value that cannot be sent as JSON: {exc}")
+        content = str.__str__(result)
+    else:
+        try:
+            content = json.dumps(result, ensure_ascii=False, allow_nan=False, default=json_fallback)
+        except (TypeError, ValueError, RecursionError) as exc:  # bytes, NaN, non-str keys, a cycle
+            logger.warning("tool %r (call %s) returned a value with no JSON form: %s", call.name, call.id, exc)
+            return _error(call, f"tool {call.name!r} returned a value that cannot be sent as JSON: {exc}")
+    problem = unicode_problem(content)
+    if problem is not None:
+        logger.warning("tool %r (call %s) returned text with %s", call.name, call.id, problem)
+        return _error(call, f"tool {call.name!r} returned text that cannot be sent: it holds {problem}")
     return ToolResult(call_id=call.id, name=call.name, content=content)
+

@@ -17,15 +17,21 @@ import json
 import logging
 import socket
 import threading
+import weakref
 from typing import Any, Callable, Dict, Mapping, Optional, Set, Tuple
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from ._secrets import Redactor, check_headers, log_text, safe_url, url_credentials
 from ._version import __version__
 from .errors import (
+    ClientClosedError,
+    ConfigurationError,
+    PromptKitError,
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -45,6 +51,9 @@ __all__ = ["Transport", "HTTPStream", "SocketAbort"]
 logger = logging.getLogger(__name__)
 
 _ERROR_BODY_LIMIT = 65536
+# Headers requests sets on every session: not secrets.
+_PLAIN_HEADERS = frozenset({"user-agent", "accept-encoding", "accept", "connection"})
+_MESSAGE_LIMIT = 1000  # of a server's error message, in an exception's text
 # Base URLs whose server rejected ``stream_options``; shared by every client in the process.
 _NO_STREAM_OPTIONS: Set[str] = set()
 _NO_STREAM_OPTIONS_LOCK = threading.Lock()
@@ -96,6 +105,48 @@ class _Adapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _HookedHTTPPool, "https": _HookedHTTPSPool}
 
 
+class _PoolFullFilter(logging.Filter):
+    """Turns urllib3's "Connection pool is full" warnings for promptkit's hosts into one INFO line each.
+
+    Hundreds of concurrent streams on a pool of ``pool_size`` connections are
+    normal: the extra connections are simply closed after use, and one warning
+    per stream would flood the log.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hosts: Dict[str, int] = {}
+        self.told: Set[str] = set()
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Connection pool is full"):
+            return True
+        host = str(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
+        with self.lock:
+            if host not in self.hosts:
+                return True  # not a promptkit connection: leave urllib3's warning alone
+            first = host not in self.told
+            self.told.add(host)
+            size = self.hosts[host]
+        if first:
+            logger.info(
+                "more concurrent streams to %s than its connection pool holds (pool_size=%d): "
+                "the extra connections are closed after use; raise Client(pool_size=...) to keep more open",
+                log_text(host), size,
+            )
+        return False
+
+
+_POOL_FULL = _PoolFullFilter()
+logging.getLogger("urllib3.connectionpool").addFilter(_POOL_FULL)
+
+
+def _quiet_pool_full(host: str, pool_size: int) -> None:
+    with _POOL_FULL.lock:
+        _POOL_FULL.hosts[host] = max(pool_size, _POOL_FULL.hosts.get(host, 0))
+
+
 class Transport:
     """Sends chat-completions requests for one base URL and API key.
 
@@ -113,9 +164,18 @@ class Transport:
         pool_size: int = 10,
         headers: Optional[Mapping[str, str]] = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + "/chat/completions"
-        self._api_key = api_key
+        parts = urlsplit(base_url)
+        # A query string (legacy Azure's ?api-version=) stays after the endpoint's path.
+        root = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        self.base_url = safe_url(root)  # what messages, logs and reprs show: never credentials
+        self.url = root + "/chat/completions" + (f"?{parts.query}" if parts.query else "")
+        self._pool_key = self.base_url
+        extra = check_headers(headers)
+        # The caller's header values, a supplied session's own headers included, are treated as secrets.
+        session_values = [str(v) for k, v in session.headers.items() if k.lower() not in _PLAIN_HEADERS] if session else []
+        self._redactor = Redactor(
+            [api_key, *(value for _, value in extra), *session_values, *url_credentials(base_url)]
+        )
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
@@ -123,6 +183,8 @@ class Transport:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
+        self._pool_size = pool_size
+        _quiet_pool_full(parts.hostname or "", pool_size)
         self._headers: Dict[str, str] = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
@@ -130,45 +192,76 @@ class Transport:
             "Accept-Encoding": "identity",
             "User-Agent": f"promptkit/{__version__}",
         }
-        if headers:
-            self._headers.update(headers)
+        self._headers.update(extra)
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        self._closed = False
+        self._active: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._active_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Transport(base_url={self.base_url!r})"
 
-    def close(self) -> None:
-        """Close the session if this transport created it."""
+    # -- lifecycle ---------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def check_open(self) -> None:
+        """Raise :class:`~promptkit.ClientClosedError` once the client is closed."""
+        if self._closed:
+            raise ClientClosedError(f"this client (for {self.base_url}) is closed; create a new Client")
+
+    def track(self, stream: Any) -> None:
+        """Remember an active stream, so that :meth:`close` cancels it."""
+        with self._active_lock:
+            closed = self._closed
+            if not closed:
+                self._active.add(stream)
+        if closed:
+            stream.close()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel every active stream (waiting up to ``timeout`` s for each worker), then close
+        the session if this transport created it. Idempotent."""
+        with self._active_lock:
+            self._closed = True
+            active = list(self._active)
+            self._active.clear()
+        for stream in active:
+            stream.cancel()
+        for stream in active:
+            stream.close(timeout)
         if self._owns_session:
             self.session.close()
 
     @property
     def sends_stream_options(self) -> bool:
         """Whether requests to this base URL include ``stream_options`` (a server may have refused it)."""
-        return self.base_url not in _NO_STREAM_OPTIONS
+        return self._pool_key not in _NO_STREAM_OPTIONS
 
     def redact(self, text: str) -> str:
-        """Remove the API key from text that came back from the server."""
-        key = self._api_key
-        return text.replace(key, "***") if key and key in text else text
+        """Remove every secret of this client (key, caller's header values, URL credentials) from text."""
+        return self._redactor(text)
 
     @staticmethod
     def abort_handle(sock: socket.socket) -> SocketAbort:
         """Something whose ``abort()`` fails a request still waiting for headers on ``sock``."""
         return SocketAbort(sock)
 
-    def redact_error(self, error: APIError) -> None:
-        """Remove the API key from an error's message and body (a server may echo it in-band)."""
-        key = self._api_key
-        if not key:
+    def redact_error(self, error: PromptKitError) -> None:
+        """Remove the secrets from an error's message and body (a server may echo them in-band)."""
+        if not self._redactor:
             return
-        error.message = self.redact(error.message)
-        error.args = tuple(self.redact(arg) if isinstance(arg, str) else arg for arg in error.args)
+        redact = self._redactor
+        message = getattr(error, "message", None)
+        if isinstance(message, str):
+            error.message = redact(message)  # type: ignore[attr-defined]
+        error.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in error.args)
         body = getattr(error, "body", None)
-        if body is not None and key in (text := json.dumps(body) if not isinstance(body, str) else body):
-            redacted = self.redact(text)
-            error.body = redacted if isinstance(body, str) else json.loads(redacted)  # type: ignore[attr-defined]
+        if body is not None:
+            error.body = redact.value(body)  # type: ignore[attr-defined]
 
     def open(
         self,
@@ -186,13 +279,32 @@ class Transport:
             APIConnectionError: refused, reset, DNS, TLS.
             StreamError: 2xx with another content type (a JSON or HTML body).
         """
-        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        try:
+            body = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as exc:  # inputs are checked up front: a last guard
+            raise ConfigurationError(f"the request to {self.base_url} cannot be sent as JSON: {exc}") from None
         waiting.hook = on_socket  # while waiting for headers, a cancel may shut this socket down
         failure: Optional[APIError] = None
+        config: Optional[ConfigurationError] = None
         try:
+            # Never follow a redirect: it would carry the conversation (and, to the same
+            # host, the credentials) wherever a server or a proxy points it.
             response = self.session.post(
-                self.url, data=body, headers=self._headers, stream=True, timeout=(connect_timeout, read_timeout)
+                self.url,
+                data=body,
+                headers=self._headers,
+                stream=True,
+                timeout=(connect_timeout, read_timeout),
+                allow_redirects=False,
             )
+        except (
+            requests.exceptions.InvalidHeader,
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+        ) as exc:
+            # The request itself is malformed: no server saw it, and trying again cannot help.
+            config = ConfigurationError(f"the request to {self.base_url} could not be sent: {self.redact(describe(exc))}")
         except requests.exceptions.ConnectTimeout:
             failure = APITimeoutError(f"timed out connecting to {self.base_url}", kind="connect")
         except requests.exceptions.ReadTimeout:
@@ -201,10 +313,14 @@ class Transport:
             failure = APIConnectionError(f"could not connect to {self.base_url}: {self.redact(describe(exc))}")
         finally:
             waiting.hook = None
+        # Raised outside the except block: the requests exception (whose request
+        # carries the Authorization header) must not ride along as __context__.
+        if config is not None:
+            raise config
         if failure is not None:
-            # Raised outside the except block: the requests exception (whose request
-            # carries the Authorization header) must not ride along as __context__.
             raise failure
+        if 300 <= response.status_code < 400:
+            raise self._redirect_error(response)
         if response.status_code >= 300:
             raise self._status_error(response)
         content_type = response.headers.get("content-type", "")
@@ -216,6 +332,22 @@ class Transport:
                 body=snippet,
             )
         return HTTPStream(response)
+
+    def _redirect_error(self, response: requests.Response) -> APIStatusError:
+        location = response.headers.get("location", "")
+        self._read_body(response)  # releases the connection
+        target = safe_url(urljoin(self.url, location)) if location else "no Location given"
+        status = response.status_code
+        return APIStatusError(
+            self.redact(
+                f"{status} {response.reason or 'Redirect'}: the server redirected the request to {log_text(target, 300)}; "
+                "promptkit does not follow redirects (they would carry the conversation elsewhere): "
+                "set base_url to the final address"
+            ),
+            status_code=status,
+            body=None,
+            request_id=response.headers.get("x-request-id"),
+        )
 
     def _read_body(self, response: requests.Response) -> str:
         try:
@@ -232,7 +364,7 @@ class Transport:
         message = ""
         try:
             body = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python parses
             pass
         if isinstance(body, dict):
             error = body.get("error", body)
@@ -240,6 +372,8 @@ class Transport:
                 message = str(error.get("message") or "")
             elif isinstance(error, str):
                 message = error
+        if len(message) > _MESSAGE_LIMIT:
+            message = message[:_MESSAGE_LIMIT] + "..."
         if not message:
             message = text.strip()[:300] or (response.reason or "")
         status = response.status_code
@@ -289,13 +423,13 @@ class Transport:
                 if isinstance(error, BadRequestError) and "stream_options" in payload and "stream_options" in str(error.body):
                     logger.info("%s rejected stream_options; retrying without it", self.base_url)
                     with _NO_STREAM_OPTIONS_LOCK:
-                        _NO_STREAM_OPTIONS.add(self.base_url)
+                        _NO_STREAM_OPTIONS.add(self._pool_key)
                     payload = {k: v for k, v in payload.items() if k != "stream_options"}
                     continue
                 delay = policy.next_delay(error, attempt)
                 if delay is None:
                     raise
-                logger.info("attempt %d failed (%s); retrying in %.2fs", attempt, error, delay)
+                logger.info("attempt %d failed (%s); retrying in %.2fs", attempt, log_text(error), delay)
                 if not wait(delay):
                     raise
                 attempt += 1

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol,
 
 import attrs
 
+from ._secrets import log_text
 from .accounting import TurnAccount
 from .accumulator import Accumulator
-from .errors import APIConnectionError, APIError, APITimeoutError, BudgetExceededError, ToolError
+from .errors import APIConnectionError, APIError, APITimeoutError, BudgetExceededError, StreamError, ToolError
 from .pool import run_parallel
 from .pricing import PriceTable
 from .retry import RetryPolicy
@@ -48,7 +49,8 @@ class TurnSink(Protocol):
         """The turn ended with ``done`` (success or cancelled): record ``messages``."""
 
     def fail(self, partial: Optional[Response]) -> None:
-        """The turn ended with an error: record nothing but the tokens it consumed."""
+        """The turn ended with an error, or was cancelled before anything reached the user:
+        record nothing but the tokens it consumed."""
 
     def renew(self) -> None:
         """The turn goes on to another round: keep any turn lock alive."""
@@ -110,6 +112,8 @@ class Turn:
         self._reported = False  # the sink hears exactly once how the turn ended
         self._budget = budget  # USD this turn may spend, or None
         self._header_wait_is_total = False
+        self._emitted = False  # whether the current attempt has queued any event for the consumer
+        self._content_before = 0  # characters of content in this turn's finished rounds
 
     # -- requests --------------------------------------------------------
     def payload(self) -> Dict[str, Any]:
@@ -210,6 +214,7 @@ class Turn:
                     control.emit(StreamEvent("tool_result", tool_result=result))
                 if self._deadline is not None and _monotonic() >= self._deadline:
                     raise self._timeout("total")
+                self._content_before += len(acc.content)
                 self._acc = None
                 if control.cancelled:
                     return self._end_cancelled(control)
@@ -242,6 +247,7 @@ class Turn:
         while True:
             assert self._http is not None
             acc = self._acc = Accumulator()
+            self._emitted = False
             control.attach(self._http)
             try:
                 read_body(
@@ -255,15 +261,20 @@ class Turn:
                     after_read=self._after_read,
                 )
                 return
-            except APIConnectionError as error:
+            except (APIConnectionError, StreamError) as error:
                 if control.cancelled:
                     return
-                retryable = not acc.saw_output and not (isinstance(error, APITimeoutError) and error.kind == "total")
+                self._transport.redact_error(error)  # before it is logged below
+                # Retried only while nothing of this attempt reached the consumer: a reset, a
+                # truncation, a malformed chunk, a stall or a transient in-band error all qualify.
+                retryable = not self._emitted and not (isinstance(error, APITimeoutError) and error.kind == "total")
                 delay = self._settings.policy.next_delay(error, self._attempt) if retryable else None
                 if delay is None or (self._deadline is not None and _monotonic() + delay >= self._deadline):
                     error.attempts = self._attempt
                     raise
-                logger.info("attempt %d failed before any output (%s); retrying in %.2fs", self._attempt, error, delay)
+                logger.info(
+                    "attempt %d failed before any output (%s); retrying in %.2fs", self._attempt, log_text(error), delay
+                )
                 control.detach()
                 if not control.sleep(delay):
                     return
@@ -277,6 +288,7 @@ class Turn:
             self._check_budget()
 
     def _first_output(self) -> None:
+        self._emitted = True  # from here on, this attempt is never retried
         if self._totals.ttft is None:
             self._totals.ttft = _monotonic()
 
@@ -334,12 +346,14 @@ class Turn:
         if self._acc is not None:
             self._account.count(self._acc, self._history + self._totals.messages)
 
-    def _response(self, finish_reason: Optional[str]) -> Response:
+    def _response(self, finish_reason: Optional[str], content: Optional[str] = None) -> Response:
         totals = self._totals
         acc = self._acc
         now = _monotonic()
+        if content is None:
+            content = acc.content if acc is not None else ""
         return Response(
-            content=acc.content if acc is not None else "",
+            content=content,
             tool_calls=tuple(totals.tool_calls),
             finish_reason=finish_reason,
             usage=self._account.usage,
@@ -383,10 +397,17 @@ class Turn:
             self._report(None, self._response(finish_reason=None))
             raise control.cancel_error
         acc = self._acc
-        text = acc.content if acc is not None else ""
+        # Keep the text the consumer was given, not what the worker had read ahead.
+        seen = max(0, control.delivered - self._content_before)
+        text = acc.content[:seen] if acc is not None else ""
+        response = self._response("cancelled", content=text)
+        if not text and not self._totals.tool_results:
+            # Nothing reached the user: commit nothing (no lone user message in the history),
+            # but count the tokens the request cost.
+            self._report(None, response)
+            return response
         if text:
             self._totals.messages.append(_assistant_message(text, ()))
-        response = self._response("cancelled")
         self._report(response)
         return response
 

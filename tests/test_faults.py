@@ -694,9 +694,11 @@ def test_many_streams_cancelled_at_random_points() -> None:
             text = content_of(seen)
             assert final.content.startswith(text)
             assert_finished(stream)
-            expected = [{"role": "user", "content": f"story {i}"}]
+            # What was committed is exactly what the consumer was given; nothing when it got no text.
+            assert final.content == text or mode == "break"  # break: the event it broke on was given too
+            expected = []
             if final.content:
-                expected.append({"role": "assistant", "content": final.content})
+                expected = [{"role": "user", "content": f"story {i}"}, {"role": "assistant", "content": final.content}]
             assert conv.messages == expected
         assert all(modes.values()), modes
         assert stream_threads() == []

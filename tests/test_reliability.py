@@ -197,7 +197,8 @@ def test_api_key_echoed_in_band_is_redacted(server: MockServer, kind: str, caplo
     else:
         reply = MockReply.raw([f"data: <html>bad key {SENTINEL}</html>\n\n".encode()])
     server.enqueue(reply)
-    with promptkit.Client(base_url=server.url, api_key=SENTINEL) as client:
+    # max_retries=0: a malformed first chunk is retried otherwise (nothing had reached the user).
+    with promptkit.Client(base_url=server.url, api_key=SENTINEL, max_retries=0) as client:
         events = list(client.conversation().send_stream("q"))
     error = events[-1].error
     assert isinstance(error, promptkit.StreamError)
