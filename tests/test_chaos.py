@@ -1,0 +1,131 @@
+"""promptkit judged by an independently written chaos server: ``llmock`` (PyPI).
+
+llmock injects HTTP errors (429, 500, 503) and stream faults (disconnect,
+truncate, malformed chunk, stall) at random points of random requests, records
+every attempt, and grades the client (``llmock report``). promptkit retries
+every failure before output reached the consumer and never one after it, so the
+only findings allowed are those about failures after content had reached the
+consumer, which promptkit reports as typed errors carrying the partial reply
+(llmock cannot see that the application was told).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+import promptkit
+
+# Findings that only describe a failure after content reached the consumer.
+AFTER_CONTENT = {"truncated_stream_accepted", "malformed_chunk_ignored", "gave_up"}
+TURNS = 60
+
+
+def _llmock() -> str:
+    exe = Path(sys.executable).with_name("llmock")
+    found = str(exe) if exe.exists() else shutil.which("llmock")
+    assert found, "llmock is a test dependency: pip install -e '.[test]'"
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def chaos_server() -> Iterator[str]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        _llmock(), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--error-rate", "500=0.1", "--error-rate", "503=0.05", "--error-rate", "429=0.1",
+        "--stream-fault", "disconnect=0.1", "--stream-fault", "truncate=0.1",
+        "--stream-fault", "malformed=0.1", "--stream-fault", "stall=0.05", "--stream-stall-seconds", "3",
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        ready = threading.Event()
+        for _ in range(200):  # up to ~20 s for uvicorn to start
+            if proc.poll() is not None:
+                break
+            try:
+                urllib.request.urlopen(f"{url}/_llmock/verdict", timeout=1).read()
+                ready.set()
+                break
+            except OSError:
+                ready.wait(0.1)
+        assert ready.is_set(), f"llmock did not start: {proc.stderr.read().decode() if proc.poll() is not None else ''}"
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def test_llmock_finds_nothing_but_failures_after_content(chaos_server: str) -> None:
+    outcomes: List[Any] = []  # per turn: its Response, or the APIError it ended with
+    timeout = promptkit.Timeout(connect=5, idle=0.5, total=60)
+    with promptkit.Client(base_url=f"{chaos_server}/v1", api_key="sk-chaos", timeout=timeout, max_retries=4) as client:
+        for i in range(TURNS):
+            conv = client.conversation()
+            try:
+                outcomes.append(conv.send(f"question number {i}"))  # distinct bodies: one llmock call per turn
+                assert [m["role"] for m in conv.messages] == ["user", "assistant"]
+            except promptkit.APIError as error:
+                outcomes.append(error)
+                assert conv.messages == []
+    report = subprocess.run(
+        [_llmock(), "report", "--url", chaos_server, "--json"], capture_output=True, text=True, timeout=60
+    )
+    verdict: Dict[str, Any] = json.loads(report.stdout)
+    journal = json.loads(urllib.request.urlopen(f"{chaos_server}/_llmock/requests", timeout=10).read())
+    turn_of = {r["seq"]: _turn_of(r["body"]) for r in journal["requests"]}
+    # A retry that starts while llmock still holds a stalled attempt counts as a new call there.
+    assert verdict["calls"] >= TURNS, verdict
+    assert verdict["faults_injected"] > 10, "the chaos server injected too little to judge anything"
+    assert verdict["attempts"] > verdict["calls"], "nothing was retried: the faults before output were not exercised"
+    assert sum(isinstance(o, promptkit.Response) for o in outcomes) >= TURNS // 2
+    records = journal["requests"]
+    for finding in verdict["findings"]:
+        assert finding["code"] in AFTER_CONTENT, finding
+        for seq in finding["requests"]:
+            record = next(r for r in records if r["seq"] == seq)
+            if any(r["fingerprint"] == record["fingerprint"] and r["seq"] > seq for r in records):
+                # promptkit did retry; llmock filed the retry as a new call, because it counts a
+                # corrupted but completed stream, or a stall it still holds, as no failure.
+                continue
+            outcome = outcomes[turn_of[seq]]
+            what = f"{finding['code']}: {record['fault']} of {record['chunks_sent']} chunks; promptkit: {outcome!r}"
+            if isinstance(outcome, promptkit.Response):
+                # Only the closing [DONE] was lost: the finish chunk and the usage chunk had both
+                # arrived, so the reply is complete and a retry would pay for a second one.
+                assert outcome.finish_reason == "stop" and not outcome.usage.estimated, what
+                continue
+            # That turn failed after content had reached the consumer, and promptkit said so with a typed error.
+            assert isinstance(outcome, (promptkit.StreamError, promptkit.APIConnectionError)), what
+            assert outcome.partial is not None and outcome.partial.content, what
+    for outcome in outcomes:
+        if isinstance(outcome, promptkit.APIError):  # a failure reported came after output; earlier ones were retried
+            assert outcome.partial is not None and outcome.partial.content or isinstance(outcome, promptkit.APIStatusError), outcome
+
+
+def _turn_of(body: Any) -> int:
+    text = body["messages"][-1]["content"]
+    assert text.startswith("question number ")
+    return int(text.rsplit(" ", 1)[1])
