@@ -37,7 +37,7 @@ from .errors import (
     ServerError,
     StreamError,
 )
-from .http_stream import HTTPStream, SocketAbort, describe, waiting
+from .http_stream import HTTPStream, SocketAbort, connect_target, describe, waiting
 from .retry import RetryPolicy, parse_retry_after
 
 __all__ = ["Transport", "HTTPStream", "SocketAbort"]
@@ -194,11 +194,15 @@ class Transport:
                 self.url, data=body, headers=self._headers, stream=True, timeout=(connect_timeout, read_timeout)
             )
         except requests.exceptions.ConnectTimeout:
-            failure = APITimeoutError(f"timed out connecting to {self.base_url}", kind="connect")
+            failure = APITimeoutError(
+                f"timed out connecting to {connect_target(self.base_url)} ({self.base_url})", kind="connect"
+            )
         except requests.exceptions.ReadTimeout:
             failure = APITimeoutError(f"timed out waiting for response headers from {self.base_url}", kind="idle")
         except requests.exceptions.RequestException as exc:
-            failure = APIConnectionError(f"could not connect to {self.base_url}: {self.redact(describe(exc))}")
+            failure = APIConnectionError(
+                f"could not connect to {connect_target(self.base_url)}: {self.redact(describe(exc))} ({self.base_url})"
+            )
         finally:
             waiting.hook = None
         if failure is not None:
