@@ -257,12 +257,12 @@ class ChatSession:
         """
         log = self.log
         if log is not None:
-            log.hold()
+            log.pause()
         try:
             return self._turn(text)
         finally:
             if log is not None:
-                log.release()
+                log.resume()
 
     def _turn(self, text: str) -> Optional[int]:
         if self.ui is self.out:
@@ -371,8 +371,8 @@ class ChatSession:
 class _LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Logs to stderr, first ending a streamed reply's line (``before``) so a warning does not run into it.
 
-    While a turn runs (:meth:`hold`), records wait and are written after it
-    (:meth:`release`): a warning logged by the stream's worker thread must not
+    While a turn runs (:meth:`pause`), records wait and are written after it
+    (:meth:`resume`): a warning logged by the stream's worker thread must not
     land in the middle of the reply's text.
     """
 
@@ -381,13 +381,14 @@ class _LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.before: Callable[[], None] = lambda: None  # becomes the session's end_line
         self._held: Optional[List[logging.LogRecord]] = None
 
-    def hold(self) -> None:
-        """Keep records back until :meth:`release`."""
+    # Not hold/release: logging.Handler.release() is the handler's lock release.
+    def pause(self) -> None:
+        """Keep records back until :meth:`resume`."""
         with self.lock:  # type: ignore[union-attr]
             self._held = []
 
-    def release(self) -> None:
-        """Write the records kept back, in order, and stop holding."""
+    def resume(self) -> None:
+        """Write the records kept back, in order, and stop holding them back."""
         with self.lock:  # type: ignore[union-attr]
             held, self._held = self._held or [], None
         for record in held:
