@@ -245,6 +245,8 @@ def describe(exc: BaseException) -> str:
             return "host name not found"
         if name == "RemoteDisconnected":  # a ConnectionResetError, but nothing was reset
             return "the server closed the connection without a response"
+        if name == "IncompleteRead":
+            return "the server closed the connection in the middle of the body"
         if "SSL" in name or isinstance(error, ssl.SSLError):
             detail = getattr(error, "reason", None) or getattr(error, "strerror", None)
             return f"TLS error{f': {detail}' if isinstance(detail, str) and detail else ''}"

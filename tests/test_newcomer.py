@@ -264,3 +264,20 @@ def test_a_server_that_hangs_up_is_described_plainly() -> None:
     assert done == [("closed",)]
     assert str(caught.value).startswith(
         f"could not connect to 127.0.0.1:{port}: the server closed the connection without a response")
+
+
+def test_describe_gives_reasons_not_library_reprs() -> None:
+    from http.client import IncompleteRead
+
+    import requests
+    from urllib3.exceptions import ProtocolError
+
+    from promptkit.http_stream import connect_target, describe
+
+    reset = requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")))
+    assert describe(reset) == "connection reset by the server"
+    broken = ProtocolError("Connection broken: IncompleteRead(10 bytes read)", IncompleteRead(b"x" * 10, 5))
+    assert describe(broken) == "the server closed the connection in the middle of the body"
+    assert describe(ValueError("something else")) == "something else"
+    assert [connect_target(u) for u in ("http://h/v1", "https://h/v1", "http://[::1]:8080/v1")] == [
+        "h:80", "h:443", "[::1]:8080"]
