@@ -20,7 +20,7 @@ from promptkit.testing import MockServer
 
 PAGE = Path(__file__).resolve().parent / "chat_page.html"
 SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
-MOCK_MODE = "mock server (no OPENAI_API_KEY): replies are scripted stories"
+MOCK_MODE = "mock server (no OPENAI_API_KEY or OPENAI_BASE_URL): replies are scripted stories"
 
 log = logging.getLogger("chat_backend")
 
@@ -35,15 +35,20 @@ def store_from_env(spec: Optional[str] = None) -> promptkit.ConversationStore:
 
 
 @contextlib.contextmanager
-def model_client() -> Iterator[Tuple[promptkit.Client, str, bool]]:
-    """``(client, mode label, is_mock)``: the configured server, else the embedded mock server."""
+def model_client(model: Optional[str] = None) -> Iterator[Tuple[promptkit.Client, str, bool]]:
+    """``(client, mode label, is_mock)``: the configured server, else the embedded mock server.
+
+    The model is ``model``, else ``PROMPTKIT_MODEL``, else gpt-4o-mini (promptkit.Client's default).
+    """
     if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
-        with promptkit.Client() as client:
-            yield client, f"model server: {client.base_url}", False
+        with promptkit.Client(model=model) as client:
+            yield client, f"model server: {client.base_url}, model {client.model}", False
         return
-    log.warning("No OPENAI_API_KEY set: using promptkit's embedded mock server (promptkit.testing.MockServer).")
+    log.warning("No OPENAI_API_KEY or OPENAI_BASE_URL: using promptkit's embedded mock server "
+                "(promptkit.testing.MockServer).")
     # default_delay: the mock's stories stream word by word, slowly enough to watch (and to stop).
-    with MockServer(default_delay=0.05) as server, promptkit.Client(base_url=server.url, api_key="mock") as client:
+    with MockServer(default_delay=0.05) as server, \
+            promptkit.Client(base_url=server.url, api_key="mock", model=model) as client:
         yield client, MOCK_MODE, True
 
 

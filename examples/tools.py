@@ -5,11 +5,14 @@ both handlers, sends the results back and streams the final answer, all on one
 ``send_stream``. Each call is printed as ``[Tool: name(args)]`` (as in the Go
 SDK's example) with its result, then the answer and the turn's cost line.
 
-    python examples/tools.py
+    python examples/tools.py [--model NAME]
 
 With OPENAI_API_KEY set it talks to OpenAI (or to OPENAI_BASE_URL). With
 neither set it starts promptkit's embedded mock server, scripted with the two
 tool calls and a final answer built from the tools' results, and says so.
+The model is --model, else PROMPTKIT_MODEL, else gpt-4o-mini (pick one that
+supports tool calls, e.g. ``PROMPTKIT_MODEL=llama3.2`` for Ollama). A failure
+prints one line (``error: ...``) and exits with status 1.
 
 The weather is demo data (no weather service is called): a city outside the
 table makes the handler raise, which promptkit sends to the model as an error
@@ -18,12 +21,13 @@ result rather than crashing.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import sys
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import promptkit
 from promptkit.testing import MockReply, MockServer
@@ -112,21 +116,42 @@ def script(server: MockServer) -> None:
     )
 
 
+def failed(error: BaseException) -> int:
+    """Report a failure on one line (a model the server does not serve, a refused connection...)."""
+    message = " ".join(str(error).split())
+    hint = ""
+    if isinstance(error, (promptkit.BadRequestError, promptkit.NotFoundError)) and "model" in message.lower():
+        hint = " (choose the model with --model or PROMPTKIT_MODEL)"
+    print(f"error: {type(error).__name__}: {message}{hint}", file=sys.stderr)
+    return 1
+
+
 @contextlib.contextmanager
-def make_client() -> Iterator[promptkit.Client]:
+def make_client(model: Optional[str] = None) -> Iterator[promptkit.Client]:
     """OpenAI when a key (or a base URL) is configured, else the scripted embedded mock server."""
     if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
-        with promptkit.Client() as client:
+        with promptkit.Client(model=model) as client:
             yield client
         return
-    print("ℹ️  No OPENAI_API_KEY set: using promptkit's embedded mock server (promptkit.testing.MockServer).")
-    with MockServer() as server, promptkit.Client(base_url=server.url) as client:
+    print("ℹ️  No OPENAI_API_KEY or OPENAI_BASE_URL: using promptkit's embedded mock server (promptkit.testing.MockServer).")
+    with MockServer() as server, promptkit.Client(base_url=server.url, model=model) as client:
         script(server)
         yield client
 
 
-def main() -> int:
-    with make_client() as client:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--model", help="the model (default: $PROMPTKIT_MODEL, else gpt-4o-mini)")
+    args = parser.parse_args(argv)
+    try:
+        return chat(args.model)
+    except promptkit.PromptKitError as error:
+        return failed(error)
+
+
+def chat(model: Optional[str]) -> int:
+    """The turn with its tool calls, then the history."""
+    with make_client(model) as client:
         conv = client.conversation(
             system_prompt="You answer questions about weather and time. Use the tools; answer in one sentence.",
             tools=[get_weather, get_time],
@@ -148,8 +173,9 @@ def main() -> int:
                     answering = True
                 print(event.content, end="", flush=True)
             elif event.type == "error":
-                print(f"\n❌ Error: {event.error}", file=sys.stderr)
-                return 1
+                if answering:
+                    print()  # end the streamed line before the error's
+                return failed(event.error)
             elif event.type == "done":
                 print("\n")
                 print(stats(event.final) + "\n")

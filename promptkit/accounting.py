@@ -4,6 +4,11 @@ The worker counts each finished round once; the consumer may ask for the
 running figures at any time (``stream.usage_so_far``), so both go through one
 lock. The live estimate counts completion tokens incrementally: each call
 encodes only the text that arrived since the previous one.
+
+A round's cost is the one the server reported, when it reports one (LiteLLM
+and OpenRouter send ``cost`` with the usage): behind a proxy, the model name
+is often an alias no price table knows. Otherwise the price table prices the
+round's usage. ``cost_source`` records which it was, over all rounds.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class TurnAccount:
         self.usage = Usage()
         self.cost = 0.0
         self.cost_known = True
+        self._sources: set = set()  # "server" / "table" / "unknown", one per kind of round counted
         self._counted: List[Accumulator] = []  # rounds whose usage is in the totals
         self._live: Optional[_Live] = None
 
@@ -70,12 +76,28 @@ class TurnAccount:
                 tool_call_arguments=[c.arguments_json for c in calls],
                 tool_call_names=[c.name for c in calls],
             )
-        cost, known = self._prices.cost(usage, model)
+        if acc.cost is not None:
+            cost, known, source = acc.cost, True, "server"
+        else:
+            cost, known = self._prices.cost(usage, model)
+            source = "table" if known else "unknown"
         with self._lock:  # progress() sees the round either counted or live, never both
             self._counted.append(acc)
             self.usage = self.usage + usage
             self.cost += cost
             self.cost_known = self.cost_known and known
+            self._sources.add(source)
+
+    @property
+    def cost_source(self) -> str:
+        """Where :attr:`cost` came from: ``"server"``, ``"table"``, ``"mixed"`` (both) or ``"unknown"``."""
+        with self._lock:
+            sources = set(self._sources)
+        if "unknown" in sources:
+            return "unknown"
+        if len(sources) > 1:
+            return "mixed"
+        return sources.pop() if sources else "table"
 
     def progress(self, acc: Optional[Accumulator], prompt: Callable[[], Messages]) -> Tuple[Usage, float]:
         """The totals plus an estimate of ``acc``, the round in progress (when it is not counted yet)."""
@@ -95,5 +117,6 @@ class TurnAccount:
                 total_tokens=live.prompt + live.counter.total,
                 estimated=True,
             )
-            round_cost, _ = self._prices.cost(estimate, acc.model or self._model)
+            # No warning here: the server may still report the round's cost at its end.
+            round_cost, _ = self._prices.cost(estimate, acc.model or self._model, warn=False)
             return self.usage + estimate, self.cost + round_cost

@@ -16,6 +16,7 @@ because only then is the call known to be complete.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import StreamError
@@ -132,6 +133,13 @@ def _error_message(error: Any) -> str:
     return str(error)
 
 
+def _reported_cost(value: Any) -> Optional[float]:
+    """A server-reported cost: a finite number >= 0 (a bool, a string or NaN is ignored)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
 class Accumulator:
     """Assembles the chunks of one chat-completions stream.
 
@@ -143,12 +151,13 @@ class Accumulator:
     ``tool_call`` events of a stream that ended without a finish chunk.
     """
 
-    __slots__ = ("_main", "_others", "usage", "model", "id", "saw_output")
+    __slots__ = ("_main", "_others", "usage", "cost", "model", "id", "saw_output")
 
     def __init__(self) -> None:
         self._main = _ChoiceState()
         self._others: Dict[int, _ChoiceState] = {}
         self.usage: Optional[Usage] = None
+        self.cost: Optional[float] = None  # USD, when the server reports it (LiteLLM, OpenRouter)
         self.model = ""
         self.id = ""
         self.saw_output = False  # a content or tool-call delta arrived (a role-only chunk is not output)
@@ -177,6 +186,13 @@ class Accumulator:
             usage = groq.get("usage") if isinstance(groq, dict) else None
         if isinstance(usage, dict):
             self.usage = Usage.from_openai(usage)
+            # OpenRouter and LiteLLM put the request's USD cost in usage; some LiteLLM
+            # versions put it beside usage, at the chunk's top level.
+            cost = _reported_cost(usage.get("cost"))
+            if cost is None:
+                cost = _reported_cost(chunk.get("cost"))
+            if cost is not None:
+                self.cost = cost
         error = chunk.get("error")
         if error is not None:
             raise StreamError(_error_message(error), body=error)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Text
 from ._version import __version__
 from .client import Client
 from .conversation import Conversation
-from .errors import AuthenticationError, ConfigurationError, PromptKitError
+from .errors import AuthenticationError, BadRequestError, ConfigurationError, NotFoundError, PromptKitError
 from .stores import ConversationStore
 from .stores import open_store as open_named_store
 from .stores.spec import _REDIS_SCHEMES, STORE_SPEC_HELP
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG.format(commands=_COMMANDS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    chat.add_argument("--model", help="the model (default: gpt-4o-mini)")
+    chat.add_argument("--model", help="the model (default: $PROMPTKIT_MODEL, else gpt-4o-mini)")
     chat.add_argument("--system", metavar="PROMPT", help="the system prompt")
     chat.add_argument("--base-url", metavar="URL", help="the server's base URL (default: $OPENAI_BASE_URL, else OpenAI)")
     chat.add_argument("--api-key", metavar="KEY", help="the API key (default: $OPENAI_API_KEY)")
@@ -112,7 +112,11 @@ def _cut(text: Any, width: int = 60) -> str:
 def _one_line(error: BaseException) -> str:
     """``Type: message`` on one line (server messages may hold newlines)."""
     message = " ".join(str(error).split()) or "(no message)"
-    hint = " (check --api-key or OPENAI_API_KEY)" if isinstance(error, AuthenticationError) else ""
+    hint = ""
+    if isinstance(error, AuthenticationError):
+        hint = " (check --api-key or OPENAI_API_KEY)"
+    elif isinstance(error, (BadRequestError, NotFoundError)) and "model" in message.lower():
+        hint = " (choose the model with --model or PROMPTKIT_MODEL)"
     return f"{type(error).__name__}: {message}{hint}"
 
 
@@ -173,6 +177,7 @@ class ChatSession:
         self.system = args.system
         self.params = {k: v for k, v in (("temperature", args.temperature), ("max_tokens", args.max_tokens)) if v is not None}
         self._mid_line = False  # stdout's cursor is after "Assistant: " or streamed text
+        self.log: Optional[_LogHandler] = None  # holds log lines back while a reply streams (main sets it)
         self.conv = self.start(args.conversation_id)
 
     # -- output -----------------------------------------------------------------
@@ -245,7 +250,21 @@ class ChatSession:
 
     # -- turns ----------------------------------------------------------------------
     def turn(self, text: str) -> Optional[int]:
-        """Send ``text`` and render the reply; returns an exit status to end the session, else ``None``."""
+        """Send ``text`` and render the reply; returns an exit status to end the session, else ``None``.
+
+        Log lines (an unpriced model, a token-estimate fallback) logged meanwhile are
+        shown after the turn's cost line, never inside the reply's text.
+        """
+        log = self.log
+        if log is not None:
+            log.pause()
+        try:
+            return self._turn(text)
+        finally:
+            if log is not None:
+                log.resume()
+
+    def _turn(self, text: str) -> Optional[int]:
         if self.ui is self.out:
             self._write("Assistant: ")  # now: the user sees the turn start while the headers are awaited
         pressed = threading.Event()
@@ -350,15 +369,45 @@ class ChatSession:
 
 
 class _LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Logs to stderr, first ending a streamed reply's line (``before``) so a warning does not run into it."""
+    """Logs to stderr, first ending a streamed reply's line (``before``) so a warning does not run into it.
+
+    While a turn runs (:meth:`pause`), records wait and are written after it
+    (:meth:`resume`): a warning logged by the stream's worker thread must not
+    land in the middle of the reply's text.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self.before: Callable[[], None] = lambda: None  # becomes the session's end_line
+        self._held: Optional[List[logging.LogRecord]] = None
+
+    # Not hold/release: logging.Handler.release() is the handler's lock release.
+    def pause(self) -> None:
+        """Keep records back until :meth:`resume`."""
+        with self.lock:  # type: ignore[union-attr]
+            self._held = []
+
+    def resume(self) -> None:
+        """Write the records kept back, in order, and stop holding them back."""
+        with self.lock:  # type: ignore[union-attr]
+            held, self._held = self._held or [], None
+        for record in held:
+            self.handle(record)
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._held is not None:  # handle() holds self.lock here
+            self._held.append(record)
+            return
         self.before()
         super().emit(record)
+
+
+class _ChatFormatter(logging.Formatter):
+    """One short line per record for a chat screen: ``note: ...`` for warnings, ``error: ...`` above."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = " ".join(record.getMessage().split())
+        return f"{'note' if record.levelno < logging.ERROR else 'error'}: {message}"
 
 
 def open_store(spec: Optional[str]) -> Optional[ConversationStore]:
@@ -396,7 +445,8 @@ def _configure_output(verbose: int) -> _LogHandler:
         if reconfigure is not None:
             reconfigure(errors="replace")  # a terminal that cannot show an emoji gets "?", not a crash
     handler = _LogHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # -v: diagnostics with their origin; by default only warnings, as a short note line.
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose else _ChatFormatter())
     logging.basicConfig(level=logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING,
                         handlers=[handler])
     return handler
@@ -424,6 +474,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             client = stack.enter_context(open_client(args, sys.stderr))
             session = ChatSession(client, args, store, interactive=interactive)
             log_handler.before = session.end_line
+            session.log = log_handler
             return session.run()
     except KeyboardInterrupt:  # Ctrl-C while starting or closing: leave quietly
         sys.stderr.write("\n")

@@ -21,6 +21,7 @@ __all__ = ["Client", "ConversationIndex", "OPENAI_BASE_URL"]
 logger = logging.getLogger(__name__)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "gpt-4o-mini"  # when neither model= nor PROMPTKIT_MODEL names one
 
 
 def _is_openai(base_url: str) -> bool:
@@ -35,7 +36,8 @@ class Client:
         api_key: the API key; default ``OPENAI_API_KEY``. It may be omitted for
             servers that need none (Ollama, vLLM, llama.cpp), but not for OpenAI.
         base_url: default ``OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
-        model: the default model of conversations.
+        model: the default model of conversations; default ``PROMPTKIT_MODEL``,
+            else ``"gpt-4o-mini"``.
         timeout: a :class:`~promptkit.Timeout`, or a number of seconds (idle).
         max_retries: retries before any content (connection errors, 408, 409, 429, 5xx).
         session: a ``requests.Session`` to use (its TLS settings and adapters are
@@ -57,7 +59,7 @@ class Client:
         self,
         api_key: Optional[str] = None,
         base_url: Optional[str] = None,
-        model: str = "gpt-4o-mini",
+        model: Optional[str] = None,
         timeout: "Timeout | float | None" = None,
         max_retries: int = 2,
         session: Optional[Any] = None,
@@ -90,6 +92,8 @@ class Client:
                 "no API key: pass api_key=... or set OPENAI_API_KEY "
                 "(a key is optional only for other servers, given with base_url)"
             )
+        if model is None:
+            model = os.environ.get("PROMPTKIT_MODEL", "").strip() or DEFAULT_MODEL
         check_model(model)
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")

@@ -4,6 +4,8 @@ Prices are USD per 1M tokens. :class:`PriceTable` resolves a model name (with
 provider prefixes and dated snapshot suffixes) to a :class:`ModelPrice` and
 turns a :class:`~promptkit.types.Usage` into a cost. A model with no price
 costs 0.0 and is reported as unknown, with one warning per model per process.
+The table is the fallback: a cost the server reports (LiteLLM, OpenRouter)
+wins over it (see :class:`~promptkit.accounting.TurnAccount`).
 """
 
 from __future__ import annotations
@@ -243,9 +245,10 @@ def _warn_unknown(model: str, why: str = "") -> None:
         if model in _warned_models:
             return
         _warned_models.add(model)
+    # One short line: it may land in a chat screen or a web server's log.
     logger.warning(
-        "No price known for model %r%s; its cost is reported as 0.0 (cost_known=False). "
-        "Add one with PriceTable.register() or a prices override.", model, why
+        "no price known for model %r%s and the server reported no cost: cost shown as n/a "
+        "(set one with Client(pricing={%r: {...}}))", model, why, model
     )  # fmt: skip
 
 
@@ -337,12 +340,18 @@ class PriceTable:
                     self._cache[model] = key
         return merged.get(key) if key is not None else None
 
-    def cost(self, usage: "Usage", model: str) -> Tuple[float, bool]:
+    def cost(self, usage: "Usage", model: str, *, warn: bool = True) -> Tuple[float, bool]:
         """The USD cost of ``usage`` for ``model``.
 
         Cost = uncached prompt × input + cached × cached_input
         + (completion − reasoning) × output + reasoning × reasoning, per 1M
         tokens; audio tokens go at the audio prices when the model has them.
+
+        Args:
+            usage: the tokens.
+            model: the model name.
+            warn: log the unknown-model warning (off for running estimates,
+                which the server's reported cost may still replace).
 
         Returns:
             ``(cost, known)``; an unknown model gives ``(0.0, False)`` and one
@@ -350,7 +359,8 @@ class PriceTable:
         """
         price = self.lookup(model)
         if price is None:
-            _warn_unknown(str(model))
+            if warn:
+                _warn_unknown(str(model))
             return 0.0, False
         return _usage_cost(usage, price), True
 
@@ -437,18 +447,34 @@ class GenAIPricesTable(PriceTable):
             return float(result.total_price)
         return None
 
-    def cost(self, usage: "Usage", model: str) -> Tuple[float, bool]:
+    def cost(self, usage: "Usage", model: str, *, warn: bool = True) -> Tuple[float, bool]:
         """As :meth:`PriceTable.cost`, falling back to genai-prices for unregistered models."""
         price = self.lookup(model)
         if price is not None:
             return _usage_cost(usage, price), True
         found = self._calc(usage, str(model)) if isinstance(model, str) and model.strip() else None
         if found is None:
-            _warn_unknown(str(model), " (not in genai-prices either)")
+            if warn:
+                _warn_unknown(str(model), " (not in genai-prices either)")
             return 0.0, False
         return found, True
 
 
-def format_cost(cost: float, known: bool) -> str:
-    """Format a cost as in ``Response.summary()``: ``"$0.0032"``, or ``"n/a"`` when unknown."""
-    return f"${cost:.4f}" if known else "n/a"
+def format_cost(cost: float, known: bool = True) -> str:
+    """Format a USD cost as ``Response.summary()`` and the CLI show it.
+
+    Two significant digits below $1 (``"$0.000047"``, ``"$0.000084"``,
+    ``"$0.0032"``, ``"$0.41"``), cents from $1 on (``"$1.23"``, ``"$1,234.50"``):
+    a small cost never rounds to a misleading ``"$0.0001"`` or ``"$0.0000"``.
+    ``0`` is ``"$0.00"`` and an unknown cost ``"n/a"``.
+    """
+    if not known or not math.isfinite(cost):
+        return "n/a"
+    if cost <= 0:
+        return "$0.00" if cost == 0 else f"-{format_cost(-cost)}"
+    if cost >= 0.995:  # rounds to $1.00 or more: cents
+        return f"${cost:,.2f}"
+    decimals = 1 - math.floor(math.log10(cost))
+    rounded = round(cost, decimals)
+    decimals = max(2, 1 - math.floor(math.log10(rounded)))  # 0.0996 rounds up to 0.10, not 0.100
+    return f"${rounded:.{decimals}f}"

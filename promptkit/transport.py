@@ -43,7 +43,7 @@ from .errors import (
     ServerError,
     StreamError,
 )
-from .http_stream import HTTPStream, SocketAbort, describe, waiting
+from .http_stream import HTTPStream, SocketAbort, connect_target, describe, waiting
 from .retry import RetryPolicy, parse_retry_after
 
 __all__ = ["Transport", "HTTPStream", "SocketAbort"]
@@ -306,11 +306,15 @@ class Transport:
             # The request itself is malformed: no server saw it, and trying again cannot help.
             config = ConfigurationError(f"the request to {self.base_url} could not be sent: {self.redact(describe(exc))}")
         except requests.exceptions.ConnectTimeout:
-            failure = APITimeoutError(f"timed out connecting to {self.base_url}", kind="connect")
+            failure = APITimeoutError(
+                f"timed out connecting to {connect_target(self.base_url)} ({self.base_url})", kind="connect"
+            )
         except requests.exceptions.ReadTimeout:
             failure = APITimeoutError(f"timed out waiting for response headers from {self.base_url}", kind="idle")
         except requests.exceptions.RequestException as exc:
-            failure = APIConnectionError(f"could not connect to {self.base_url}: {self.redact(describe(exc))}")
+            failure = APIConnectionError(
+                f"could not connect to {connect_target(self.base_url)}: {self.redact(describe(exc))} ({self.base_url})"
+            )
         finally:
             waiting.hook = None
         # Raised outside the except block: the requests exception (whose request

@@ -359,6 +359,7 @@ class Turn:
             usage=self._account.usage,
             cost=self._account.cost,
             cost_known=self._account.cost_known,
+            cost_source=self._account.cost_source,
             latency_ms=(now - self._t0) * 1000.0,
             ttft_ms=None if totals.ttft is None else (totals.ttft - self._t0) * 1000.0,
             model=(acc.model if acc is not None and acc.model else self._settings.model),

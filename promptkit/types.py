@@ -11,6 +11,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import attrs
 
+from .pricing import format_cost
+
 __all__ = ["Usage", "ToolCall", "ToolResult", "Choice", "Response", "StreamEvent", "Timeout", "EVENT_TYPES"]
 
 EVENT_TYPES = ("content", "tool_call", "tool_result", "error", "done")
@@ -163,7 +165,10 @@ class Response:
     ``reasoning`` holds ``reasoning_content`` / ``reasoning`` deltas, kept apart
     from ``content``. ``usage`` and ``cost`` sum every tool round of the turn.
     ``cost_known`` is ``False`` when the model has no price (``cost`` is then
-    0.0). ``finish_reason`` is ``"cancelled"`` for a turn the user stopped.
+    0.0). ``cost_source`` says where ``cost`` came from: ``"server"`` (the
+    server reported it, as LiteLLM and OpenRouter do), ``"table"`` (computed
+    from the price table), ``"mixed"`` (tool rounds of both kinds) or
+    ``"unknown"`` (no price and no reported cost). ``finish_reason`` is ``"cancelled"`` for a turn the user stopped.
     ``latency_ms`` is the time from the request to the end of the turn and
     ``ttft_ms`` the time to the first content or tool call delta.
     """
@@ -174,6 +179,7 @@ class Response:
     usage: Usage = Usage()
     cost: float = 0.0
     cost_known: bool = True
+    cost_source: str = "table"
     latency_ms: float = 0.0
     ttft_ms: Optional[float] = None
     model: str = ""
@@ -197,14 +203,11 @@ class Response:
     def summary(self) -> str:
         """The example's one-line report: ``Cost: $0.0032 | Latency: 1234ms | Tokens: 156``.
 
-        An unknown price shows as ``Cost: n/a``; estimated usage is marked with ``~``.
+        Costs have two significant digits below $1 and cents above (see
+        :func:`promptkit.pricing.format_cost`). An unknown price shows as
+        ``Cost: n/a``; estimated usage is marked with ``~``.
         """
-        if not self.cost_known:
-            cost = "n/a"
-        elif 0 < self.cost < 0.00005:
-            cost = f"${self.cost:.6f}"  # "$0.0000" would read as "not tracked"
-        else:
-            cost = f"${self.cost:.4f}"
+        cost = format_cost(self.cost, self.cost_known)
         mark = "~" if self.usage.estimated else ""
         return f"Cost: {cost} | Latency: {math.floor(self.latency_ms + 0.5)}ms | Tokens: {mark}{self.tokens_used}"
 
@@ -217,6 +220,7 @@ class Response:
             "usage": self.usage.to_dict(),
             "cost": self.cost,
             "cost_known": self.cost_known,
+            "cost_source": self.cost_source,
             "latency_ms": self.latency_ms,
             "ttft_ms": self.ttft_ms,
             "model": self.model,

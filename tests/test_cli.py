@@ -8,6 +8,7 @@ by ``expect`` with timeouts, never by sleeping.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -29,7 +30,7 @@ MOCK_NOTE = "using promptkit's embedded mock server"
 
 
 def _env(**extra: str) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PROMPTKIT_MODEL")}
     # TERM=dumb keeps readline's terminal escapes out of the transcript.
     env.update(PYTHONIOENCODING="utf-8", TERM="dumb", **extra)
     return env
@@ -208,7 +209,7 @@ def test_cost_and_reset(server: MockServer, spawn: Callable[..., "pexpect.spawn"
     child.expect(re.escape("(no messages yet)"))
     child.expect(PROMPT)
     child.sendline("/cost")
-    child.expect(re.escape("💰 Total cost: $0.0000 | 🎫 Tokens: 0 "))
+    child.expect(re.escape("💰 Total cost: $0.00 | 🎫 Tokens: 0 "))
     child.expect(PROMPT)
     child.sendline("/nonsense")
     child.expect("unknown command /nonsense")
@@ -338,3 +339,72 @@ def test_unreachable_server_is_one_line_not_a_traceback() -> None:
     assert proc.returncode == 1
     assert proc.stderr.count("error: ") == 1 and "APIConnectionError" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# -- a newcomer's screen ----------------------------------------------------------------
+
+WARNING_TEXT = ("WARNING", "warning:", "tiktoken", "o200k", "cl100k", "NameResolution", "Traceback", "note:", "error:",
+                "unavailable")
+
+
+def recorded(child: "pexpect.spawn") -> io.StringIO:
+    """Keep everything the child writes to the terminal."""
+    child.logfile_read = io.StringIO()
+    return child.logfile_read
+
+
+def test_ctrl_c_in_mock_mode_leaves_no_warning_on_the_screen(tmp_path: Path, spawn: Callable[..., "pexpect.spawn"]) -> None:
+    # A fresh user: nothing in tiktoken's cache, so the stopped reply's tokens are estimated from scratch.
+    child = spawn(env=_env(TIKTOKEN_CACHE_DIR=str(tmp_path)))
+    screen = recorded(child)
+    child.expect(MOCK_NOTE)
+    child.expect(PROMPT)
+    child.sendline("Tell me a long story.")
+    child.expect("Assistant: ")
+    child.expect(r"\w+ \w+ \w+")  # the reply is streaming
+    child.sendintr()
+    child.expect(re.escape("[stopped]"))
+    child.expect(STATS)
+    child.expect(PROMPT)
+    child.sendline("/cost")
+    child.expect(re.escape("💰 Total cost: $"))
+    child.expect(PROMPT)
+    child.sendline("/quit")
+    assert ended(child) == 0
+    transcript = screen.getvalue()
+    assert "[stopped]" in transcript and "~" in transcript  # the stopped reply's tokens were estimated
+    assert not [word for word in WARNING_TEXT if word in transcript], transcript
+
+
+def test_unpriced_model_note_is_shown_once_after_the_cost_line(server: MockServer, spawn: Callable[..., "pexpect.spawn"]) -> None:
+    server.enqueue(MockReply.text("First reply here."), MockReply.text("Second reply here."))
+    child = spawn("--base-url", server.url, "--model", "my-proxy-alias")
+    screen = recorded(child)
+    child.expect(PROMPT)
+    child.sendline("hi")
+    child.expect(re.escape("Assistant: First reply here.") + r"\r?\n")
+    child.expect(re.escape("💰 Cost: n/a"))
+    child.expect(r"note: no price known for model 'my-proxy-alias'[^\r\n]*\r?\n")
+    child.expect(PROMPT)
+    child.sendline("again")
+    child.expect("Second reply here.")
+    child.expect(re.escape("💰 Cost: n/a"))
+    child.expect(PROMPT)
+    child.sendline("/quit")
+    assert ended(child) == 0
+    assert screen.getvalue().count("no price known") == 1
+    assert [r.body["model"] for r in server.requests] == ["my-proxy-alias"] * 2
+
+
+def test_promptkit_model_variable_picks_the_cli_model(server: MockServer) -> None:
+    proc = run_piped("--base-url", server.url, env=_env(PROMPTKIT_MODEL="llama3.2"))
+    assert proc.returncode == 0, proc.stderr
+    assert server.requests[0].body["model"] == "llama3.2"
+
+
+def test_a_model_the_server_does_not_serve_is_one_line_with_a_hint(server: MockServer) -> None:
+    server.enqueue(MockReply.error(400, "Invalid model name passed in model=gpt-4o-mini"))
+    proc = run_piped("--base-url", server.url)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "BadRequestError" in lines[0] and "--model or PROMPTKIT_MODEL" in lines[0]

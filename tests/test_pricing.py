@@ -331,6 +331,12 @@ def test_builtin_prices_agree_with_genai_prices() -> None:
 
 def test_format_cost() -> None:
     assert format_cost(0.0032, True) == "$0.0032"
-    assert format_cost(0.0, True) == "$0.0000"
+    assert format_cost(0.0, True) == "$0.00"
     assert format_cost(0.0, False) == "n/a"
-    assert format_cost(1.23456, True) == "$1.2346"
+    assert format_cost(1.23456, True) == "$1.23"
+    # Two significant digits at every size below $1, cents above: precision never drops as costs grow.
+    assert [format_cost(c) for c in (0.000047, 0.000084, 0.00084, 0.0084, 0.084, 0.84)] == [
+        "$0.000047", "$0.000084", "$0.00084", "$0.0084", "$0.084", "$0.84"]
+    assert [format_cost(c) for c in (0.0000471, 0.0996, 0.996, 12.345, 1234.5)] == [
+        "$0.000047", "$0.10", "$1.00", "$12.35", "$1,234.50"]
+    assert format_cost(float("nan")) == "n/a"

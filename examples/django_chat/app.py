@@ -1,7 +1,7 @@
 """Django chat: a one-file Django project that streams promptkit replies to a browser page.
 
     pip install 'promptkit[django]'
-    python examples/django_chat/app.py [--host 127.0.0.1] [--port 8000]   # Django's threaded dev server
+    python examples/django_chat/app.py [--host 127.0.0.1] [--port 8000] [--model NAME]   # Django's threaded dev server
     python examples/django_chat/app.py runserver 8000                      # or any manage.py command
     uvicorn --app-dir examples/django_chat app:asgi_application            # ASGI (pip install uvicorn)
 
@@ -11,7 +11,8 @@ in memory by default, or ``PROMPTKIT_STORE=sqlite:/path/chats.db`` (or a
 ``redis://`` URL) to share it between worker processes and restarts, with
 ``DJANGO_SECRET_KEY`` fixed so that session cookies stay valid.
 
-With OPENAI_API_KEY (or OPENAI_BASE_URL) set it talks to that server. With
+With OPENAI_API_KEY (or OPENAI_BASE_URL) set it talks to that server, with
+the model ``--model``, else ``PROMPTKIT_MODEL``, else gpt-4o-mini. With
 neither, it starts promptkit's embedded mock server and says so, on the page
 and in the log.
 
@@ -187,6 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--model", help="the model (default: $PROMPTKIT_MODEL, else gpt-4o-mini)")
     args = parser.parse_args(args_list)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -195,7 +197,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # What runserver does, minus the autoreloader: a threaded server, since every
     # streamed reply holds a thread for as long as it streams.
     server_class = type("ThreadedWSGIServer", (socketserver.ThreadingMixIn, WSGIServer), {"daemon_threads": True})
-    with model_client() as (client, mode, mock):
+    with model_client(args.model) as (client, mode, mock):
         configure(client, mode=mode, mock=mock)
         httpd = server_class((args.host, args.port), WSGIRequestHandler, ipv6=False)
         httpd.set_app(application)

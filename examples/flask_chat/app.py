@@ -1,7 +1,7 @@
 """Flask chat: a browser page that streams promptkit replies token by token, with a Stop button.
 
     pip install 'promptkit[flask]'
-    python examples/flask_chat/app.py [--host 127.0.0.1] [--port 5000]
+    python examples/flask_chat/app.py [--host 127.0.0.1] [--port 5000] [--model NAME]
     # or: flask --app examples/flask_chat/app.py run
 
 Open the printed URL. Each browser session has its own conversation (its id
@@ -10,7 +10,8 @@ in memory by default, or set ``PROMPTKIT_STORE=sqlite:/path/chats.db`` (or
 ``redis://...``) to keep it across restarts and worker processes, with
 ``FLASK_SECRET_KEY`` fixed so that session cookies stay valid.
 
-With OPENAI_API_KEY (or OPENAI_BASE_URL) set it talks to that server. With
+With OPENAI_API_KEY (or OPENAI_BASE_URL) set it talks to that server, with
+the model ``--model``, else ``PROMPTKIT_MODEL``, else gpt-4o-mini. With
 neither, it starts promptkit's embedded mock server and says so, on the page
 and in the log.
 
@@ -145,12 +146,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000, help="0 picks a free port")
+    parser.add_argument("--model", help="the model (default: $PROMPTKIT_MODEL, else gpt-4o-mini)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from werkzeug.serving import make_server
 
-    with model_client() as (client, mode, mock):
+    with model_client(args.model) as (client, mode, mock):
         app = create_app(client, store_from_env(), mode=mode, mock=mock)
         # threaded: every streamed reply holds a thread for as long as it streams.
         server = make_server(args.host, args.port, app, threaded=True)
