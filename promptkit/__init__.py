@@ -30,6 +30,7 @@ from .errors import (
     StreamTruncatedError,
     ToolError,
 )
+from .limits import Limits
 from .stream import Stream
 from .tools import Tool, ToolRegistry, tool
 from .types import Choice, Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
@@ -46,6 +47,7 @@ __all__ = [
     "ToolResult",
     "Choice",
     "Timeout",
+    "Limits",
     "Tool",
     "ToolRegistry",
     "tool",

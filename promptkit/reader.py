@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional
 
 from .accumulator import Accumulator
 from .errors import APITimeoutError, StreamError, StreamTruncatedError
+from .limits import exceeded, json_too_deep
 from .sse import SSEParser
 from .stream import StreamControl
 from .types import StreamEvent
@@ -52,7 +53,9 @@ def read_body(
         StreamError: an in-band error, a malformed chunk, or (StreamTruncatedError)
             EOF before ``[DONE]`` without a finish_reason.
     """
-    parser = SSEParser()
+    limits = acc.limits
+    max_depth = limits.max_json_depth
+    parser = SSEParser(limits)
     feed = parser.feed
     accumulate = acc.feed
     emit_many = control.emit_many
@@ -99,12 +102,19 @@ def read_body(
                     out.extend(acc.finish())
                     done = True
                     break
+                # Nesting needs a "[" or "{" per level: two C-speed counts clear nearly
+                # every chunk, so the exact check runs only where it could fail.
+                if text.count("{") + text.count("[") > max_depth and json_too_deep(text, max_depth):
+                    raise exceeded("max_json_depth", max_depth, "levels", "a chunk nests deeper")
                 try:
                     chunk = _loads(text)
-                except ValueError:
+                except (ValueError, RecursionError) as exc:
+                    # ValueError also covers an integer of more digits than Python
+                    # converts; RecursionError a depth limit set above the interpreter's.
+                    reason = str(exc)[:120]
                     if sse.event == "error":
                         raise StreamError(f"the server sent an error event: {text[:300]}", body=text) from None
-                    raise StreamError(f"malformed chunk (not JSON): {text[:200]!r}", body=text) from None
+                    raise StreamError(f"malformed chunk (not JSON: {reason}): {text[:200]!r}", body=text) from None
                 if sse.event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
                     raise StreamError(f"the server sent an error event: {text[:300]}", body=chunk)
                 produced = accumulate(chunk)

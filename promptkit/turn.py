@@ -24,6 +24,7 @@ import attrs
 from .accounting import TurnAccount
 from .accumulator import Accumulator
 from .errors import APIConnectionError, APIError, APITimeoutError, BudgetExceededError, ToolError
+from .limits import DEFAULT_LIMITS, Limits
 from .pool import run_parallel
 from .pricing import PriceTable
 from .retry import RetryPolicy
@@ -66,6 +67,7 @@ class TurnSettings:
     max_rounds: int = 10
     tool_workers: int = 4
     include_usage: bool = True
+    limits: Limits = DEFAULT_LIMITS
 
 
 @attrs.define
@@ -241,7 +243,7 @@ class Turn:
         """Read one response body into ``self._acc``; retry a broken or silent connection before any output."""
         while True:
             assert self._http is not None
-            acc = self._acc = Accumulator()
+            acc = self._acc = Accumulator(self._settings.limits)
             control.attach(self._http)
             try:
                 read_body(

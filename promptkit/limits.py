@@ -1,0 +1,93 @@
+"""Bounds on what a server may make promptkit hold in memory.
+
+Every buffer a server fills has a limit here. Crossing one ends the turn with
+a :class:`~promptkit.StreamError` naming it, such as ``the server exceeded
+Limits.max_line_bytes (4194304 bytes)``, so a broken or hostile server costs
+a bounded amount of memory instead of all of it.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import accumulate
+from typing import Any
+
+import attrs
+
+from .errors import ConfigurationError, StreamError
+
+__all__ = ["Limits", "DEFAULT_LIMITS", "exceeded", "json_too_deep"]
+
+_MiB = 1024 * 1024
+
+
+def _positive_int(instance: Any, attribute: "attrs.Attribute[int]", value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"Limits.{attribute.name} must be an int >= 1, got {value!r}")
+
+
+@attrs.frozen
+class Limits:
+    """How much one reply may make promptkit hold. Pass it as ``Client(limits=...)``.
+
+    The defaults are far above what real servers send, and low enough that
+    no server can exhaust memory. Change one with :func:`attrs.evolve` or by
+    naming it: ``Limits(max_tool_calls=512)``.
+
+    Attributes:
+        max_line_bytes: the longest line of the event stream, in bytes: a
+            ``data:`` line, a comment, an ``event:`` or ``id:`` field
+            (default 4 MiB; real chunks are rarely above a few kB, even a
+            whole tool call sent in one chunk).
+        max_event_bytes: the most ``data`` bytes one event may collect over
+            all its lines (default 8 MiB).
+        max_reply_chars: the most characters one response may hold: text,
+            reasoning, refusal, and tool-call ids, names and arguments, over
+            all choices. Every delta also counts 16, for the bookkeeping it
+            costs, so a flood of one-character deltas is bounded too
+            (default 8 Mi, over 16 times the longest reply models produce).
+        max_tool_calls: the most tool calls in one response (default 128).
+        max_choices: the most choices (``n``) in one response (default 128).
+        max_json_depth: the deepest nesting of arrays and objects in one chunk,
+            or in one tool call's arguments (default 64; real chunks nest 6 deep).
+
+    Raises:
+        ConfigurationError: a value is not an int >= 1.
+    """
+
+    max_line_bytes: int = attrs.field(default=4 * _MiB, validator=_positive_int)
+    max_event_bytes: int = attrs.field(default=8 * _MiB, validator=_positive_int)
+    max_reply_chars: int = attrs.field(default=8 * _MiB, validator=_positive_int)
+    max_tool_calls: int = attrs.field(default=128, validator=_positive_int)
+    max_choices: int = attrs.field(default=128, validator=_positive_int)
+    max_json_depth: int = attrs.field(default=64, validator=_positive_int)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def exceeded(name: str, value: int, unit: str, what: str) -> StreamError:
+    """The error for a server that crossed ``Limits.<name>`` (``what`` says how)."""
+    return StreamError(f"the server exceeded Limits.{name} ({value} {unit}): {what}")
+
+
+# A JSON string (the unrolled form: no backtracking), or an unterminated one up to the end.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_too_deep(text: str, limit: int) -> bool:
+    """Whether arrays and objects in the JSON ``text`` nest deeper than ``limit``.
+
+    Checked on the text, before parsing, so that no parser ever recurses into
+    a hostile nesting. Most texts pass on the first line: nesting needs at
+    least as many ``[`` and ``{`` as levels. Otherwise strings are removed
+    (their brackets are text) and the running depth of what is left is
+    taken at C speed. Linear in ``len(text)``; invalid JSON only needs an
+    answer that does not underestimate the nesting a parser would enter.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
