@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import StreamError
+from ._shapes import check_usage, malformed
 from .limits import DEFAULT_LIMITS, Limits, exceeded, json_too_deep
 from .types import Choice, StreamEvent, ToolCall, Usage
 
@@ -34,24 +35,7 @@ __all__ = ["Accumulator"]
 
 # Each stored piece also costs its list slots and object header: counting a
 # little per delta bounds a flood of one-character deltas (see Limits).
-_PIECE_CHARS = 16
-_MAX_TOKENS = 2**53  # usage counts beyond this are not counts (and overflow cost arithmetic)
-_USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
-_DETAIL_FIELDS = ("cached_tokens", "reasoning_tokens", "audio_tokens")
-
-
-def _describe(value: Any) -> str:
-    """A short description of a wrong value for an error message (never the whole value)."""
-    if value is None:
-        return "null"
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{type(value).__name__} {text}"
-
-
-def _malformed(what: str, value: Any, body: Any) -> StreamError:
-    return StreamError(f"malformed chunk: {what} is {_describe(value)}", body=body)
+_PIECE_CHARS = 32
 
 
 class _PendingCall:
@@ -86,28 +70,28 @@ class _ChoiceState:
     def add_tool_deltas(self, deltas: List[Any], acc: "Accumulator", chunk: Any) -> None:
         for delta in deltas:
             if delta.__class__ is not dict:
-                raise _malformed("a tool_calls entry", delta, chunk)
+                raise malformed("a tool_calls entry", delta, chunk, "an object")
             index = delta.get("index")
             if index is not None and (index.__class__ is not int or index < 0):
-                raise _malformed("a tool call's index", index, chunk)
+                raise malformed("a tool call's index", index, chunk, "a non-negative integer")
             call_id = delta.get("id")
             if call_id is None:
                 call_id = ""
             elif call_id.__class__ is not str:
-                raise _malformed("a tool call's id", call_id, chunk)
+                raise malformed("a tool call's id", call_id, chunk, "a string")
             function = delta.get("function")
             if function is None:
                 function = {}
             elif function.__class__ is not dict:
-                raise _malformed("a tool call's function", function, chunk)
+                raise malformed("a tool call's function", function, chunk, "an object")
             name = function.get("name")
             if name is None:
                 name = ""
             elif name.__class__ is not str:
-                raise _malformed("a tool call's function.name", name, chunk)
+                raise malformed("a tool call's function.name", name, chunk, "a string")
             arguments = function.get("arguments")
             if arguments is not None and arguments.__class__ is not str:
-                raise _malformed("a tool call's function.arguments", arguments, chunk)
+                raise malformed("a tool call's function.arguments", arguments, chunk, "a string")
             call = self._find(index, call_id)
             if call is None:
                 if len(self.calls) >= acc.limits.max_tool_calls:
@@ -153,39 +137,37 @@ class _ChoiceState:
             return self.by_id.get(call_id)
         return self.last_call
 
-    def tool_calls(self, start: int = 0, upto: Optional[int] = None, max_depth: Optional[int] = None) -> List[ToolCall]:
-        """Calls ``start:upto`` as ToolCalls; with ``max_depth``, arguments nesting deeper raise StreamError."""
-        calls = self.calls[start:upto]
-        out = []
-        for n, call in enumerate(calls, start):
-            out.append(_tool_call(call.id or f"call_{n}", call.name, "".join(call.parts), max_depth))
-        return out
+    def tool_calls(self, max_depth: int, start: int = 0, upto: Optional[int] = None, strict: bool = False) -> List[ToolCall]:
+        """Calls ``start:upto`` as ToolCalls (``strict``: arguments nesting past ``max_depth`` raise)."""
+        return [
+            _tool_call(call.id or f"call_{n}", call.name, "".join(call.parts), max_depth, strict)
+            for n, call in enumerate(self.calls[start:upto], start)
+        ]
 
-    def to_choice(self, index: int) -> Choice:
+    def to_choice(self, index: int, max_depth: int) -> Choice:
         return Choice(
             index=index,
             content="".join(self.content),
             reasoning="".join(self.reasoning),
             refusal="".join(self.refusal),
-            tool_calls=tuple(self.tool_calls()),
+            tool_calls=tuple(self.tool_calls(max_depth)),
             finish_reason=self.finish_reason,
         )
 
 
-def _tool_call(call_id: str, name: str, text: str, max_depth: Optional[int]) -> ToolCall:
-    """Build a call, checking the nesting of its arguments before parsing them.
+def _tool_call(call_id: str, name: str, text: str, max_depth: int, strict: bool) -> ToolCall:
+    """Build a call, checking the nesting of its arguments before anything parses them.
 
-    With ``max_depth`` (the reading path) too deep a nesting is the server's
-    error; without it (reporting what was assembled) it only marks the call.
+    On the reading path (``strict``) too deep a nesting is the server's error;
+    when reporting what was assembled it only marks the call, like bad JSON.
     """
-    limit = DEFAULT_LIMITS.max_json_depth if max_depth is None else max_depth
-    if json_too_deep(text, limit):
-        if max_depth is not None:
+    if json_too_deep(text, max_depth):
+        if strict:
             raise exceeded("max_json_depth", max_depth, "levels", f"the arguments of tool call {call_id!r} nest deeper")
         return ToolCall(id=call_id, name=name, arguments_json=text, arguments_error="arguments nest too deep")
     try:
         return ToolCall.create(call_id, name, text)
-    except RecursionError:  # a max_json_depth raised above the interpreter's recursion limit
+    except RecursionError:  # a max_json_depth set above what the interpreter can recurse
         return ToolCall(id=call_id, name=name, arguments_json=text, arguments_error="arguments nest too deep")
 
 
@@ -196,24 +178,6 @@ def _error_message(error: Any) -> str:
         text = str(message) if message else "the server reported an error"
         return f"{text} (code: {code})" if code else text
     return str(error)
-
-
-def _check_usage(usage: Dict[str, Any], chunk: Any) -> None:
-    """Reject counts that are not counts: a string, a float, a negative or absurd number."""
-    for key in _USAGE_FIELDS:
-        value = usage.get(key)
-        if value is not None and (value.__class__ is not int or not 0 <= value <= _MAX_TOKENS):
-            raise _malformed(f"usage.{key}", value, chunk)
-    for group in ("prompt_tokens_details", "completion_tokens_details"):
-        details = usage.get(group)
-        if details is None:
-            continue
-        if details.__class__ is not dict:
-            raise _malformed(f"usage.{group}", details, chunk)
-        for key in _DETAIL_FIELDS:
-            value = details.get(key)
-            if value is not None and (value.__class__ is not int or not 0 <= value <= _MAX_TOKENS):
-                raise _malformed(f"usage.{group}.{key}", value, chunk)
 
 
 class Accumulator:
@@ -276,8 +240,8 @@ class Accumulator:
             usage = groq.get("usage") if groq.__class__ is dict else None
         if usage is not None:
             if usage.__class__ is not dict:
-                raise _malformed("usage", usage, chunk)
-            _check_usage(usage, chunk)
+                raise malformed("usage", usage, chunk, "an object")
+            check_usage(usage, chunk)
             self.usage = Usage.from_openai(usage)
         error = chunk.get("error")
         if error is not None:
@@ -286,18 +250,18 @@ class Accumulator:
         if choices.__class__ is not list:
             if choices is None or choices == {} or choices == "":
                 return []  # a usage-only chunk, or Azure's prompt_filter_results
-            raise _malformed("'choices'", choices, chunk)
+            raise malformed("'choices'", choices, chunk, "a list")
         events: List[StreamEvent] = []
         for choice in choices:
             if choice.__class__ is not dict:
-                raise _malformed("a choice", choice, chunk)
+                raise malformed("a choice", choice, chunk, "an object")
             index = choice.get("index")
             if index is None or (index == 0 and index.__class__ is int):
                 self._saw_main = True
                 self._feed_main(choice, events, chunk)
                 continue
             if index.__class__ is not int or index < 0:
-                raise _malformed("a choice's index", index, chunk)
+                raise malformed("a choice's index", index, chunk, "a non-negative integer")
             state = self._others.get(index)
             if state is None:
                 if len(self._others) + 1 >= self.limits.max_choices:
@@ -320,16 +284,16 @@ class Accumulator:
                         events.append(StreamEvent("content", content=text))
                         self.saw_output = True
                 elif text is not None and text.__class__ is not list:
-                    raise _malformed("delta.content", text, chunk)
+                    raise malformed("delta.content", text, chunk, "a string")
                 # Most deltas are {"content": "..."}: skip the rarer fields then.
                 if (len(delta) > 1 or text is None) and self._feed_extras(state, delta, chunk):
                     self.saw_output = True
         elif delta is not None:
-            raise _malformed("a choice's delta", delta, chunk)
+            raise malformed("a choice's delta", delta, chunk, "an object")
         finish = choice.get("finish_reason")
         if finish is not None:
             if finish.__class__ is not str:
-                raise _malformed("finish_reason", finish, chunk)
+                raise malformed("finish_reason", finish, chunk, "a string")
             if finish:
                 state.finish_reason = finish
                 self._emit_calls(events)
@@ -343,14 +307,14 @@ class Accumulator:
                     self.spend(len(text))
                     state.content.append(text)
             elif text is not None and text.__class__ is not list:
-                raise _malformed("delta.content", text, chunk)
+                raise malformed("delta.content", text, chunk, "a string")
             self._feed_extras(state, delta, chunk)
         elif delta is not None:
-            raise _malformed("a choice's delta", delta, chunk)
+            raise malformed("a choice's delta", delta, chunk, "an object")
         finish = choice.get("finish_reason")
         if finish is not None:
             if finish.__class__ is not str:
-                raise _malformed("finish_reason", finish, chunk)
+                raise malformed("finish_reason", finish, chunk, "a string")
             if finish:
                 state.finish_reason = finish
 
@@ -361,7 +325,7 @@ class Accumulator:
             reasoning = delta.get("reasoning")
         if reasoning is not None:
             if reasoning.__class__ is not str:
-                raise _malformed("delta.reasoning_content", reasoning, chunk)
+                raise malformed("delta.reasoning_content", reasoning, chunk, "a string")
             if reasoning:
                 self.spend(len(reasoning))
                 state.reasoning.append(reasoning)
@@ -369,7 +333,7 @@ class Accumulator:
         refusal = delta.get("refusal")
         if refusal is not None:
             if refusal.__class__ is not str:
-                raise _malformed("delta.refusal", refusal, chunk)
+                raise malformed("delta.refusal", refusal, chunk, "a string")
             if refusal:
                 self.spend(len(refusal))
                 state.refusal.append(refusal)
@@ -378,7 +342,7 @@ class Accumulator:
         if tool_calls is None:
             return False
         if tool_calls.__class__ is not list:
-            raise _malformed("delta.tool_calls", tool_calls, chunk)
+            raise malformed("delta.tool_calls", tool_calls, chunk, "a list")
         if not tool_calls:
             return False
         state.add_tool_deltas(tool_calls, self, chunk)
@@ -387,7 +351,7 @@ class Accumulator:
     def _emit_calls(self, events: List[StreamEvent]) -> None:
         state = self._main
         if state.emitted < len(state.calls):
-            for call in state.tool_calls(state.emitted, max_depth=self.limits.max_json_depth):
+            for call in state.tool_calls(self.limits.max_json_depth, state.emitted, strict=True):
                 events.append(StreamEvent("tool_call", tool_call=call))
             state.emitted = len(state.calls)
 
@@ -437,10 +401,11 @@ class Accumulator:
     def tool_calls(self, *, complete_only: bool = False) -> Tuple[ToolCall, ...]:
         """Tool calls of choice 0: all assembled so far, or only those already emitted."""
         upto = self._main.emitted if complete_only else None
-        return tuple(self._main.tool_calls(0, upto))
+        return tuple(self._main.tool_calls(self.limits.max_json_depth, 0, upto))
 
     def choices(self) -> Tuple[Choice, ...]:
         """Every choice, choice 0 first."""
-        out = [self._main.to_choice(0)]
-        out.extend(self._others[i].to_choice(i) for i in sorted(self._others))
+        depth = self.limits.max_json_depth
+        out = [self._main.to_choice(0, depth)]
+        out.extend(self._others[i].to_choice(i, depth) for i in sorted(self._others))
         return tuple(out)

@@ -43,9 +43,10 @@ class Limits:
             all its lines (default 8 MiB).
         max_reply_chars: the most characters one response may hold: text,
             reasoning, refusal, and tool-call ids, names and arguments, over
-            all choices. Every delta also counts 16, for the bookkeeping it
+            all choices. Every delta also counts 32, for the bookkeeping it
             costs, so a flood of one-character deltas is bounded too
-            (default 8 Mi, over 16 times the longest reply models produce).
+            (default 8 Mi; a 128k-token reply, about the longest models
+            produce, counts about 4.6 Mi).
         max_tool_calls: the most tool calls in one response (default 128).
         max_choices: the most choices (``n``) in one response (default 128).
         max_json_depth: the deepest nesting of arrays and objects in one chunk,

@@ -21,8 +21,10 @@ Conformance notes:
   ``max_line_bytes`` (comments and ``event:``/``id:`` fields included) or an
   event whose data outgrows ``max_event_bytes`` raises
   :class:`~promptkit.StreamError` as soon as the read that crosses the bound
-  arrives, never after buffering the rest. After that error the parser is
-  spent until :meth:`SSEParser.close`.
+  arrives, never after buffering the rest (events that read completed are
+  not returned). The bounds are exact: the same bytes fail, or not, under
+  every split. After that error the parser is spent until
+  :meth:`SSEParser.close`. A line's length excludes its line ending.
 * A ``retry`` value of more than 20 digits (beyond any 64-bit time) is
   ignored, like any other invalid ``retry``: parsing a huge decimal is slow.
 
@@ -178,20 +180,19 @@ class SSEParser:
         last_id = self._id
         committed = self.last_event_id
         retry = self.retry
+        max_event = self._max_event
         for line in lines:
             if not line:
                 # Blank line: commit the id even when nothing is dispatched.
                 committed = last_id
                 if buf:
+                    payload = b"\n".join(buf)
+                    if len(payload) > max_event:  # exact, whatever the reads were
+                        raise self._event_error(len(payload))
                     events.append(
                         _new_event(
                             ServerSentEvent,
-                            (
-                                event or "message",
-                                b"\n".join(buf).decode("utf-8", "replace"),
-                                last_id,
-                                retry,
-                            ),
+                            (event or "message", payload.decode("utf-8", "replace"), last_id, retry),
                         )
                     )
                     buf.clear()
@@ -298,10 +299,11 @@ class SSEParser:
             head = bytearray(b"\n".join(buf))
         del buf[:]
         if len(head) > self._max_event:
-            raise exceeded(
-                "max_event_bytes", self._max_event, "bytes", f"an event's data reached {len(head)} bytes and still grows"
-            )
+            raise self._event_error(len(head))
         buf.append(head)
+
+    def _event_error(self, size: int) -> StreamError:
+        return exceeded("max_event_bytes", self._max_event, "bytes", f"an event's data reached {size} bytes")
 
     def _line_error(self, what: str) -> StreamError:
         return exceeded("max_line_bytes", self._max_line, "bytes", what)
