@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import StreamError
 from ._shapes import check_usage, malformed
-from .limits import DEFAULT_LIMITS, Limits, exceeded, json_too_deep
+from .limits import DEFAULT_LIMITS, Limits, exceeded, json_excess
 from .types import Choice, StreamEvent, ToolCall, Usage
 
 __all__ = ["Accumulator"]
@@ -137,47 +137,49 @@ class _ChoiceState:
             return self.by_id.get(call_id)
         return self.last_call
 
-    def tool_calls(self, max_depth: int, start: int = 0, upto: Optional[int] = None, strict: bool = False) -> List[ToolCall]:
-        """Calls ``start:upto`` as ToolCalls (``strict``: arguments nesting past ``max_depth`` raise)."""
+    def tool_calls(self, limits: Limits, start: int = 0, upto: Optional[int] = None, strict: bool = False) -> List[ToolCall]:
+        """Calls ``start:upto`` as ToolCalls (``strict``: arguments over the JSON limits raise)."""
         return [
-            _tool_call(call.id or f"call_{n}", call.name, "".join(call.parts), max_depth, strict)
+            _tool_call(call.id or f"call_{n}", call.name, "".join(call.parts), limits, strict)
             for n, call in enumerate(self.calls[start:upto], start)
         ]
 
-    def to_choice(self, index: int, max_depth: int) -> Choice:
+    def to_choice(self, index: int, limits: Limits) -> Choice:
         return Choice(
             index=index,
             content="".join(self.content),
             reasoning="".join(self.reasoning),
             refusal="".join(self.refusal),
-            tool_calls=tuple(self.tool_calls(max_depth)),
+            tool_calls=tuple(self.tool_calls(limits)),
             finish_reason=self.finish_reason,
         )
 
 
-def _tool_call(call_id: str, name: str, text: str, max_depth: int, strict: bool) -> ToolCall:
-    """Build a call, checking the nesting of its arguments before anything parses them.
+def _tool_call(call_id: str, name: str, text: str, limits: Limits, strict: bool) -> ToolCall:
+    """Build a call, checking its arguments against the JSON limits before anything parses them.
 
-    On the reading path (``strict``) too deep a nesting is the server's error;
-    when reporting what was assembled it only marks the call, like bad JSON.
+    On the reading path (``strict``) arguments over a limit are the server's
+    error; when reporting what was assembled they only mark the call, like
+    invalid JSON does.
     """
-    if json_too_deep(text, max_depth):
-        if strict:
-            raise exceeded("max_json_depth", max_depth, "levels", f"the arguments of tool call {call_id!r} nest deeper")
-        return ToolCall(id=call_id, name=name, arguments_json=text, arguments_error="arguments nest too deep")
-    try:
-        return ToolCall.create(call_id, name, text)
-    except RecursionError:  # a max_json_depth set above what the interpreter can recurse
-        return ToolCall(id=call_id, name=name, arguments_json=text, arguments_error="arguments nest too deep")
+    excess = json_excess(text, limits)
+    if excess is None:
+        try:
+            return ToolCall.create(call_id, name, text)
+        except RecursionError:  # a max_json_depth set above what the interpreter can recurse
+            excess = StreamError("arguments nest deeper than Python can parse")
+    if strict:
+        raise StreamError(f"{excess} (in the arguments of tool call {call_id!r})")
+    return ToolCall(id=call_id, name=name, arguments_json=text, arguments_error=f"arguments not parsed: {excess}")
 
 
 def _error_message(error: Any) -> str:
     if isinstance(error, dict):
         message = error.get("message") or error.get("msg") or error.get("error")
         code = error.get("code") or error.get("type")
-        text = str(message) if message else "the server reported an error"
-        return f"{text} (code: {code})" if code else text
-    return str(error)
+        text = str(message)[:2000] if message else "the server reported an error"
+        return f"{text} (code: {str(code)[:200]})" if code else text
+    return str(error)[:2000]  # the whole object stays in the error's body
 
 
 class Accumulator:
@@ -351,7 +353,7 @@ class Accumulator:
     def _emit_calls(self, events: List[StreamEvent]) -> None:
         state = self._main
         if state.emitted < len(state.calls):
-            for call in state.tool_calls(self.limits.max_json_depth, state.emitted, strict=True):
+            for call in state.tool_calls(self.limits, state.emitted, strict=True):
                 events.append(StreamEvent("tool_call", tool_call=call))
             state.emitted = len(state.calls)
 
@@ -401,11 +403,10 @@ class Accumulator:
     def tool_calls(self, *, complete_only: bool = False) -> Tuple[ToolCall, ...]:
         """Tool calls of choice 0: all assembled so far, or only those already emitted."""
         upto = self._main.emitted if complete_only else None
-        return tuple(self._main.tool_calls(self.limits.max_json_depth, 0, upto))
+        return tuple(self._main.tool_calls(self.limits, 0, upto))
 
     def choices(self) -> Tuple[Choice, ...]:
         """Every choice, choice 0 first."""
-        depth = self.limits.max_json_depth
-        out = [self._main.to_choice(0, depth)]
-        out.extend(self._others[i].to_choice(i, depth) for i in sorted(self._others))
+        out = [self._main.to_choice(0, self.limits)]
+        out.extend(self._others[i].to_choice(i, self.limits) for i in sorted(self._others))
         return tuple(out)

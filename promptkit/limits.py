@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from itertools import accumulate
-from typing import Any
+from typing import Any, Optional
 
 import attrs
 
 from .errors import ConfigurationError, StreamError
 
-__all__ = ["Limits", "DEFAULT_LIMITS", "exceeded", "json_too_deep"]
+__all__ = ["Limits", "DEFAULT_LIMITS", "exceeded", "json_excess"]
 
 _MiB = 1024 * 1024
 
@@ -51,6 +51,10 @@ class Limits:
         max_choices: the most choices (``n``) in one response (default 128).
         max_json_depth: the deepest nesting of arrays and objects in one chunk,
             or in one tool call's arguments (default 64; real chunks nest 6 deep).
+        max_json_values: the most values (strings, numbers, arrays, objects)
+            in one chunk, or in one tool call's arguments: parsing is where
+            JSON multiplies memory, by up to about 100 bytes a value (default
+            250 000; a chunk holds a few dozen, a few thousand with logprobs).
 
     Raises:
         ConfigurationError: a value is not an int >= 1.
@@ -62,6 +66,7 @@ class Limits:
     max_tool_calls: int = attrs.field(default=128, validator=_positive_int)
     max_choices: int = attrs.field(default=128, validator=_positive_int)
     max_json_depth: int = attrs.field(default=64, validator=_positive_int)
+    max_json_values: int = attrs.field(default=250_000, validator=_positive_int)
 
 
 DEFAULT_LIMITS = Limits()
@@ -78,17 +83,26 @@ _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
-def json_too_deep(text: str, limit: int) -> bool:
-    """Whether arrays and objects in the JSON ``text`` nest deeper than ``limit``.
+def json_excess(text: str, limits: Limits) -> Optional[StreamError]:
+    """The error for a JSON ``text`` that nests or holds too much to parse, else ``None``.
 
-    Checked on the text, before parsing, so that no parser ever recurses into
-    a hostile nesting. Most texts pass on the first line: nesting needs at
-    least as many ``[`` and ``{`` as levels. Otherwise strings are removed
-    (their brackets are text) and the running depth of what is left is
-    taken at C speed. Linear in ``len(text)``; invalid JSON only needs an
-    answer that does not underestimate the nesting a parser would enter.
+    Checked on the text, before any parser recurses into a hostile nesting or
+    multiplies memory (8 MiB of ``[],`` parse to over 250 MB of lists). Most
+    texts pass on the first lines: nesting needs a ``[`` or ``{`` per level,
+    and a value takes at least two characters with its separator. Otherwise
+    the strings are removed (their brackets and commas are text) and what is
+    left is counted, at C speed, in time linear in ``len(text)``. For invalid
+    JSON the answer only needs to never underestimate what a parser would build.
     """
-    if text.count("[") + text.count("{") <= limit:
-        return False
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
-    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
+    if len(text) < 2 * limits.max_json_values and text.count("[") + text.count("{") <= limits.max_json_depth:
+        return None
+    rest = _STRING.sub("", text)
+    opens = rest.count("[") + rest.count("{")
+    values = opens + rest.count(",") + rest.count(":") + 1  # a colon: an object key, itself a string
+    if values > limits.max_json_values:
+        return exceeded("max_json_values", limits.max_json_values, "values", f"a JSON text holds about {values}")
+    if opens > limits.max_json_depth:
+        brackets = _NOT_BRACKET.sub("", rest)
+        if max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > limits.max_json_depth:
+            return exceeded("max_json_depth", limits.max_json_depth, "levels", "a JSON text nests deeper")
+    return None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional
 
 from .accumulator import Accumulator
 from .errors import APITimeoutError, StreamError, StreamTruncatedError
-from .limits import exceeded, json_too_deep
+from .limits import json_excess
 from .sse import SSEParser
 from .stream import StreamControl
 from .types import StreamEvent
@@ -55,6 +55,7 @@ def read_body(
     """
     limits = acc.limits
     max_depth = limits.max_json_depth
+    values_chars = 2 * limits.max_json_values
     parser = SSEParser(limits)
     feed = parser.feed
     accumulate = acc.feed
@@ -102,10 +103,13 @@ def read_body(
                     out.extend(acc.finish())
                     done = True
                     break
-                # Nesting needs a "[" or "{" per level: two C-speed counts clear nearly
-                # every chunk, so the exact check runs only where it could fail.
-                if text.count("{") + text.count("[") > max_depth and json_too_deep(text, max_depth):
-                    raise exceeded("max_json_depth", max_depth, "levels", "a chunk nests deeper")
+                # Nesting needs a "[" or "{" per level, and a value takes two characters
+                # with its separator: two counts clear nearly every chunk, so the exact
+                # check (json_excess) runs only where it could fail.
+                if len(text) >= values_chars or text.count("{") + text.count("[") > max_depth:
+                    excess = json_excess(text, limits)
+                    if excess is not None:
+                        raise excess
                 try:
                     chunk = _loads(text)
                 except (ValueError, RecursionError) as exc:

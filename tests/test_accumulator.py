@@ -965,7 +965,10 @@ def test_too_deep_arguments_fail_the_stream_but_only_mark_a_reported_call() -> N
     acc = Accumulator(Limits(max_json_depth=3))
     acc.feed(chunk({"tool_calls": [{"index": 0, "id": "c", "function": fn("f", '{"a": [[[1]]]}')}]}))
     (call,) = acc.tool_calls()  # reporting: never raises
-    assert call.arguments_error == "arguments nest too deep" and call.arguments == {}
+    assert call.arguments == {}
+    assert call.arguments_error == (
+        "arguments not parsed: the server exceeded Limits.max_json_depth (3 levels): a JSON text nests deeper"
+    )
     with pytest.raises(StreamError, match=r"Limits.max_json_depth \(3 levels\)"):
         acc.feed(chunk({}, "tool_calls"))
 
@@ -980,3 +983,12 @@ def test_null_fields_mean_absent() -> None:
     ])
     assert content_text(events) == "ok"
     assert acc.finish() == []
+
+
+def test_arguments_with_too_many_values_are_not_parsed() -> None:
+    acc = Accumulator(Limits(max_json_values=100))
+    acc.feed(chunk({"tool_calls": [{"index": 0, "id": "c", "function": fn("f", '{"a": [' + "[]," * 200 + "1]}")}]}))
+    (call,) = acc.tool_calls()
+    assert call.arguments == {} and "Limits.max_json_values (100 values)" in str(call.arguments_error)
+    with pytest.raises(StreamError, match=r"Limits.max_json_values \(100 values\).*tool call 'c'"):
+        acc.feed(chunk({}, "tool_calls"))

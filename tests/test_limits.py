@@ -111,6 +111,7 @@ def test_limits_defaults_are_documented_values() -> None:
         "max_tool_calls": 128,
         "max_choices": 128,
         "max_json_depth": 64,
+        "max_json_values": 250_000,
     }
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         limits.max_tool_calls = 3  # type: ignore[misc]
@@ -132,6 +133,33 @@ def test_client_takes_limits_keyword_only() -> None:
         assert client.limits == promptkit.Limits()
     with pytest.raises(promptkit.ConfigurationError, match="limits must be a promptkit.Limits"):
         promptkit.Client(base_url="http://127.0.0.1:9", limits={"max_tool_calls": 7})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text, depth, values, verdict",
+    [
+        ("[" * 5 + "]" * 5, 5, 100, None),
+        ("[" * 6 + "]" * 6, 5, 100, "max_json_depth"),
+        ('{"a": {"b": {"c": 1}}}', 3, 100, None),
+        ('{"a": {"b": {"c": [1]}}}', 3, 100, "max_json_depth"),
+        ('["[[[[[[[[", "{{{{{{{{{{", "\\"[[[[[[["]', 2, 100, None),  # brackets in strings are text
+        ('"' + "[" * 50, 2, 1000, None),  # an unterminated string runs to the end
+        ("[" * 100_000, 64, 10**6, "max_json_depth"),  # unclosed: what a parser would enter
+        ("[1,2,3]", 64, 4, None),
+        ("[1,2,3,4]", 64, 4, "max_json_values"),
+        ('{"a":1,"b":2}', 64, 5, None),
+        ('{"a":1,"b":2,"c":3}', 64, 5, "max_json_values"),
+        ('["a,b,c,d,e,f,g,h"]', 64, 3, None),  # commas in strings are text
+    ],
+)
+def test_json_excess(text: str, depth: int, values: int, verdict: Optional[str]) -> None:
+    from promptkit.limits import json_excess
+
+    error = json_excess(text, promptkit.Limits(max_json_depth=depth, max_json_values=values))
+    if verdict is None:
+        assert error is None
+    else:
+        assert error is not None and f"Limits.{verdict} " in str(error)
 
 
 # -- point 3: every limit ends the turn, naming itself ---------------------------------------
@@ -207,6 +235,22 @@ LIMIT_CASES: Dict[str, Any] = {
         [GOOD_START, sse(chunk({"content": "x", "extra": json.loads("[" * 70 + "]" * 70)})), DONE],
         "Limits.max_json_depth (64 levels)",
     ),
+    "chunk-values": (
+        promptkit.Limits(max_json_values=1000),
+        [GOOD_START, sse(chunk({"content": "x", "extra": [[] for _ in range(1000)]})), DONE],
+        "Limits.max_json_values (1000 values)",
+    ),
+    "chunk-values-default": (
+        None,
+        [GOOD_START, b'data: {"x": [' + b"[]," * 300_000 + b"1]}\n\n", DONE],
+        "Limits.max_json_values (250000 values)",
+    ),
+    "arguments-values": (
+        promptkit.Limits(max_json_values=1000),
+        [sse(chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "[" + "1," * 1000 + "1]"}}]})),
+         sse(chunk({}, "tool_calls")), DONE],
+        "Limits.max_json_values (1000 values)",
+    ),
     "arguments-depth": (
         None,
         [sse(chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "[" * 100}}]})),
@@ -267,6 +311,11 @@ FLOODS: Dict[str, Callable[[], Iterator[bytes]]] = {
     "tool-arguments": lambda: _tool_flood("a" * 4000),
     "tool-arguments-tiny": lambda: _tool_flood("ab"),
     "content-tiny": lambda: _repeat(GOOD_START, sse(chunk({"content": "ab"})) * 800),
+    # 7.5 MiB of "[]," would parse to about 250 MB of lists: refused before parsing. In
+    # lines of 3 MB (one event's data lines join with newlines, which JSON ignores).
+    "json-values": lambda: iter([GOOD_START, b'data: {"x": [\n' + (b"data: " + b"[]," * 1_000_000 + b"\n") * 2
+                                 + b"data: " + b"[]," * 600_000 + b"1]}\n\n", DONE]),
+    "done-then-flood": lambda: _repeat(sse(chunk({"content": "fine"}, "stop")) + DONE, b"data: more\n\n" * 5000),
 }
 
 
@@ -331,23 +380,24 @@ def flood_server() -> Iterator[FloodServer]:
     srv.close()
 
 
-MEMORY_CASES = {  # scenario: (the limit that must stop it, its default value)
-    "line": ("max_line_bytes", 4 * MiB),
-    "comment": ("max_line_bytes", 4 * MiB),
-    "event-field": ("max_line_bytes", 4 * MiB),
-    "id-field": ("max_line_bytes", 4 * MiB),
-    "data-flood": ("max_event_bytes", 8 * MiB),
-    "empty-data-flood": ("max_event_bytes", 8 * MiB),
-    "tool-arguments": ("max_reply_chars", 8 * MiB),
-    "tool-arguments-tiny": ("max_reply_chars", 8 * MiB),
-    "content-tiny": ("max_reply_chars", 8 * MiB),
+MEMORY_CASES = {  # scenario: (the limit that must stop it, its default value, the bytes it bounds)
+    "line": ("max_line_bytes", 4 * MiB, 4 * MiB),
+    "comment": ("max_line_bytes", 4 * MiB, 4 * MiB),
+    "event-field": ("max_line_bytes", 4 * MiB, 4 * MiB),
+    "id-field": ("max_line_bytes", 4 * MiB, 4 * MiB),
+    "data-flood": ("max_event_bytes", 8 * MiB, 8 * MiB),
+    "empty-data-flood": ("max_event_bytes", 8 * MiB, 8 * MiB),
+    "tool-arguments": ("max_reply_chars", 8 * MiB, 8 * MiB),
+    "tool-arguments-tiny": ("max_reply_chars", 8 * MiB, 8 * MiB),
+    "content-tiny": ("max_reply_chars", 8 * MiB, 8 * MiB),
+    "json-values": ("max_json_values", 250_000, 8 * MiB),  # the event it arrives in is the memory
 }
 MEMORY_FACTOR = 4  # peak RSS growth allowed, in multiples of the limit (plus a fixed 16 MiB)
 
 
 @pytest.mark.parametrize("scenario", list(MEMORY_CASES))
 def test_point3_memory_stays_within_a_small_multiple_of_the_limit(flood_server: FloodServer, scenario: str) -> None:
-    limit_name, limit = MEMORY_CASES[scenario]
+    limit_name, limit, bound = MEMORY_CASES[scenario]
     env = dict(os.environ, PYTHONPATH=str(ROOT), MALLOC_ARENA_MAX="2")
     env.pop("OPENAI_API_KEY", None)
     proc = subprocess.run(
@@ -364,10 +414,24 @@ def test_point3_memory_stays_within_a_small_multiple_of_the_limit(flood_server: 
     assert not report["key_leaked"]
     assert report["error_logs"] == []
     growth = report["peak_growth"]
-    print(f"\nMEMORY {scenario}: peak RSS growth {growth / MiB:.1f} MiB, {limit_name} = {limit / MiB:.0f} MiB, "
-          f"server sent {flood_server.sent.get(scenario, 0) / MiB:.0f} MiB before the client hung up")
-    assert growth < MEMORY_FACTOR * limit + 16 * MiB, report
+    print(f"\nMEMORY {scenario}: peak RSS growth {growth / MiB:.1f} MiB, {limit_name} = {limit} "
+          f"(bounding {bound / MiB:.0f} MiB), server sent {flood_server.sent.get(scenario, 0) / MiB:.0f} MiB")
+    assert growth < MEMORY_FACTOR * bound + 16 * MiB, report
     assert flood_server.sent.get(scenario, 0) < FLOOD_CAP  # the client stopped the flood, not the server
+
+
+def test_point3_a_flood_after_done_does_not_hold_the_turn(flood_server: FloodServer) -> None:
+    """[DONE] ends the turn: what follows is drained up to 64 KiB, then the connection is closed."""
+    with promptkit.Client(base_url=f"{flood_server.url}/done-then-flood", api_key=KEY,
+                          timeout=promptkit.Timeout(idle=10, total=60)) as client:
+        conv = client.conversation()
+        stream = conv.send_stream("go")
+        events = list(stream)
+        stream.close(timeout=5)
+    assert [e.type for e in events] == ["content", "done"]
+    assert events[-1].final.content == "fine"
+    assert len(conv.messages) == 2
+    assert not stream._thread.is_alive()
 
 
 # -- point 4: hostile JSON shapes are server errors ------------------------------------------------
