@@ -322,12 +322,14 @@ class Accumulator:
 
     def _feed_extras(self, state: _ChoiceState, delta: Dict[str, Any], chunk: Any) -> bool:
         """Fold reasoning, refusal and tool-call deltas in; return whether a tool-call delta came."""
-        reasoning = delta.get("reasoning_content")
+        field = "reasoning_content"
+        reasoning = delta.get(field)
         if reasoning is None:
-            reasoning = delta.get("reasoning")
+            field = "reasoning"
+            reasoning = delta.get(field)
         if reasoning is not None:
             if reasoning.__class__ is not str:
-                raise malformed("delta.reasoning_content", reasoning, chunk, "a string")
+                raise malformed(f"delta.{field}", reasoning, chunk, "a string")
             if reasoning:
                 self.spend(len(reasoning))
                 state.reasoning.append(reasoning)

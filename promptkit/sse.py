@@ -155,7 +155,11 @@ class SSEParser:
             self._skip_lf = data[-1] == 13
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         tail = self._tail
+        # Only an event open before this read can outgrow max_event_bytes here:
+        # any later one lies within this read, which is no longer than the bound.
+        spans = False
         if tail:
+            spans = True
             if 10 not in data:
                 if data:
                     self._grow_tail(data)
@@ -180,15 +184,18 @@ class SSEParser:
         last_id = self._id
         committed = self.last_event_id
         retry = self.retry
-        max_event = self._max_event
+        if buf:
+            spans = True
         for line in lines:
             if not line:
                 # Blank line: commit the id even when nothing is dispatched.
                 committed = last_id
                 if buf:
                     payload = b"\n".join(buf)
-                    if len(payload) > max_event:  # exact, whatever the reads were
-                        raise self._event_error(len(payload))
+                    if spans:  # the first event of this read may have begun earlier: check it
+                        spans = False
+                        if len(payload) > self._max_event:
+                            raise self._event_error(len(payload))
                     events.append(
                         _new_event(
                             ServerSentEvent,

@@ -327,6 +327,7 @@ class FloodServer:
         self._sock.settimeout(0.2)
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         self.sent: Dict[str, int] = {}
+        self.finished: Dict[str, threading.Event] = {name: threading.Event() for name in FLOODS}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="flood-server", daemon=True)
         self._thread.start()
@@ -365,6 +366,7 @@ class FloodServer:
                 sent += len(block)
         finally:
             self.sent[scenario] = sent
+            self.finished[scenario].set()
 
     def close(self) -> None:
         self._stop.set()
@@ -413,11 +415,12 @@ def test_point3_memory_stays_within_a_small_multiple_of_the_limit(flood_server: 
     assert report["history_unchanged"]
     assert not report["key_leaked"]
     assert report["error_logs"] == []
+    assert flood_server.finished[scenario].wait(10)  # the server saw the client hang up
     growth = report["peak_growth"]
     print(f"\nMEMORY {scenario}: peak RSS growth {growth / MiB:.1f} MiB, {limit_name} = {limit} "
-          f"(bounding {bound / MiB:.0f} MiB), server sent {flood_server.sent.get(scenario, 0) / MiB:.0f} MiB")
+          f"(bounding {bound / MiB:.0f} MiB), server sent {flood_server.sent[scenario] / MiB:.0f} MiB")
     assert growth < MEMORY_FACTOR * bound + 16 * MiB, report
-    assert flood_server.sent.get(scenario, 0) < FLOOD_CAP  # the client stopped the flood, not the server
+    assert flood_server.sent[scenario] < FLOOD_CAP  # the client stopped the flood, not the server
 
 
 def test_point3_a_flood_after_done_does_not_hold_the_turn(flood_server: FloodServer) -> None:
@@ -430,6 +433,8 @@ def test_point3_a_flood_after_done_does_not_hold_the_turn(flood_server: FloodSer
         stream.close(timeout=5)
     assert [e.type for e in events] == ["content", "done"]
     assert events[-1].final.content == "fine"
+    assert flood_server.finished["done-then-flood"].wait(10)
+    assert flood_server.sent["done-then-flood"] < FLOOD_CAP
     assert len(conv.messages) == 2
     assert not stream._thread.is_alive()
 
