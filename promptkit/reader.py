@@ -50,8 +50,9 @@ def read_body(
     Raises:
         APITimeoutError: a deadline passed.
         APIConnectionError: the connection broke.
-        StreamError: an in-band error, a malformed chunk, or (StreamTruncatedError)
-            EOF before ``[DONE]`` without a finish_reason.
+        StreamError: an in-band error, a malformed chunk, a crossed
+            :class:`~promptkit.Limits` bound (``acc.limits``), or
+            (StreamTruncatedError) EOF before ``[DONE]`` without a finish_reason.
     """
     limits = acc.limits
     max_depth = limits.max_json_depth
