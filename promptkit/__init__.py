@@ -31,6 +31,7 @@ from .errors import (
     StreamTruncatedError,
     ToolError,
 )
+from .limits import Limits
 from .stream import Stream
 from .tools import Tool, ToolRegistry, tool
 from .types import Choice, Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
@@ -47,6 +48,7 @@ __all__ = [
     "ToolResult",
     "Choice",
     "Timeout",
+    "Limits",
     "Tool",
     "ToolRegistry",
     "tool",

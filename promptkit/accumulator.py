@@ -11,7 +11,15 @@ a delta with neither ``index`` nor ``id`` continues the last open call;
 ``id``, ``type`` and ``name`` are set once (some servers repeat them in every
 delta, and concatenating them would give ``"llm_versionllm_version"``).
 A ``tool_call`` event is emitted once per call when the choice finishes,
-because only then is the call known to be complete.
+because only then is the call known to be complete. Calls are found through
+dicts by index and by id, so any number of them assembles in linear time.
+
+Tolerance ends where a shape is impossible: a field promptkit reads that has
+the wrong JSON type (a list where an index belongs, a number as ``arguments``,
+a non-string ``finish_reason``, negative usage) is a server error, raised as
+:class:`~promptkit.errors.StreamError` naming the field; ``null`` always means
+absent. The one list tolerated is ``content``: Mistral's magistral models send
+their thinking as a list of parts there, which is skipped. What the reply may hold is bounded by :class:`~promptkit.Limits`.
 """
 
 from __future__ import annotations
@@ -20,9 +28,15 @@ import math
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import StreamError
+from ._shapes import check_usage, malformed
+from .limits import DEFAULT_LIMITS, Limits, exceeded, json_excess
 from .types import Choice, StreamEvent, ToolCall, Usage
 
 __all__ = ["Accumulator"]
+
+# Each stored piece also costs its list slots and object header: counting a
+# little per delta bounds a flood of one-character deltas (see Limits).
+_PIECE_CHARS = 32
 
 
 class _PendingCall:
@@ -38,7 +52,9 @@ class _PendingCall:
 class _ChoiceState:
     """The assembled state of one choice."""
 
-    __slots__ = ("content", "reasoning", "refusal", "calls", "by_index", "last_call", "finish_reason", "emitted", "output")
+    __slots__ = (
+        "content", "reasoning", "refusal", "calls", "by_index", "by_id", "last_call", "finish_reason", "emitted", "output"
+    )
 
     def __init__(self) -> None:
         self.output: List[str] = []  # every output piece in order, for live token counts
@@ -47,40 +63,60 @@ class _ChoiceState:
         self.refusal: List[str] = []
         self.calls: List[_PendingCall] = []
         self.by_index: Dict[int, _PendingCall] = {}
+        self.by_id: Dict[str, _PendingCall] = {}  # the first call that got each id
         self.last_call: Optional[_PendingCall] = None
         self.finish_reason: Optional[str] = None
         self.emitted = 0  # how many calls already went out as tool_call events
 
-    def add_tool_deltas(self, deltas: Any) -> None:
-        if not isinstance(deltas, list):
-            return
+    def add_tool_deltas(self, deltas: List[Any], acc: "Accumulator", chunk: Any) -> None:
         for delta in deltas:
-            if not isinstance(delta, dict):
-                continue
+            if delta.__class__ is not dict:
+                raise malformed("a tool_calls entry", delta, chunk, "an object")
             index = delta.get("index")
-            if not isinstance(index, int) or isinstance(index, bool):
-                index = None
-            call_id = delta.get("id") or ""
+            if index is not None and (index.__class__ is not int or index < 0):
+                raise malformed("a tool call's index", index, chunk, "a non-negative integer")
+            call_id = delta.get("id")
+            if call_id is None:
+                call_id = ""
+            elif call_id.__class__ is not str:
+                raise malformed("a tool call's id", call_id, chunk, "a string")
             function = delta.get("function")
-            if not isinstance(function, dict):
+            if function is None:
                 function = {}
-            name = function.get("name") or ""
+            elif function.__class__ is not dict:
+                raise malformed("a tool call's function", function, chunk, "an object")
+            name = function.get("name")
+            if name is None:
+                name = ""
+            elif name.__class__ is not str:
+                raise malformed("a tool call's function.name", name, chunk, "a string")
+            arguments = function.get("arguments")
+            if arguments is not None and arguments.__class__ is not str:
+                raise malformed("a tool call's function.arguments", arguments, chunk, "a string")
             call = self._find(index, call_id)
             if call is None:
+                if len(self.calls) >= acc.limits.max_tool_calls:
+                    raise exceeded("max_tool_calls", acc.limits.max_tool_calls, "calls", "a response has more tool calls")
+                acc.spend(len(call_id) + len(name))
                 call = _PendingCall(index, call_id, name)
                 self.calls.append(call)
                 if name:
                     self.output.append(name)
                 if index is not None:
                     self.by_index[index] = call
+                if call_id:
+                    self.by_id.setdefault(call_id, call)
             else:
                 if call_id and not call.id:
+                    acc.spend(len(call_id))
                     call.id = call_id
+                    self.by_id.setdefault(call_id, call)
                 if name and not call.name:
+                    acc.spend(len(name))
                     call.name = name
                     self.output.append(name)
-            arguments = function.get("arguments")
-            if isinstance(arguments, str) and arguments:
+            if arguments:
+                acc.spend(len(arguments))
                 call.parts.append(arguments)
                 self.output.append(arguments)
             self.last_call = call
@@ -88,49 +124,63 @@ class _ChoiceState:
     def _find(self, index: Optional[int], call_id: str) -> Optional[_PendingCall]:
         if index is not None:
             call = self.by_index.get(index)
-            if call is not None and (not call_id or not call.id or call.id == call_id):
+            if call is None:
+                return None  # an unseen index: a new call
+            if not call_id or not call.id or call.id == call_id:
                 return call
-            if call is not None:
-                # An id seen before at this index continues that call; a new id starts one.
-                earlier = self._by_id(call_id)
-                if earlier is not None and earlier.index == index:
-                    self.by_index[index] = earlier
-                return earlier if earlier is not None and earlier.index == index else None
-            return None  # an unseen index: a new call
+            # An id seen before at this index continues that call; a new id starts one.
+            earlier = self.by_id.get(call_id)
+            if earlier is not None and earlier.index == index:
+                self.by_index[index] = earlier
+                return earlier
+            return None
         if call_id:
-            return self._by_id(call_id)
+            return self.by_id.get(call_id)
         return self.last_call
 
-    def _by_id(self, call_id: str) -> Optional[_PendingCall]:
-        for call in self.calls:
-            if call.id == call_id:
-                return call
-        return None
-
-    def tool_calls(self, upto: Optional[int] = None) -> List[ToolCall]:
-        calls = self.calls if upto is None else self.calls[:upto]
+    def tool_calls(self, limits: Limits, start: int = 0, upto: Optional[int] = None, strict: bool = False) -> List[ToolCall]:
+        """Calls ``start:upto`` as ToolCalls (``strict``: arguments over the JSON limits raise)."""
         return [
-            ToolCall.create(call.id or f"call_{n}", call.name, "".join(call.parts)) for n, call in enumerate(calls)
+            _tool_call(call.id or f"call_{n}", call.name, "".join(call.parts), limits, strict)
+            for n, call in enumerate(self.calls[start:upto], start)
         ]
 
-    def to_choice(self, index: int) -> Choice:
+    def to_choice(self, index: int, limits: Limits) -> Choice:
         return Choice(
             index=index,
             content="".join(self.content),
             reasoning="".join(self.reasoning),
             refusal="".join(self.refusal),
-            tool_calls=tuple(self.tool_calls()),
+            tool_calls=tuple(self.tool_calls(limits)),
             finish_reason=self.finish_reason,
         )
+
+
+def _tool_call(call_id: str, name: str, text: str, limits: Limits, strict: bool) -> ToolCall:
+    """Build a call, checking its arguments against the JSON limits before anything parses them.
+
+    On the reading path (``strict``) arguments over a limit are the server's
+    error; when reporting what was assembled they only mark the call, like
+    invalid JSON does.
+    """
+    excess = json_excess(text, limits)
+    if excess is None:
+        try:
+            return ToolCall.create(call_id, name, text)
+        except RecursionError:  # a max_json_depth set above what the interpreter can recurse
+            excess = StreamError("arguments nest deeper than Python can parse")
+    if strict:
+        raise StreamError(f"{excess} (in the arguments of tool call {call_id!r})")
+    return ToolCall(id=call_id, name=name, arguments_json=text, arguments_error=f"arguments not parsed: {excess}")
 
 
 def _error_message(error: Any) -> str:
     if isinstance(error, dict):
         message = error.get("message") or error.get("msg") or error.get("error")
         code = error.get("code") or error.get("type")
-        text = str(message) if message else "the server reported an error"
-        return f"{text} (code: {code})" if code else text
-    return str(error)
+        text = str(message)[:2000] if message else "the server reported an error"
+        return f"{text} (code: {str(code)[:200]})" if code else text
+    return str(error)[:2000]  # the whole object stays in the error's body
 
 
 def _reported_cost(value: Any) -> Optional[float]:
@@ -143,17 +193,21 @@ def _reported_cost(value: Any) -> Optional[float]:
 class Accumulator:
     """Assembles the chunks of one chat-completions stream.
 
-    Chunks are JSON-decoded, so type checks test ``dict`` (a fast C check),
-    not ``Mapping``.
+    Chunks are JSON-decoded, so type checks test exact classes (fast), not
+    ``Mapping``.
 
     Call :meth:`feed` with each parsed chunk; it returns the events to deliver
     (often one ``content`` event, often none). :meth:`finish` flushes the
     ``tool_call`` events of a stream that ended without a finish chunk.
+
+    Args:
+        limits: ``max_reply_chars``, ``max_tool_calls``, ``max_choices`` and
+            ``max_json_depth`` (of tool-call arguments) apply here.
     """
 
-    __slots__ = ("_main", "_others", "usage", "cost", "model", "id", "saw_output")
+    __slots__ = ("_main", "_others", "usage", "cost", "model", "id", "saw_output", "limits", "_chars", "_saw_main")
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._main = _ChoiceState()
         self._others: Dict[int, _ChoiceState] = {}
         self.usage: Optional[Usage] = None
@@ -161,30 +215,46 @@ class Accumulator:
         self.model = ""
         self.id = ""
         self.saw_output = False  # a content or tool-call delta arrived (a role-only chunk is not output)
+        self.limits = limits
+        self._chars = 0  # what the reply holds, as Limits.max_reply_chars counts it
+        self._saw_main = False  # some chunk carried choice 0
+
+    def spend(self, chars: int) -> None:
+        """Count a stored piece of ``chars`` characters against max_reply_chars."""
+        total = self._chars + chars + _PIECE_CHARS
+        if total > self.limits.max_reply_chars:
+            raise exceeded("max_reply_chars", self.limits.max_reply_chars, "characters", "the response grew past it")
+        self._chars = total
 
     # The hot path: keep it to dict lookups on the common shapes.
     def feed(self, chunk: Any) -> List[StreamEvent]:
         """Fold one chunk in and return the events it produces.
 
         Raises:
-            StreamError: the chunk is an in-band error (``{"error": ...}``) or
-                not a JSON object. Usage in an error chunk is kept first.
+            StreamError: the chunk is an in-band error (``{"error": ...}``),
+                has an impossible shape, or crosses a limit. Usage in an
+                error chunk is kept first.
         """
-        if not isinstance(chunk, dict):
-            raise StreamError(f"malformed chunk: expected a JSON object, got {type(chunk).__name__}", body=chunk)
+        if chunk.__class__ is not dict:
+            raise StreamError(
+                f"malformed chunk: expected a JSON object, got {type(chunk).__name__}", body=chunk, retryable=True
+            )
         if not self.model:
             model = chunk.get("model")
-            if isinstance(model, str):
+            if model.__class__ is str:
                 self.model = model
         if not self.id:
             chunk_id = chunk.get("id")
-            if isinstance(chunk_id, str):
+            if chunk_id.__class__ is str:
                 self.id = chunk_id
         usage = chunk.get("usage")
         if usage is None:
             groq = chunk.get("x_groq")
-            usage = groq.get("usage") if isinstance(groq, dict) else None
-        if isinstance(usage, dict):
+            usage = groq.get("usage") if groq.__class__ is dict else None
+        if usage is not None:
+            if usage.__class__ is not dict:
+                raise malformed("usage", usage, chunk, "an object")
+            check_usage(usage, chunk)
             self.usage = Usage.from_openai(usage)
             # OpenRouter and LiteLLM put the request's USD cost in usage; some LiteLLM
             # versions put it beside usage, at the chunk's top level.
@@ -197,51 +267,126 @@ class Accumulator:
         if error is not None:
             raise StreamError(_error_message(error), body=error)
         choices = chunk.get("choices")
-        if not choices:
-            return []  # usage-only chunk, or Azure's prompt_filter_results
-        if not isinstance(choices, list):
-            raise StreamError("malformed chunk: 'choices' is not a list", body=chunk)
+        if choices.__class__ is not list:
+            if choices is None or choices == {} or choices == "":
+                return []  # a usage-only chunk, or Azure's prompt_filter_results
+            raise malformed("'choices'", choices, chunk, "a list")
         events: List[StreamEvent] = []
         for choice in choices:
-            if not isinstance(choice, dict):
+            if choice.__class__ is not dict:
+                raise malformed("a choice", choice, chunk, "an object")
+            index = choice.get("index")
+            if index is None or (index == 0 and index.__class__ is int):
+                self._saw_main = True
+                self._feed_main(choice, events, chunk)
                 continue
-            index = choice.get("index", 0)
-            if index == 0 or index is None:
-                self._feed_main(choice, events)
-            else:
-                state = self._others.get(index)
-                if state is None:
-                    state = self._others[index] = _ChoiceState()
-                _feed_state(state, choice)
+            if index.__class__ is not int or index < 0:
+                raise malformed("a choice's index", index, chunk, "a non-negative integer")
+            state = self._others.get(index)
+            if state is None:
+                if len(self._others) + 1 >= self.limits.max_choices:
+                    raise exceeded("max_choices", self.limits.max_choices, "choices", "a response has more choices")
+                state = self._others[index] = _ChoiceState()
+            self._feed_state(state, choice, chunk)
         return events
 
-    def _feed_main(self, choice: Mapping[str, Any], events: List[StreamEvent]) -> None:
+    def _feed_main(self, choice: Dict[str, Any], events: List[StreamEvent], chunk: Any) -> None:
         state = self._main
         delta = choice.get("delta")
-        if delta and isinstance(delta, dict):
-            text = delta.get("content")
-            if text and isinstance(text, str):
-                state.content.append(text)
-                state.output.append(text)
-                events.append(StreamEvent("content", content=text))
-                self.saw_output = True
-            # Most deltas are {"content": "..."}: skip the rarer fields then.
-            if (len(delta) > 1 or text is None) and _feed_extras(state, delta):
-                self.saw_output = True
+        if delta.__class__ is dict:
+            if delta:
+                text = delta.get("content")
+                if text.__class__ is str:
+                    if text:
+                        self.spend(len(text))
+                        state.content.append(text)
+                        state.output.append(text)
+                        events.append(StreamEvent("content", content=text))
+                        self.saw_output = True
+                elif text is not None and text.__class__ is not list:
+                    raise malformed("delta.content", text, chunk, "a string")
+                # Most deltas are {"content": "..."}: skip the rarer fields then.
+                if (len(delta) > 1 or text is None) and self._feed_extras(state, delta, chunk):
+                    self.saw_output = True
+        elif delta is not None:
+            raise malformed("a choice's delta", delta, chunk, "an object")
         finish = choice.get("finish_reason")
-        if finish:
-            state.finish_reason = finish
-            self._emit_calls(events)
+        if finish is not None:
+            if finish.__class__ is not str:
+                raise malformed("finish_reason", finish, chunk, "a string")
+            if finish:
+                state.finish_reason = finish
+                self._emit_calls(events)
+
+    def _feed_state(self, state: _ChoiceState, choice: Dict[str, Any], chunk: Any) -> None:
+        delta = choice.get("delta")
+        if delta.__class__ is dict:
+            text = delta.get("content")
+            if text.__class__ is str:
+                if text:
+                    self.spend(len(text))
+                    state.content.append(text)
+            elif text is not None and text.__class__ is not list:
+                raise malformed("delta.content", text, chunk, "a string")
+            self._feed_extras(state, delta, chunk)
+        elif delta is not None:
+            raise malformed("a choice's delta", delta, chunk, "an object")
+        finish = choice.get("finish_reason")
+        if finish is not None:
+            if finish.__class__ is not str:
+                raise malformed("finish_reason", finish, chunk, "a string")
+            if finish:
+                state.finish_reason = finish
+
+    def _feed_extras(self, state: _ChoiceState, delta: Dict[str, Any], chunk: Any) -> bool:
+        """Fold reasoning, refusal and tool-call deltas in; return whether a tool-call delta came."""
+        field = "reasoning_content"
+        reasoning = delta.get(field)
+        if reasoning is None:
+            field = "reasoning"
+            reasoning = delta.get(field)
+        if reasoning is not None:
+            if reasoning.__class__ is not str:
+                raise malformed(f"delta.{field}", reasoning, chunk, "a string")
+            if reasoning:
+                self.spend(len(reasoning))
+                state.reasoning.append(reasoning)
+                state.output.append(reasoning)
+        refusal = delta.get("refusal")
+        if refusal is not None:
+            if refusal.__class__ is not str:
+                raise malformed("delta.refusal", refusal, chunk, "a string")
+            if refusal:
+                self.spend(len(refusal))
+                state.refusal.append(refusal)
+                state.output.append(refusal)
+        tool_calls = delta.get("tool_calls")
+        if tool_calls is None:
+            return False
+        if tool_calls.__class__ is not list:
+            raise malformed("delta.tool_calls", tool_calls, chunk, "a list")
+        if not tool_calls:
+            return False
+        state.add_tool_deltas(tool_calls, self, chunk)
+        return True
 
     def _emit_calls(self, events: List[StreamEvent]) -> None:
         state = self._main
         if state.emitted < len(state.calls):
-            for call in state.tool_calls()[state.emitted :]:
+            for call in state.tool_calls(self.limits, state.emitted, strict=True):
                 events.append(StreamEvent("tool_call", tool_call=call))
             state.emitted = len(state.calls)
 
     def finish(self) -> List[StreamEvent]:
-        """Events still owed at the end of a successful stream (tool calls with no finish chunk)."""
+        """Events still owed at the end of a successful stream (tool calls with no finish chunk).
+
+        Raises:
+            StreamError: no chunk carried choice 0, so there is no reply.
+        """
+        if not self._saw_main:
+            if self._others:
+                raise StreamError(f"the stream carried no choice 0, only choices {sorted(self._others)[:10]}")
+            raise StreamError("the stream ended without any choice: the server sent no reply")
         events: List[StreamEvent] = []
         self._emit_calls(events)
         return events
@@ -278,41 +423,10 @@ class Accumulator:
     def tool_calls(self, *, complete_only: bool = False) -> Tuple[ToolCall, ...]:
         """Tool calls of choice 0: all assembled so far, or only those already emitted."""
         upto = self._main.emitted if complete_only else None
-        return tuple(self._main.tool_calls(upto))
+        return tuple(self._main.tool_calls(self.limits, 0, upto))
 
     def choices(self) -> Tuple[Choice, ...]:
         """Every choice, choice 0 first."""
-        out = [self._main.to_choice(0)]
-        out.extend(self._others[i].to_choice(i) for i in sorted(self._others))
+        out = [self._main.to_choice(0, self.limits)]
+        out.extend(self._others[i].to_choice(i, self.limits) for i in sorted(self._others))
         return tuple(out)
-
-
-def _feed_extras(state: _ChoiceState, delta: Mapping[str, Any]) -> bool:
-    """Fold reasoning, refusal and tool-call deltas in; return whether a tool-call delta came."""
-    reasoning = delta.get("reasoning_content")
-    if reasoning is None:
-        reasoning = delta.get("reasoning")
-    if reasoning and isinstance(reasoning, str):
-        state.reasoning.append(reasoning)
-        state.output.append(reasoning)
-    refusal = delta.get("refusal")
-    if refusal and isinstance(refusal, str):
-        state.refusal.append(refusal)
-        state.output.append(refusal)
-    tool_calls = delta.get("tool_calls")
-    if tool_calls:
-        state.add_tool_deltas(tool_calls)
-        return True
-    return False
-
-
-def _feed_state(state: _ChoiceState, choice: Mapping[str, Any]) -> None:
-    delta = choice.get("delta")
-    if isinstance(delta, dict):
-        text = delta.get("content")
-        if text and isinstance(text, str):
-            state.content.append(text)
-        _feed_extras(state, delta)
-    finish = choice.get("finish_reason")
-    if finish:
-        state.finish_reason = finish

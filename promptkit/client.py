@@ -11,6 +11,7 @@ from .conversation import Conversation
 from ._secrets import check_api_key, safe_url
 from ._validate import check_model
 from .errors import ConfigurationError
+from .limits import Limits
 from .pricing import PriceTable
 from .retry import RetryPolicy
 from .turn import TurnSettings
@@ -48,6 +49,8 @@ class Client:
         headers: extra HTTP headers sent with every request.
         max_rounds: the most request rounds a turn's tool loop may take.
         tool_workers: threads running one round's tool calls at once (1 = one by one).
+        limits: a :class:`promptkit.Limits`: how much a server's reply may make
+            promptkit hold (the defaults suit any real server).
         store: the default conversation store of :meth:`conversation` (``None``:
             history lives in each Conversation object only).
 
@@ -70,6 +73,7 @@ class Client:
         max_rounds: int = 10,
         tool_workers: int = 4,
         store: Any = None,
+        limits: Optional[Limits] = None,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("OPENAI_API_KEY") or None
@@ -109,6 +113,9 @@ class Client:
         self._policy = RetryPolicy(max_retries=max_retries)
         self._max_rounds = max_rounds
         self._tool_workers = tool_workers
+        if limits is not None and not isinstance(limits, Limits):
+            raise ConfigurationError(f"limits must be a promptkit.Limits, got {type(limits).__name__}")
+        self.limits = Limits() if limits is None else limits
         from .transport import Transport  # requests loads with the first Client, not with `import promptkit`
 
         self._transport = Transport(
@@ -171,6 +178,7 @@ class Client:
             prices=self.prices,
             max_rounds=self._max_rounds if max_rounds is None else max_rounds,
             tool_workers=self._tool_workers,
+            limits=self.limits,
         )
         return Conversation(
             transport=self._transport,

@@ -24,6 +24,7 @@ __all__ = ["HTTPStream", "SocketAbort", "waiting", "describe", "connect_target"]
 logger = logging.getLogger(__name__)
 
 _DRAIN_TIMEOUT = 0.1
+_DRAIN_BYTES = 65536  # what may follow [DONE] (a blank line, a usage chunk): more is a flood, not an ending
 
 
 def _find_socket(raw: Any) -> Optional[socket.socket]:
@@ -147,12 +148,17 @@ class HTTPStream:
         """After ``[DONE]``: read the (normally already buffered) end of the body, then release.
 
         A server that keeps the body open after ``[DONE]`` costs at most
-        :data:`_DRAIN_TIMEOUT`; its connection is then closed, not reused.
+        :data:`_DRAIN_TIMEOUT`, one that keeps sending at most :data:`_DRAIN_BYTES`;
+        its connection is then closed, not reused.
         """
         if not self._aborted and not self._eof:
+            drained = 0
             try:
-                while self.read1(_DRAIN_TIMEOUT):
-                    pass
+                while drained <= _DRAIN_BYTES:
+                    data = self.read1(_DRAIN_TIMEOUT)
+                    if not data:
+                        break
+                    drained += len(data)
             except (TimeoutError, APIConnectionError):
                 pass
         self.close()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional
 
 from .accumulator import Accumulator
 from .errors import APITimeoutError, StreamError, StreamTruncatedError
+from .limits import json_excess
 from .sse import SSEParser
 from .stream import StreamControl
 from .types import StreamEvent
@@ -49,10 +50,14 @@ def read_body(
     Raises:
         APITimeoutError: a deadline passed.
         APIConnectionError: the connection broke.
-        StreamError: an in-band error, a malformed chunk, or (StreamTruncatedError)
-            EOF before ``[DONE]`` without a finish_reason.
+        StreamError: an in-band error, a malformed chunk, a crossed
+            :class:`~promptkit.Limits` bound (``acc.limits``), or
+            (StreamTruncatedError) EOF before ``[DONE]`` without a finish_reason.
     """
-    parser = SSEParser()
+    limits = acc.limits
+    max_depth = limits.max_json_depth
+    values_chars = 2 * limits.max_json_values
+    parser = SSEParser(limits)
     feed = parser.feed
     accumulate = acc.feed
     emit_many = control.emit_many
@@ -99,12 +104,24 @@ def read_body(
                     out.extend(acc.finish())
                     done = True
                     break
+                # Nesting needs a "[" or "{" per level, and a value takes two characters
+                # with its separator: two counts clear nearly every chunk, so the exact
+                # check (json_excess) runs only where it could fail.
+                if len(text) >= values_chars or text.count("{") + text.count("[") > max_depth:
+                    excess = json_excess(text, limits)
+                    if excess is not None:
+                        raise excess
                 try:
                     chunk = _loads(text)
-                except ValueError:
+                except (ValueError, RecursionError) as exc:
+                    # ValueError also covers an integer of more digits than Python
+                    # converts; RecursionError a depth limit set above the interpreter's.
+                    reason = str(exc)[:120]
                     if sse.event == "error":
                         raise StreamError(f"the server sent an error event: {text[:300]}", body=text) from None
-                    raise StreamError(f"malformed chunk (not JSON): {text[:200]!r}", body=text, retryable=True) from None
+                    raise StreamError(
+                        f"malformed chunk (not JSON: {reason}): {text[:200]!r}", body=text, retryable=True
+                    ) from None
                 if sse.event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
                     raise StreamError(f"the server sent an error event: {text[:300]}", body=chunk)
                 produced = accumulate(chunk)

@@ -17,6 +17,16 @@ Conformance notes:
 * One leading UTF-8 BOM is stripped, even when it arrives split across reads.
 * Nothing is dispatched at EOF; :meth:`SSEParser.close` only *reports* what
   a final blank line would have dispatched.
+* Memory is bounded (:class:`~promptkit.Limits`): a line longer than
+  ``max_line_bytes`` (comments and ``event:``/``id:`` fields included) or an
+  event whose data outgrows ``max_event_bytes`` raises
+  :class:`~promptkit.StreamError` as soon as the read that crosses the bound
+  arrives, never after buffering the rest (events that read completed are
+  not returned). The bounds are exact: the same bytes fail, or not, under
+  every split. After that error the parser is spent until
+  :meth:`SSEParser.close`. A line's length excludes its line ending.
+* A ``retry`` value of more than 20 digits (beyond any 64-bit time) is
+  ignored, like any other invalid ``retry``: parsing a huge decimal is slow.
 
 Usage::
 
@@ -31,9 +41,14 @@ from __future__ import annotations
 
 from typing import List, NamedTuple, Optional
 
+from .errors import StreamError
+from .limits import DEFAULT_LIMITS, Limits, exceeded
+
 __all__ = ["ServerSentEvent", "SSEParser"]
 
 _BOM = b"\xef\xbb\xbf"
+_TAIL_PIECES = 8  # a line arriving in more reads than this grows one bytearray instead
+_RETRY_DIGITS = 20
 
 
 class ServerSentEvent(NamedTuple):
@@ -64,6 +79,10 @@ class SSEParser:
     :meth:`close` at EOF. The result is identical for every way of splitting
     the same bytes into reads, including one byte at a time.
 
+    Args:
+        limits: ``max_line_bytes`` and ``max_event_bytes`` bound what the
+            parser buffers (default: :class:`~promptkit.Limits` ()).
+
     Attributes:
         last_event_id: the last-event-ID string, committed when a blank line
             is seen (also when no event is dispatched), as the spec requires.
@@ -83,9 +102,12 @@ class SSEParser:
         "last_event_id",
         "retry",
         "comments",
+        "_max_line",
+        "_max_event",
+        "_piece",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         # Pieces of the current unterminated line. A list rather than a growing
         # bytes object so that a huge line arriving in many reads costs O(n).
         self._tail: List[bytes] = []
@@ -99,13 +121,26 @@ class SSEParser:
         self.last_event_id = ""
         self.retry: Optional[int] = None
         self.comments = 0
+        self._max_line = limits.max_line_bytes
+        self._max_event = limits.max_event_bytes
+        self._piece = min(self._max_line, self._max_event)
 
     def feed(self, data: bytes) -> List[ServerSentEvent]:
         """Parse one read of the body and return the events it completed.
 
         Most reads complete zero or one event; an empty list is normal. An
         incomplete trailing line or event is kept for the next call.
+
+        Raises:
+            StreamError: a line or an event exceeded its limit.
         """
+        if len(data) > self._piece:
+            # Only a caller feeding huge blocks gets here (reads are 64 KiB). Fed in
+            # pieces no longer than either limit, a line or an event can only outgrow
+            # its bound across reads, where the checks below look. The split does
+            # not change the result.
+            step = self._piece
+            return [event for i in range(0, len(data), step) for event in self.feed(data[i : i + step])]
         if self._bom is not None:
             data = self._strip_bom(data)
         if self._skip_lf and data:
@@ -120,14 +155,21 @@ class SSEParser:
             self._skip_lf = data[-1] == 13
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         tail = self._tail
+        # Only an event open before this read can outgrow max_event_bytes here:
+        # any later one lies within this read, which is no longer than the bound.
+        spans = False
         if tail:
+            spans = True
             if 10 not in data:
                 if data:
-                    tail.append(data)
+                    self._grow_tail(data)
                 return []
             tail.append(data)
             data = b"".join(tail)
             tail.clear()
+            # Only the first line joins earlier reads; any other is within this read.
+            if len(data) > self._max_line and data.index(10) > self._max_line:
+                raise self._line_error("a line of the event stream is longer")
         lines = data.split(b"\n")
         last = lines.pop()
         if last:
@@ -142,20 +184,22 @@ class SSEParser:
         last_id = self._id
         committed = self.last_event_id
         retry = self.retry
+        if buf:
+            spans = True
         for line in lines:
             if not line:
                 # Blank line: commit the id even when nothing is dispatched.
                 committed = last_id
                 if buf:
+                    payload = b"\n".join(buf)
+                    if spans:  # the first event of this read may have begun earlier: check it
+                        spans = False
+                        if len(payload) > self._max_event:
+                            raise self._event_error(len(payload))
                     events.append(
                         _new_event(
                             ServerSentEvent,
-                            (
-                                event or "message",
-                                b"\n".join(buf).decode("utf-8", "replace"),
-                                last_id,
-                                retry,
-                            ),
+                            (event or "message", payload.decode("utf-8", "replace"), last_id, retry),
                         )
                     )
                     buf.clear()
@@ -187,9 +231,11 @@ class SSEParser:
                 elif name == b"retry":
                     # bytes.isdigit() is ASCII-only, exactly the spec's rule
                     # ("+5", " 5", "1_000" and non-ASCII digits are ignored).
-                    if value.isdigit():
+                    if value.isdigit() and len(value) <= _RETRY_DIGITS:
                         retry = int(value)
                 # Unknown fields are ignored.
+        if buf:  # an event stays open past this read: measure it
+            self._measure()
         self._event = event
         self._id = last_id
         self.last_event_id = committed
@@ -226,6 +272,48 @@ class SSEParser:
         # forgetting it, so a resumed stream without ids keeps the old one.
         self._id = self.last_event_id
         return events[0] if events else None
+
+    def _grow_tail(self, data: bytes) -> None:
+        """Add a read without a newline to the unterminated line, within max_line_bytes."""
+        tail = self._tail
+        if sum(map(len, tail)) + len(data) > self._max_line:
+            raise self._line_error("a line grew past it without a newline")
+        last = tail[-1]
+        if last.__class__ is bytearray:
+            last += data
+        elif len(tail) < _TAIL_PIECES:
+            tail.append(data)
+        else:
+            # Many small reads of one line: one growing buffer, not an object per read.
+            tail.append(bytearray(data))
+
+    def _measure(self) -> None:
+        """Check the data of an event still open after a read against max_event_bytes.
+
+        The lines measured so far are kept joined in one bytearray at the head
+        of the buffer (a line is never a bytearray otherwise), so each read
+        only measures what it added, and a flood of tiny ``data:`` lines costs
+        one growing buffer instead of an object per line.
+        """
+        buf = self._data
+        head = buf[0]
+        if head.__class__ is bytearray:
+            if len(buf) == 1:
+                return  # no data line came in this read
+            head += b"\n"
+            head += b"\n".join(buf[1:])
+        else:
+            head = bytearray(b"\n".join(buf))
+        del buf[:]
+        if len(head) > self._max_event:
+            raise self._event_error(len(head))
+        buf.append(head)
+
+    def _event_error(self, size: int) -> StreamError:
+        return exceeded("max_event_bytes", self._max_event, "bytes", f"an event's data reached {size} bytes")
+
+    def _line_error(self, what: str) -> StreamError:
+        return exceeded("max_line_bytes", self._max_line, "bytes", what)
 
     def _strip_bom(self, data: bytes) -> bytes:
         head = self._bom + data if self._bom else data

@@ -213,6 +213,9 @@ def _encoding_for(model: Optional[str]) -> Any:
     return fallback
 
 
+_PIECE = 16384  # characters counted in one tiktoken call (see _count)
+
+
 def _clean(text: str) -> str:
     # Lone surrogates (from lenient JSON) cannot be UTF-8 encoded; replace them
     # the way tiktoken does, so byte offsets agree with its tokens.
@@ -233,7 +236,23 @@ def _count(encoding: Any, text: str) -> int:
     if encoding is None:
         return _heuristic(text)
     # encode_ordinary: "<|endoftext|>" typed by a user is text, not a special token.
-    return len(encoding.encode_ordinary(text))
+    if len(text) <= _PIECE:
+        return len(encoding.encode_ordinary(text))
+    # A long text (up to Limits.max_reply_chars from a hostile server) goes in
+    # pieces: on one long word tiktoken's time and memory grow faster than the
+    # text (8 MB of "a" took 5 s and 400 MB whole). Cutting before a space keeps
+    # the count exact for ordinary text, where a word carries its leading space.
+    total = 0
+    start = 0
+    while start < len(text):
+        end = start + _PIECE
+        if end < len(text):
+            space = text.rfind(" ", start + 1, end)
+            if space > start:
+                end = space
+        total += len(encoding.encode_ordinary(text[start:end]))
+        start = end
+    return total
 
 
 def count_text(text: str, model: Optional[str]) -> int:

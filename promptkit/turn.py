@@ -25,6 +25,7 @@ from ._secrets import log_text
 from .accounting import TurnAccount
 from .accumulator import Accumulator
 from .errors import APIConnectionError, APIError, APITimeoutError, BudgetExceededError, StreamError, ToolError
+from .limits import DEFAULT_LIMITS, Limits
 from .pool import run_parallel
 from .pricing import PriceTable
 from .retry import RetryPolicy
@@ -68,6 +69,7 @@ class TurnSettings:
     max_rounds: int = 10
     tool_workers: int = 4
     include_usage: bool = True
+    limits: Limits = DEFAULT_LIMITS
 
 
 @attrs.define
@@ -246,7 +248,7 @@ class Turn:
         """Read one response body into ``self._acc``; retry a broken or silent connection before any output."""
         while True:
             assert self._http is not None
-            acc = self._acc = Accumulator()
+            acc = self._acc = Accumulator(self._settings.limits)
             self._emitted = False
             control.attach(self._http)
             try:

@@ -845,3 +845,150 @@ def test_other_choices_are_assembled_quietly() -> None:
     assert (zero.index, zero.content, zero.finish_reason) == (0, "zero", "stop")
     assert (one.index, one.content, one.finish_reason) == (1, "one", "tool_calls")
     assert calls_summary(one.tool_calls) == [("c1", "f", "{}")]
+
+
+# --------------------------------------------------------------------------- limits and hostile shapes
+
+import sys  # noqa: E402
+
+from promptkit import Limits  # noqa: E402
+from promptkit import accumulator as accumulator_module  # noqa: E402
+
+
+def _lines_run(chunks: List[Any], limits: Limits) -> int:
+    """How many lines of accumulator.py run while these chunks are fed (a deterministic cost measure)."""
+    acc = Accumulator(limits)
+    count = 0
+    target = accumulator_module.__file__
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        if frame.f_code.co_filename != target:
+            return None
+        if event == "line":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        feed_all(acc, chunks)
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def _calls_without_index(n: int) -> List[Any]:
+    chunks: List[Any] = []
+    for i in range(n):
+        chunks.append(chunk({"tool_calls": [{"id": f"call_{i}", "function": fn("f", '{"i": ')}]}))
+        chunks.append(chunk({"tool_calls": [{"function": fn(arguments=str(i))}]}))
+        chunks.append(chunk({"tool_calls": [{"id": f"call_{i}", "function": fn(arguments="}")}]}))
+    return chunks
+
+
+def test_tool_calls_without_index_assemble_in_linear_time() -> None:
+    limits = Limits(max_tool_calls=10_000)
+    small = _lines_run(_calls_without_index(200), limits)
+    large = _lines_run(_calls_without_index(800), limits)
+    # Linear: four times the calls cost four times the lines (a search through
+    # the earlier calls would cost sixteen times).
+    assert large <= 4.2 * small, (small, large)
+    acc = Accumulator(limits)
+    feed_all(acc, _calls_without_index(800) + [chunk({}, "tool_calls")])
+    assert [(c.id, c.arguments) for c in acc.tool_calls()] == [(f"call_{i}", {"i": i}) for i in range(800)]
+
+
+def test_repeated_finish_chunks_build_each_call_once() -> None:
+    acc = Accumulator()
+    feed_all(acc, [chunk({"tool_calls": [{"index": i, "id": f"c{i}", "function": fn("f", "{}")}]}) for i in range(50)])
+    built = []
+    original = accumulator_module._tool_call
+
+    def counting(*args: Any) -> Any:
+        built.append(args[0])
+        return original(*args)
+
+    accumulator_module._tool_call = counting  # type: ignore[assignment]
+    try:
+        for _ in range(20):
+            acc.feed(chunk({}, "tool_calls"))
+    finally:
+        accumulator_module._tool_call = original  # type: ignore[assignment]
+    assert built == [f"c{i}" for i in range(50)]
+
+
+def test_a_huge_tool_call_index_is_a_dict_key_not_a_list_size() -> None:
+    acc = Accumulator()
+    events = feed_all(acc, [chunk({"tool_calls": [{"index": 10**18, "id": "far", "function": fn("f", "{}")}]}),
+                            chunk({}, "tool_calls")])
+    assert [e.tool_call.id for e in events if e.tool_call] == ["far"]
+    assert len(acc._main.by_index) == 1
+
+
+def test_a_huge_choice_index_is_a_dict_key_not_a_list_size() -> None:
+    acc = Accumulator()
+    feed_all(acc, [chunk({"content": "a"}), chunk({"content": "b"}, index=10**18), chunk({}, "stop")])
+    assert [c.index for c in acc.choices()] == [0, 10**18]
+
+
+@pytest.mark.parametrize(
+    "chunks, message",
+    [
+        ([chunk({"content": "x"}, index=1)], "the stream carried no choice 0, only choices [1]"),
+        ([{"id": "x", "choices": []}, {"usage": {"prompt_tokens": 1}}], "the stream ended without any choice"),
+        ([], "the stream ended without any choice"),
+    ],
+)
+def test_finish_without_choice_0_is_a_stream_error(chunks: List[Any], message: str) -> None:
+    acc = Accumulator()
+    feed_all(acc, chunks)
+    with pytest.raises(StreamError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        acc.finish()
+
+
+def test_reply_limit_counts_content_reasoning_refusal_and_calls_of_every_choice() -> None:
+    limits = Limits(max_reply_chars=1000)
+    pieces = [
+        {"content": "c" * 100},
+        {"reasoning_content": "r" * 100},
+        {"refusal": "n" * 100},
+        {"tool_calls": [{"index": 0, "id": "i" * 100, "function": fn("f" * 100, "a" * 100)}]},
+    ]
+    acc = Accumulator(limits)
+    feed_all(acc, [chunk(p) for p in pieces] + [chunk({"content": "o" * 100}, index=1)])
+    assert acc._chars == 700 + 6 * accumulator_module._PIECE_CHARS  # seven texts in six stored pieces
+    with pytest.raises(StreamError, match=r"Limits.max_reply_chars \(1000 characters\)"):
+        acc.feed(chunk({"content": "x" * 100}, index=2))
+
+
+def test_too_deep_arguments_fail_the_stream_but_only_mark_a_reported_call() -> None:
+    acc = Accumulator(Limits(max_json_depth=3))
+    acc.feed(chunk({"tool_calls": [{"index": 0, "id": "c", "function": fn("f", '{"a": [[[1]]]}')}]}))
+    (call,) = acc.tool_calls()  # reporting: never raises
+    assert call.arguments == {}
+    assert call.arguments_error == (
+        "arguments not parsed: the server exceeded Limits.max_json_depth (3 levels): a JSON text nests deeper"
+    )
+    with pytest.raises(StreamError, match=r"Limits.max_json_depth \(3 levels\)"):
+        acc.feed(chunk({}, "tool_calls"))
+
+
+def test_null_fields_mean_absent() -> None:
+    acc = Accumulator()
+    events = feed_all(acc, [
+        {"choices": [{"index": None, "delta": None, "finish_reason": None}], "usage": None, "model": None},
+        chunk({"content": None, "reasoning_content": None, "refusal": None, "tool_calls": None}),
+        chunk({"tool_calls": [{"index": None, "id": None, "function": None}]}),
+        chunk({"content": "ok"}, "stop"),
+    ])
+    assert content_text(events) == "ok"
+    assert acc.finish() == []
+
+
+def test_arguments_with_too_many_values_are_not_parsed() -> None:
+    acc = Accumulator(Limits(max_json_values=100))
+    acc.feed(chunk({"tool_calls": [{"index": 0, "id": "c", "function": fn("f", '{"a": [' + "[]," * 200 + "1]}")}]}))
+    (call,) = acc.tool_calls()
+    assert call.arguments == {} and "Limits.max_json_values (100 values)" in str(call.arguments_error)
+    with pytest.raises(StreamError, match=r"Limits.max_json_values \(100 values\).*tool call 'c'"):
+        acc.feed(chunk({}, "tool_calls"))

@@ -24,6 +24,7 @@ PUBLIC = [
     "ToolResult",
     "Choice",
     "Timeout",
+    "Limits",
     "Tool",
     "ToolRegistry",
     "tool",

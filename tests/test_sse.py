@@ -301,3 +301,107 @@ def test_huge_line_in_many_reads() -> None:
     chunks = [b"data: "] + [payload[i : i + 1000] for i in range(0, len(payload), 1000)] + [b"\n\n"]
     events, _, _ = run(chunks)
     assert len(events) == 1 and events[0].data == payload.decode()
+
+
+# --------------------------------------------------------------------------- limits
+
+from promptkit import Limits, StreamError  # noqa: E402
+
+
+def splits(data: bytes) -> Dict[str, List[bytes]]:
+    out = {"whole": [data], "bytewise": bytewise(data)}
+    for seed in (1, 2, 3):
+        out[f"random-{seed}"] = random_chunks(data, seed, 40)
+    return out
+
+
+def limited_run(chunks: Iterable[bytes], limits: Limits) -> Tuple[List[ServerSentEvent], Optional[StreamError], int]:
+    """Feed until done or an error; return the events, the error and how many bytes were fed when it came."""
+    parser = SSEParser(limits)
+    events: List[ServerSentEvent] = []
+    fed = 0
+    for chunk in chunks:
+        fed += len(chunk)
+        try:
+            events.extend(parser.feed(chunk))
+        except StreamError as exc:
+            return events, exc, fed
+    parser.close()
+    return events, None, fed
+
+
+@pytest.mark.parametrize("field", [b"data: ", b": ", b"event: ", b"id: ", b"retry: ", b"unknown: "])
+def test_line_limit_is_exact_under_every_split(field: bytes) -> None:
+    limits = Limits(max_line_bytes=60)
+    fits = field + b"7" * (60 - len(field))
+    for label, chunks in splits(b"data: a\n\n" + fits + b"\n\ndata: b\n\n").items():
+        events, error, _ = limited_run(chunks, limits)
+        assert error is None, label
+        assert [e.data for e in events][-1] == "b", label
+    for label, chunks in splits(b"data: a\n\n" + fits + b"7\n\ndata: b\n\n").items():
+        events, error, _ = limited_run(chunks, limits)
+        assert error is not None, label
+        assert str(error).startswith("the server exceeded Limits.max_line_bytes (60 bytes)"), label
+        assert [e.data for e in events] == ["a"][: len(events)], label
+
+
+def test_an_unterminated_line_fails_at_the_read_that_crosses_the_limit() -> None:
+    # One byte at a time: the error comes with byte 101 of the line, not at EOF or at a newline.
+    prefix = b"data: ok\n\n"
+    line = b": " + b"c" * 10_000
+    events, error, fed = limited_run(bytewise(prefix + line), Limits(max_line_bytes=100))
+    assert [e.data for e in events] == ["ok"]
+    assert error is not None and "a line grew past it without a newline" in str(error)
+    assert fed == len(prefix) + 101
+
+
+def test_a_long_line_in_many_small_reads_keeps_few_objects() -> None:
+    parser = SSEParser(Limits(max_line_bytes=10_000))
+    parser.feed(b"data: ")
+    for _ in range(5000):
+        parser.feed(b"x")
+    assert len(parser._tail) <= 9  # a growing bytearray, not one object per read
+    assert parser.feed(b"\n\n")[0].data == "x" * 5000
+
+
+@pytest.mark.parametrize("line", [b"data: 12345678", b"data:", b"data: 1"])
+def test_event_limit_is_exact_under_every_split(line: bytes) -> None:
+    value = line[6:] if line.startswith(b"data: ") else line[5:]
+    per_line = len(value) + 1  # the line and the newline that joins it to the next
+    count = 40
+    limit = per_line * count - 1  # exactly the data of `count` lines
+    body = b"data: first\n\n" + (line + b"\n") * count + b"\ndata: last\n\n"
+    for label, chunks in splits(body).items():
+        events, error, _ = limited_run(chunks, Limits(max_event_bytes=limit))
+        assert error is None, label
+        assert [len(e.data) for e in events] == [5, limit, 4], label
+    over = b"data: first\n\n" + (line + b"\n") * (count + 1) + b"\ndata: last\n\n"
+    for label, chunks in splits(over).items():
+        events, error, _ = limited_run(chunks, Limits(max_event_bytes=limit))
+        assert error is not None, label
+        assert str(error).startswith(f"the server exceeded Limits.max_event_bytes ({limit} bytes)"), label
+        assert [e.data for e in events] in ([], ["first"]), label  # a failing read delivers nothing
+
+
+def test_a_data_flood_keeps_one_buffer_per_event() -> None:
+    parser = SSEParser(Limits(max_event_bytes=1_000_000))
+    for _ in range(200):
+        parser.feed(b"data: x\n" * 100)
+    assert len(parser._data) == 1  # 20 000 lines in one growing buffer
+    (event,) = parser.feed(b"\n")
+    assert event.data == "\n".join(["x"] * 20_000)
+
+
+def test_big_feeds_are_split_without_changing_the_result() -> None:
+    body = b"".join(f"id: {i}\ndata: {'y' * i}\n\n".encode() for i in range(300))
+    want, _, _ = run([body])
+    events, error, _ = limited_run([body], Limits(max_line_bytes=400, max_event_bytes=350))
+    assert error is None
+    assert events == want
+
+
+@pytest.mark.parametrize("digits", [20, 21, 4301, 100_000])
+def test_a_huge_retry_value_is_ignored_not_an_error(digits: int) -> None:
+    events, parser, _ = run([b"retry: " + b"9" * digits + b"\ndata: x\n\n"])
+    assert events[0].data == "x"
+    assert parser.retry == (int("9" * digits) if digits <= 20 else None)
