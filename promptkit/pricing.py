@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Uni
 
 import attrs
 
+from ._secrets import log_text
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -237,18 +238,21 @@ def normalize_model(name: str) -> str:
 
 # One warning per unknown model name per process, whichever table sees it.
 _warned_models: set = set()
+_MAX_WARNED = 1000
 _warned_lock = threading.Lock()
 
 
 def _warn_unknown(model: str, why: str = "") -> None:
     with _warned_lock:
-        if model in _warned_models:
-            return
+        if model in _warned_models or len(_warned_models) >= _MAX_WARNED:
+            return  # the bound: a server inventing a model name per reply must not grow this forever
         _warned_models.add(model)
-    # One short line: it may land in a chat screen or a web server's log.
+    # One short line: it may land in a chat screen or a web server's log. The name is the
+    # server's choice: truncated, its control characters escaped.
+    name = log_text(model, 100)
     logger.warning(
-        "no price known for model %r%s and the server reported no cost: cost shown as n/a "
-        "(set one with Client(pricing={%r: {...}}))", model, why, model
+        "no price known for model '%s'%s and the server reported no cost: cost shown as n/a "
+        "(set one with Client(pricing={'%s': {...}}))", name, why, name
     )  # fmt: skip
 
 

@@ -525,3 +525,17 @@ def test_an_in_band_request_error_is_not_retried(server: MockServer) -> None:
     assert isinstance(events[-1].error, promptkit.StreamError)
     assert "bad tool schema" in str(events[-1].error)
     assert len(server.requests) == 1
+
+
+def test_a_server_chosen_model_name_is_escaped_and_truncated_in_the_price_warning(
+    server: MockServer, logs: pytest.LogCaptureFixture
+) -> None:
+    forged = "evil-model\nCRITICAL forged line " + "m" * 3000
+    server.enqueue(MockReply.text("ok", model=forged))
+    with promptkit.Client(base_url=server.url) as client:
+        resp = client.conversation().send("q")
+    assert resp.model == forged and not resp.cost_known
+    warnings = [r.getMessage() for r in logs.records if "no price known" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "\n" not in warnings[0] and "evil-model\\nCRITICAL" in warnings[0]
+    assert len(warnings[0]) < 600
