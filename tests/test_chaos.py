@@ -113,9 +113,11 @@ def test_llmock_finds_nothing_but_failures_after_content(chaos_server: str) -> N
             outcome = outcomes[turn_of[seq]]
             what = f"{finding['code']}: {record['fault']} of {record['chunks_sent']} chunks; promptkit: {outcome!r}"
             if isinstance(outcome, promptkit.Response):
-                # Only the closing [DONE] was lost: the finish chunk and the usage chunk had both
-                # arrived, so the reply is complete and a retry would pay for a second one.
-                assert outcome.finish_reason == "stop" and not outcome.usage.estimated, what
+                # The cut came after the finish chunk: the reply is complete (only the usage chunk
+                # or the closing [DONE] was lost, and the usage is then estimated), so promptkit
+                # keeps it; a retry would pay for a second reply.
+                assert outcome.finish_reason == "stop" and outcome.content, what
+                assert record["chunks_sent"] >= 2, what
                 continue
             # That turn failed after content had reached the consumer, and promptkit said so with a typed error.
             assert isinstance(outcome, (promptkit.StreamError, promptkit.APIConnectionError)), what
