@@ -30,7 +30,7 @@ from .protocol import (
     check_seconds,
     check_turn,
 )
-from .values import ConversationMeta, StoreConflictError, StoredConversation, StoredTurn
+from .values import ConversationMeta, StoreConflictError, StoredConversation, StoredTurn, StoreFormatError
 
 __all__ = ["RedisStore"]
 
@@ -279,11 +279,15 @@ class RedisStore:
         meta, turns = self._run("load", read)
         if meta is None or not turns:
             return None
-        return StoredConversation(
-            id=conversation_id,
-            meta=ConversationMeta.from_json(_text(meta)),
-            turns=[StoredTurn.from_json(_text(t)) for t in turns],
-        )
+        try:
+            return StoredConversation(
+                id=conversation_id,
+                meta=ConversationMeta.from_json(_text(meta)),
+                turns=[StoredTurn.from_json(_text(t)) for t in turns],
+            )
+        except StoreFormatError as error:
+            reason = str(error)
+        raise StoreFormatError(f"{self.description}: load failed: {reason}", store=self.description, operation="load")
 
     def append_turn(self, conversation_id: str, turn: StoredTurn, *, index: int, meta: ConversationMeta) -> None:
         """Append ``turn`` as turn ``index`` with one Lua script. See :class:`~promptkit.stores.ConversationStore`.

@@ -238,11 +238,15 @@ class SQLiteStore:
                 store=self.description,
                 operation="load",
             )
-        return StoredConversation(
-            id=conversation_id,
-            meta=ConversationMeta.from_json(row[0]),
-            turns=[StoredTurn.from_json(r[0]) for r in rows],
-        )
+        try:
+            return StoredConversation(
+                id=conversation_id,
+                meta=ConversationMeta.from_json(row[0]),
+                turns=[StoredTurn.from_json(r[0]) for r in rows],
+            )
+        except StoreFormatError as error:
+            reason = str(error)
+        raise StoreFormatError(f"{self.description}: load failed: {reason}", store=self.description, operation="load")
 
     def append_turn(self, conversation_id: str, turn: StoredTurn, *, index: int, meta: ConversationMeta) -> None:
         """Append ``turn`` as turn ``index`` in one IMMEDIATE transaction.
