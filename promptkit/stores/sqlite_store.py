@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import ConfigurationError, StoreError
 from .protocol import DEFAULT_LOCK_TTL, DEFAULT_STORE_TIMEOUT, check_id, check_index, check_optional_seconds, check_seconds, check_turn
@@ -155,34 +155,44 @@ class SQLiteStore:
         return conn
 
     @contextlib.contextmanager
-    def _transaction(self, begin: str, operation: str) -> Iterator[sqlite3.Connection]:
-        """One transaction; the one place where a ``sqlite3`` error becomes a StoreError."""
+    def _transaction(self, begin: str, operation: str) -> Iterator["_Guarded"]:
+        """One transaction; with :class:`_Guarded`, the one place where ``sqlite3`` errors become StoreErrors."""
         conn: Optional[sqlite3.Connection] = None
         try:
             conn = self._conn()
             conn.execute(begin)
+        except sqlite3.Error as exc:
+            cause = self._cause(exc)
+        else:
             try:
-                yield conn
+                yield _Guarded(self, conn, operation)
             except BaseException:
                 _rollback(conn)
                 raise
-            conn.execute("COMMIT")
-            return
-        except sqlite3.Error as exc:
-            if conn is not None:
-                _rollback(conn)
-            cause = str(exc) or type(exc).__name__
-            if "locked" in cause or "busy" in cause:
-                cause += f" (waited {self.timeout:g}s)"
-        # Raised outside the except block, without sqlite3's exception as context.
-        error = StoreError(f"{self.description}: {operation} failed: {cause}", store=self.description, operation=operation)
-        raise error from None
+            try:
+                conn.execute("COMMIT")
+                return
+            except sqlite3.Error as exc:
+                cause = self._cause(exc)
+        if conn is not None:
+            _rollback(conn)
+        # Raised outside the except blocks: sqlite3's exception is not this one's context.
+        raise self._error(operation, cause)
 
-    def _write(self, operation: str) -> "contextlib.AbstractContextManager[sqlite3.Connection]":
+    def _cause(self, exc: sqlite3.Error) -> str:
+        cause = str(exc) or type(exc).__name__
+        if "locked" in cause or "busy" in cause:
+            cause += f" (waited {self.timeout:g}s)"
+        return cause
+
+    def _error(self, operation: str, cause: str) -> StoreError:
+        return StoreError(f"{self.description}: {operation} failed: {cause}", store=self.description, operation=operation)
+
+    def _write(self, operation: str) -> "contextlib.AbstractContextManager[_Guarded]":
         # IMMEDIATE takes the write lock first, so what we read cannot change before we write.
         return self._transaction("BEGIN IMMEDIATE", operation)
 
-    def _read(self, operation: str) -> "contextlib.AbstractContextManager[sqlite3.Connection]":
+    def _read(self, operation: str) -> "contextlib.AbstractContextManager[_Guarded]":
         # A read transaction sees one snapshot (WAL), so the meta and turns agree.
         return self._transaction("BEGIN", operation)
 
@@ -201,7 +211,7 @@ class SQLiteStore:
                 conn.execute("INSERT INTO promptkit_schema (version) VALUES (?)", (SCHEMA_VERSION,))
             self._check_schema(conn)
 
-    def _check_schema(self, conn: sqlite3.Connection) -> None:
+    def _check_schema(self, conn: "_Guarded") -> None:
         row = conn.execute("SELECT MAX(version) FROM promptkit_schema").fetchone()
         if row[0] is not None and row[0] > SCHEMA_VERSION:
             raise StoreFormatError(
@@ -210,7 +220,7 @@ class SQLiteStore:
             )
 
     @staticmethod
-    def _drop(conn: sqlite3.Connection, conversation_id: str) -> None:
+    def _drop(conn: "_Guarded", conversation_id: str) -> None:
         conn.execute("DELETE FROM promptkit_turns WHERE conversation_id = ?", (conversation_id,))
         conn.execute("DELETE FROM promptkit_conversations WHERE id = ?", (conversation_id,))
 
@@ -356,6 +366,43 @@ class SQLiteStore:
             self._conns.clear()
         for conn in conns:
             conn.close()
+
+
+class _Guarded:
+    """The connection as a transaction's body sees it: a ``sqlite3`` error is raised as a StoreError.
+
+    The error is built here, outside any ``except`` block, so it does not
+    carry the driver's exception along as its ``__context__``.
+    """
+
+    __slots__ = ("_store", "_conn", "_operation")
+
+    def __init__(self, store: SQLiteStore, conn: sqlite3.Connection, operation: str) -> None:
+        self._store, self._conn, self._operation = store, conn, operation
+
+    def execute(self, sql: str, params: Tuple[object, ...] = ()) -> "_Rows":
+        try:
+            rows = self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            cause = self._store._cause(exc)
+        else:
+            return _Rows(rows)
+        raise self._store._error(self._operation, cause)
+
+
+class _Rows:
+    """A statement's rows, all fetched while the error handling was in place."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: List[Tuple[object, ...]]) -> None:
+        self._rows = rows
+
+    def fetchone(self) -> Optional[Tuple[Any, ...]]:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> List[Tuple[Any, ...]]:
+        return self._rows
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
