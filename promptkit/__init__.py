@@ -27,6 +27,7 @@ from .errors import (
     PromptKitError,
     RateLimitError,
     ServerError,
+    StoreError,
     StreamError,
     StreamTruncatedError,
     ToolError,
@@ -80,7 +81,7 @@ __all__ = [
 
 # The stores load on first use: sqlite3 and the store modules are not needed to stream.
 _STORE_NAMES = frozenset(
-    {"ConversationStore", "MemoryStore", "SQLiteStore", "RedisStore", "StoreError", "StoreConflictError"}
+    {"ConversationStore", "MemoryStore", "SQLiteStore", "RedisStore", "StoreConflictError"}
 )
 
 

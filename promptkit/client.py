@@ -158,7 +158,8 @@ class Client:
             conversation_id: the id; ``conv_<time_ns>`` by default. With a store
                 holding that id, the conversation resumes: system prompt, history,
                 totals and pending tool calls.
-            model: this conversation's model (default: the client's).
+            model: this conversation's model (default: a resumed conversation's
+                stored model, else the client's).
             timeout: this conversation's timeouts (default: the client's).
             max_rounds: the tool loop's limit (default: the client's).
             max_cost: a USD budget for the whole conversation. A turn that would
@@ -189,6 +190,7 @@ class Client:
             max_cost=max_cost,
             variables=variables,
             store=self.store if store is None else store,
+            stored_model=model is None,
         )
 
     def conversations(self, store: Any = None) -> "ConversationIndex":

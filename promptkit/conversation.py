@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ._validate import check_budget, check_params, check_text, to_json
-from .errors import BudgetExceededError, ConfigurationError, ConversationBusyError, ToolError
+from .errors import BudgetExceededError, ConfigurationError, ConversationBusyError, StoreError, ToolError
 from .prompts import placeholders, render
 from .stream import Stream, StreamControl
 from .tools import ToolRegistry
@@ -56,6 +56,7 @@ class Conversation:
         max_cost: Optional[float] = None,
         variables: Optional[Mapping[str, Any]] = None,
         store: Optional["ConversationStore"] = None,
+        stored_model: bool = False,
     ) -> None:
         max_cost = check_budget(max_cost)
         for key in settings.params:
@@ -100,6 +101,10 @@ class Conversation:
                 if system_prompt is not None and system_prompt != stored.meta.system_prompt:
                     logger.warning("conversation %s resumes with its stored system prompt, not the one given", self.id)
                 self._template = stored.meta.system_prompt
+                if stored_model and stored.meta.model:  # the caller named no model: keep the stored one
+                    import attrs
+
+                    self._settings = attrs.evolve(self._settings, model=stored.meta.model)
                 self._restore(stored)
 
     def _sync(self, binding: "StoreBinding") -> None:
@@ -363,15 +368,18 @@ class Conversation:
         """Record a turn that ended with ``done`` (in the store first) and release the conversation.
 
         Raises:
-            StoreConflictError: another worker stored a turn at the same index; nothing is committed.
+            StoreError: the store failed (after retries within a short bound) or another
+                worker stored a turn at the same index (``StoreConflictError``); nothing
+                is committed, the tokens still count, and ``partial`` is ``response``,
+                the reply the user saw.
         """
         try:
             if self._binding is not None:
-                system = self._messages[0]["content"] if self._messages and self._messages[0]["role"] == "system" else None
                 try:
-                    self._binding.append(messages, response, system_prompt=system, model=self._settings.model)
-                except BaseException:
+                    self._binding.append(messages, response, system_prompt=self._system_message(), model=self._settings.model)
+                except StoreError as error:
                     self._count_unstored(response)  # refused by the store, but its tokens were paid for
+                    error.partial = response
                     raise
             with self._lock:
                 self._messages.extend(copy.deepcopy(messages))
@@ -388,15 +396,30 @@ class Conversation:
 
     def fail(self, partial: Optional[Response]) -> None:
         """Record the tokens of a turn that commits nothing (it failed, or was cancelled before
-        anything reached the user) and release the conversation."""
+        anything reached the user), in the store too so they survive a resume, and release the
+        conversation."""
         try:
-            if partial is not None:
-                self._count_unstored(partial)
-                if partial.finish_reason == "cancelled":
+            if partial is not None and partial.finish_reason == "cancelled":
+                with self._lock:
+                    self._last = partial
+            if partial is not None and (partial.usage.total_tokens or partial.cost):
+                binding = self._binding
+                # Stored once the conversation exists (its first committed turn creates it), so they survive a resume.
+                if binding is not None and binding.stored_turns and binding.record_failure(
+                    partial, system_prompt=self._system_message(), model=self._settings.model
+                ):
                     with self._lock:
-                        self._last = partial
+                        self._usage = self._usage + partial.usage
+                        self._cost += partial.cost
+                else:
+                    self._count_unstored(partial)
         finally:
             self._end_turn()
+
+    def _system_message(self) -> Optional[str]:
+        """The system prompt as sent (stored with the conversation's first turn)."""
+        with self._lock:
+            return self._messages[0]["content"] if self._messages and self._messages[0]["role"] == "system" else None
 
     def _count_unstored(self, response: Response) -> None:
         """Add the tokens of a turn that is not committed (failed, or refused by the store) to the totals."""

@@ -22,6 +22,7 @@ __all__ = [
     "ClientClosedError",
     "ToolError",
     "BudgetExceededError",
+    "StoreError",
     "APIError",
     "APIStatusError",
     "BadRequestError",
@@ -81,6 +82,45 @@ class BudgetExceededError(PromptKitError):
     def __init__(self, message: str, *, partial: Optional["Response"] = None) -> None:
         super().__init__(message)
         self.partial = partial
+
+
+class StoreError(PromptKitError):
+    """A conversation store failed: its backend is down, frozen, locked, corrupt or read-only, or it is closed.
+
+    The message names the store (without credentials), the operation and a
+    short cause, e.g. ``RedisStore(redis://127.0.0.1:6379/0): append failed:
+    connection refused``. No exception of the backend's driver (redis-py,
+    sqlite3) is chained to it.
+
+    Attributes:
+        partial: when a turn's commit failed after its reply was streamed,
+            that turn's :class:`~promptkit.types.Response` (what the user
+            saw), so the application can keep it; else ``None``.
+        store: the store's safe description (no password), or ``None``.
+        operation: the store operation that failed (``"load"``, ``"append"``,
+            ``"acquire"``, ...), or ``None``.
+        attempts: how many times the operation was tried.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        store: Optional[str] = None,
+        operation: Optional[str] = None,
+        partial: Optional["Response"] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.store = store
+        self.operation = operation
+        self.partial = partial
+        self.attempts = 1
+
+    def __str__(self) -> str:
+        if self.attempts > 1:
+            return f"{self.message} (after {self.attempts} attempts)"
+        return self.message
 
 
 class APIError(PromptKitError):

@@ -123,6 +123,24 @@ class RedisServer:
         self.stop()
         return False
 
+    @property
+    def pid(self) -> int:
+        """The running server's process id."""
+        assert self._proc is not None, "the server is not running"
+        return self._proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL the server and reap it (for tests of a store whose server dies)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT)
+
+    def restart(self) -> None:
+        """Start the server again on the same port (empty: it keeps no data); RuntimeError if it cannot."""
+        if not self._start_once():
+            raise RuntimeError(f"redis-server did not restart on port {self.port}")
+
     def stop(self) -> None:
         """Terminate the server (kill it if it does not exit in time)."""
         proc, self._proc = self._proc, None

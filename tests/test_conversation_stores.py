@@ -358,7 +358,7 @@ def test_a_successful_turn_stores_user_and_assistant_with_its_figures(
 
 
 @pytest.mark.parametrize("failure", ["status", "in_band", "truncated"])
-def test_a_failed_turn_stores_nothing_and_frees_the_lock(
+def test_a_failed_turn_stores_only_its_tokens_and_frees_the_lock(
     stores: Stores, server: MockServer, client: promptkit.Client, failure: str
 ) -> None:
     store = stores.make()
@@ -372,16 +372,24 @@ def test_a_failed_turn_stores_nothing_and_frees_the_lock(
         "truncated": MockReply.truncate(after_text="cut off"),
     }[failure]
     server.enqueue(reply)
-    with pytest.raises(promptkit.APIError):
+    with pytest.raises(promptkit.APIError) as info:
         conv.send("this one fails")
-    assert snapshot(store, conv.id) == before
-    assert conv.messages == loaded(store, conv.id).messages()
+    after = loaded(store, conv.id)
+    if failure == "status":  # refused before any stream: nothing was consumed, nothing is stored
+        assert snapshot(store, conv.id) == before
+    else:  # no messages, but the tokens the failed stream consumed, so they survive a resume
+        assert before is not None and after.to_dict()["turns"][:-1] == before["turns"]
+        failed = after.turns[-1]
+        assert failed.messages == [] and failed.finish_reason == "error"
+        assert info.value.partial is not None and failed.usage_value() == info.value.partial.usage
+        assert after.usage_totals() == conv.usage
+    assert conv.messages == after.messages()
     assert lock_is_free(store, conv.id)
 
     server.enqueue(MockReply.text("Second answer."))
     conv.send("second")
     assert server.requests[-1].body["messages"] == [system(), user("first"), assistant("First answer."), user("second")]
-    assert [t.messages[0]["content"] for t in loaded(store, conv.id).turns] == ["first", "second"]
+    assert [t.messages[0]["content"] for t in loaded(store, conv.id).turns if t.messages] == ["first", "second"]
 
 
 def test_a_cancelled_turn_stores_its_partial_text(stores: Stores, server: MockServer, client: promptkit.Client) -> None:

@@ -10,7 +10,7 @@ stores are :class:`StoredTurn` and :class:`ConversationMeta`, as versioned JSON.
 """
 
 from .memory_store import MemoryStore
-from .protocol import DEFAULT_LOCK_TTL, ConversationStore, new_owner, turn_lock
+from .protocol import DEFAULT_LOCK_TTL, DEFAULT_STORE_TIMEOUT, ConversationStore, new_owner, turn_lock
 from .redis_store import RedisStore
 from .spec import open_store
 from .sqlite_store import SQLiteStore
@@ -37,6 +37,7 @@ __all__ = [
     "StoreFormatError",
     "FORMAT_VERSION",
     "DEFAULT_LOCK_TTL",
+    "DEFAULT_STORE_TIMEOUT",
     "new_owner",
     "turn_lock",
     "open_store",

@@ -19,10 +19,13 @@ from typing import Any, Iterator, List, Optional, Protocol, runtime_checkable
 from ..errors import ConfigurationError, ConversationBusyError
 from .values import ConversationMeta, StoredConversation, StoredTurn
 
-__all__ = ["DEFAULT_LOCK_TTL", "ConversationStore", "new_owner", "turn_lock"]
+__all__ = ["DEFAULT_LOCK_TTL", "DEFAULT_STORE_TIMEOUT", "ConversationStore", "new_owner", "turn_lock"]
 
 DEFAULT_LOCK_TTL = 60.0
 """Seconds a turn lock lives unless renewed or released."""
+
+DEFAULT_STORE_TIMEOUT = 5.0
+"""Seconds a store operation may wait for its backend (an answer from Redis, SQLite's write lock)."""
 
 
 @runtime_checkable
@@ -44,6 +47,10 @@ class ConversationStore(Protocol):
       does not lock its conversation forever.
     * A store created with ``ttl`` forgets a conversation ``ttl`` seconds
       after its last committed turn; until then it behaves as if it had none.
+    * A failing backend raises :class:`~promptkit.StoreError` (never its
+      driver's own exceptions), naming the store and the operation, within a
+      bounded time (``timeout``, :data:`DEFAULT_STORE_TIMEOUT` by default).
+      promptkit turns any other exception a store raises into one too.
     """
 
     def load(self, conversation_id: str) -> Optional[StoredConversation]:

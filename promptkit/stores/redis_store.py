@@ -16,11 +16,21 @@ slot, so the Lua scripts below may touch them together.
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Optional
+import socket
+import urllib.parse
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
-from ..errors import ConfigurationError
-from .protocol import DEFAULT_LOCK_TTL, check_id, check_index, check_optional_seconds, check_seconds, check_turn
-from .values import ConversationMeta, StoreConflictError, StoredConversation, StoredTurn, StoreError
+from ..errors import ConfigurationError, StoreError
+from .protocol import (
+    DEFAULT_LOCK_TTL,
+    DEFAULT_STORE_TIMEOUT,
+    check_id,
+    check_index,
+    check_optional_seconds,
+    check_seconds,
+    check_turn,
+)
+from .values import ConversationMeta, StoreConflictError, StoredConversation, StoredTurn, StoreFormatError
 
 __all__ = ["RedisStore"]
 
@@ -78,6 +88,77 @@ def _ms(seconds: float) -> int:
     return max(1, int(round(seconds * 1000)))
 
 
+_T = TypeVar("_T")
+
+
+def _describe(client: Any) -> str:
+    """Where the client points, as ``redis://host:port/db`` or ``unix://path``: never its password."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if not isinstance(kwargs, dict):
+        return type(client).__name__  # a cluster client or a custom one: no single address to name
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}"
+    scheme = "rediss" if "SSL" in getattr(client.connection_pool.connection_class, "__name__", "") else "redis"
+    return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def _bounded(redis: Any, client: Any, timeout: float) -> Tuple[Any, bool]:
+    """A client on a pool of its own with ``timeout`` on every connect and read, and no hidden retries.
+
+    redis-py waits forever for a frozen server when ``socket_timeout`` is
+    ``None``, and retries with growing backoff by default (10 times in
+    redis-py 8): neither may hold a turn hostage. The pool copies the
+    client's connection settings (host, password, TLS, decoding), so the
+    caller's own client and its settings stay untouched. Returns the client
+    to use and whether the store owns (and closes) it; a client without a
+    plain connection pool (cluster, sentinel) is used as it is.
+    """
+    pool = getattr(client, "connection_pool", None)
+    if type(pool) not in (redis.ConnectionPool, redis.BlockingConnectionPool):
+        logger.warning(
+            "RedisStore cannot bound %s's operations itself: set socket_timeout on that client", type(client).__name__
+        )
+        return client, False
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["socket_timeout"] = timeout
+    if "path" not in kwargs:  # unix sockets take no connect timeout
+        kwargs["socket_connect_timeout"] = timeout
+    kwargs["retry"] = Retry(NoBackoff(), 0)  # promptkit retries a commit itself, within its own bound
+    own = redis.ConnectionPool(connection_class=pool.connection_class, max_connections=pool.max_connections, **kwargs)
+    return redis.Redis(connection_pool=own), True
+
+
+def _cause(redis: Any, exc: BaseException, timeout: float, secret: Optional[str]) -> str:
+    """A short, credential-free reason for a redis-py failure."""
+    text = str(exc)
+    if isinstance(exc, (redis.TimeoutError, socket.timeout)):
+        return f"no answer within {timeout:g}s (timed out)"
+    if isinstance(exc, redis.AuthenticationError):
+        return "authentication failed"
+    if isinstance(exc, redis.ConnectionError):
+        lowered = text.lower()
+        if "refused" in lowered:
+            return "connection refused"
+        if "timeout" in lowered or "timed out" in lowered:
+            return f"no answer within {timeout:g}s (timed out)"
+        return "connection lost"
+    return _scrub(f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else '(no message)'}", secret)
+
+
+def _scrub(text: str, secret: Optional[str]) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def _url_password(url: str) -> Optional[str]:
+    try:
+        return urllib.parse.urlsplit(url).password
+    except ValueError:
+        return None
+
+
 class RedisStore:
     """A :class:`~promptkit.stores.ConversationStore` in Redis.
 
@@ -92,6 +173,12 @@ class RedisStore:
             turn (Redis ``PEXPIRE`` on its keys); ``None`` keeps it forever.
         lock_ttl: default lifetime of a turn lock, in seconds.
         prefix: the prefix of every key.
+        timeout: how long any operation may wait for Redis, in seconds (the
+            connect and read timeout of the store's connections). The store
+            talks over a pool of its own built from the client's settings, so
+            this holds even for a client made without ``socket_timeout``, and
+            it does not change that client. A frozen or unreachable server
+            then fails the operation with :class:`~promptkit.StoreError`.
 
     Raises:
         ConfigurationError: redis-py is not installed (only when given a URL,
@@ -105,45 +192,76 @@ class RedisStore:
         ttl: Optional[float] = None,
         lock_ttl: float = DEFAULT_LOCK_TTL,
         prefix: str = "promptkit:",
+        timeout: float = DEFAULT_STORE_TIMEOUT,
     ) -> None:
         self.ttl = check_optional_seconds("ttl", ttl)
+        self.timeout = check_seconds("timeout", timeout)
         self.lock_ttl = check_seconds("lock_ttl", lock_ttl)
         if not isinstance(prefix, str):
             raise ConfigurationError(f"prefix must be a str, got {prefix!r}")
         self.prefix = prefix
-        if isinstance(url_or_client, str):
-            try:
-                import redis
-            except ImportError:
-                raise ConfigurationError(_MISSING_REDIS) from None
-            self._client = redis.Redis.from_url(url_or_client)
-            self._owns_client = True
-        elif hasattr(url_or_client, "register_script"):
-            self._client = url_or_client
-            self._owns_client = False
-        else:
+        if not isinstance(url_or_client, str) and not hasattr(url_or_client, "register_script"):
             raise ConfigurationError(
                 f"RedisStore needs a redis URL or a redis.Redis client, got {type(url_or_client).__name__}"
             )
+        try:
+            import redis
+        except ImportError:
+            raise ConfigurationError(_MISSING_REDIS) from None
+        self._redis = redis
+        given = url_or_client
+        if isinstance(url_or_client, str):
+            try:
+                given = redis.Redis.from_url(url_or_client)
+            except ValueError as exc:  # redis-py's message may quote the URL, password included
+                reason = _scrub(str(exc), _url_password(url_or_client))
+            else:
+                reason = ""
+            if reason:
+                raise ConfigurationError(f"RedisStore got a malformed redis URL: {reason}")
+        self._given = given
+        self._secret = (getattr(getattr(given, "connection_pool", None), "connection_kwargs", None) or {}).get("password")
+        self.description = f"RedisStore({_describe(given)})"
+        self._client, self._owns_client = _bounded(redis, given, self.timeout)
+        if isinstance(url_or_client, str):
+            if self._owns_client:
+                given.close()  # only its settings were needed
+            else:
+                self._owns_client = True
         self._append = self._client.register_script(_APPEND)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._release = self._client.register_script(_RELEASE)
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"RedisStore(prefix={self.prefix!r}, ttl={self.ttl})"
+        return f"{self.description[:-1]}, prefix={self.prefix!r}, ttl={self.ttl})"
+
+    def __str__(self) -> str:
+        return self.description
 
     @property
     def client(self) -> Any:
-        """The redis-py client the store uses."""
-        return self._client
+        """The redis-py client given (or made from the URL); the store's own commands use a bounded copy."""
+        return self._given
+
+    def _run(self, operation: str, action: Callable[[], _T]) -> _T:
+        """Run one Redis operation; any redis-py failure becomes a :class:`~promptkit.StoreError`."""
+        self._check_open()
+        try:
+            return action()
+        except (self._redis.RedisError, OSError) as exc:
+            cause = _cause(self._redis, exc, self.timeout, self._secret)
+        # Raised outside the except block: redis-py's exception stays out of __context__.
+        raise StoreError(
+            f"{self.description}: {operation} failed: {cause}", store=self.description, operation=operation
+        )
 
     def _key(self, conversation_id: str, part: str) -> str:
         return f"{self.prefix}{{{conversation_id}}}:{part}"
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreError("this RedisStore is closed")
+            raise StoreError(f"{self.description} is closed", store=self.description)
 
     def load(self, conversation_id: str) -> Optional[StoredConversation]:
         """Read a conversation in one MULTI; ``None`` when it is missing or expired.
@@ -151,18 +269,25 @@ class RedisStore:
         See :meth:`ConversationStore.load <promptkit.stores.ConversationStore.load>`.
         """
         check_id(conversation_id)
-        self._check_open()
-        with self._client.pipeline(transaction=True) as pipe:
-            pipe.get(self._key(conversation_id, "meta"))
-            pipe.lrange(self._key(conversation_id, "turns"), 0, -1)
-            meta, turns = pipe.execute()
+
+        def read() -> Any:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.get(self._key(conversation_id, "meta"))
+                pipe.lrange(self._key(conversation_id, "turns"), 0, -1)
+                return pipe.execute()
+
+        meta, turns = self._run("load", read)
         if meta is None or not turns:
             return None
-        return StoredConversation(
-            id=conversation_id,
-            meta=ConversationMeta.from_json(_text(meta)),
-            turns=[StoredTurn.from_json(_text(t)) for t in turns],
-        )
+        try:
+            return StoredConversation(
+                id=conversation_id,
+                meta=ConversationMeta.from_json(_text(meta)),
+                turns=[StoredTurn.from_json(_text(t)) for t in turns],
+            )
+        except StoreFormatError as error:
+            reason = str(error)
+        raise StoreFormatError(f"{self.description}: load failed: {reason}", store=self.description, operation="load")
 
     def append_turn(self, conversation_id: str, turn: StoredTurn, *, index: int, meta: ConversationMeta) -> None:
         """Append ``turn`` as turn ``index`` with one Lua script. See :class:`~promptkit.stores.ConversationStore`.
@@ -173,11 +298,14 @@ class RedisStore:
         check_id(conversation_id)
         check_index(index)
         check_turn(turn, meta)
-        self._check_open()
         ttl_ms = 0 if self.ttl is None else _ms(self.ttl)
-        done, length = self._append(
-            keys=[self._key(conversation_id, "meta"), self._key(conversation_id, "turns")],
-            args=[index, turn.to_json(), meta.to_json(), ttl_ms],
+        done, length = self._run(
+            "append",
+            lambda: self._append(
+                keys=[self._key(conversation_id, "meta"), self._key(conversation_id, "turns")],
+                args=[index, turn.to_json(), meta.to_json(), ttl_ms],
+                client=self._client,
+            ),
         )
         if not int(done):
             raise StoreConflictError(conversation_id, index, int(length))
@@ -189,22 +317,22 @@ class RedisStore:
         """
         check_id(conversation_id)
         seconds = self.lock_ttl if ttl is None else check_seconds("ttl", ttl)
-        self._check_open()
-        return bool(int(self._acquire(keys=[self._key(conversation_id, "lock")], args=[owner, _ms(seconds)])))
+        key = self._key(conversation_id, "lock")
+        return bool(int(self._run("acquire", lambda: self._acquire(keys=[key], args=[owner, _ms(seconds)], client=self._client))))
 
     def release(self, conversation_id: str, owner: str) -> None:
         """Release the turn lock if ``owner`` holds it (an atomic compare-and-delete)."""
         check_id(conversation_id)
-        self._check_open()
-        self._release(keys=[self._key(conversation_id, "lock")], args=[owner])
+        key = self._key(conversation_id, "lock")
+        self._run("release", lambda: self._release(keys=[key], args=[owner], client=self._client))
 
     def list_ids(self) -> List[str]:
         """The ids of every unexpired conversation, sorted (a ``SCAN`` over the meta keys)."""
-        self._check_open()
         head = f"{self.prefix}{{"
         tail = "}:meta"
         ids = set()
-        for key in self._client.scan_iter(match=_glob_escape(head) + "*" + _glob_escape(tail), count=500):
+        pattern = _glob_escape(head) + "*" + _glob_escape(tail)
+        for key in self._run("list", lambda: list(self._client.scan_iter(match=pattern, count=500))):
             text = _text(key)
             if text.startswith(head) and text.endswith(tail):
                 ids.add(text[len(head) : -len(tail)])
@@ -213,17 +341,21 @@ class RedisStore:
     def delete(self, conversation_id: str) -> bool:
         """Delete a conversation's meta and turns; ``True`` when it existed."""
         check_id(conversation_id)
-        self._check_open()
-        with self._client.pipeline(transaction=True) as pipe:
-            pipe.exists(self._key(conversation_id, "turns"))
-            pipe.delete(self._key(conversation_id, "meta"), self._key(conversation_id, "turns"))
-            existed, _ = pipe.execute()
+
+        def drop() -> Any:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.exists(self._key(conversation_id, "turns"))
+                pipe.delete(self._key(conversation_id, "meta"), self._key(conversation_id, "turns"))
+                return pipe.execute()
+
+        existed, _ = self._run("delete", drop)
         return bool(existed)
 
     def close(self) -> None:
-        """Close the client if the store created it from a URL. Idempotent."""
+        """Close the store's connections (never those of a client you gave it). Idempotent."""
         if self._closed:
             return
         self._closed = True
         if self._owns_client:
             self._client.close()
+            self._client.connection_pool.disconnect()  # a client built on a given pool leaves it open

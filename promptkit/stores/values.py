@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
-from ..errors import ConfigurationError, ConversationBusyError, PromptKitError
+from ..errors import ConfigurationError, ConversationBusyError, StoreError
 from ..types import Response, Usage
 
 __all__ = [
@@ -36,15 +36,12 @@ FORMAT_VERSION = 1
 _USAGE_FIELDS = tuple(a.name for a in attrs.fields(Usage))
 
 
-class StoreError(PromptKitError):
-    """A conversation store failed (closed, unreadable, or its backend raised)."""
-
-
 class StoreConflictError(ConversationBusyError, StoreError):
     """Another writer committed a turn first: the stored turn count is not the expected index.
 
     Nothing was written. Reload the conversation and retry the turn if it
-    still makes sense.
+    still makes sense. A :class:`~promptkit.StoreError`: when it ends a turn,
+    ``partial`` holds the turn's Response.
 
     Attributes:
         conversation_id: the conversation.
@@ -55,7 +52,8 @@ class StoreConflictError(ConversationBusyError, StoreError):
     def __init__(self, conversation_id: str, index: int, stored: int) -> None:
         super().__init__(
             f"conversation {conversation_id} has {stored} stored turn(s), so turn {index} cannot be appended: "
-            "another worker committed a turn concurrently; reload the conversation"
+            "another worker committed a turn concurrently; reload the conversation",
+            operation="append",
         )
         self.conversation_id = conversation_id
         self.index = index
