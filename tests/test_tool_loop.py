@@ -781,7 +781,9 @@ def test_cancel_from_inside_a_handler(server: MockServer, client: promptkit.Clie
     ready.set()
     events = list(streams[0])
     join_tool_threads()
-    assert [e.type for e in events] == ["tool_call", "done"]  # no tool_result reaches the consumer after cancel
+    # No tool_result reaches the consumer after the cancel; the tool_call did if the consumer took
+    # it before the handler cancelled (events read ahead are not delivered after a cancel).
+    assert [e.type for e in events] in (["tool_call", "done"], ["done"])
     assert events[-1].final.finish_reason == "cancelled"
     assert not server.wait_for_requests(2, timeout=0.2)
     # No text reached the user and the call was never answered: nothing is committed
