@@ -26,7 +26,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["Redactor", "check_api_key", "check_headers", "safe_url", "log_text", "MASK"]
+__all__ = ["Redactor", "check_api_key", "check_headers", "safe_url", "url_credentials", "log_text", "MASK"]
 
 MASK = "***"
 WHOLE_WORD_BELOW = 8

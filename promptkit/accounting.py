@@ -14,7 +14,7 @@ round's usage. ``cost_source`` records which it was, over all rounds.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .accumulator import Accumulator
 from .pricing import PriceTable
@@ -55,7 +55,7 @@ class TurnAccount:
         self.usage = Usage()
         self.cost = 0.0
         self.cost_known = True
-        self._sources: set = set()  # "server" / "table" / "unknown", one per kind of round counted
+        self._sources: Set[str] = set()  # "server" / "table" / "unknown", one per kind of round counted
         self._counted: List[Accumulator] = []  # rounds whose usage is in the totals
         self._live: Optional[_Live] = None
 

@@ -25,7 +25,7 @@ their thinking as a list of parts there, which is skipped. What the reply may ho
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import StreamError
 from ._shapes import check_usage, malformed

@@ -14,6 +14,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+import attrs
+
+from ._schema import json_fallback
 from ._validate import check_budget, check_params, check_text, to_json
 from .errors import BudgetExceededError, ConfigurationError, ConversationBusyError, StoreError, ToolError
 from .prompts import placeholders, render
@@ -102,8 +105,6 @@ class Conversation:
                     logger.warning("conversation %s resumes with its stored system prompt, not the one given", self.id)
                 self._template = stored.meta.system_prompt
                 if stored_model and stored.meta.model:  # the caller named no model: keep the stored one
-                    import attrs
-
                     self._settings = attrs.evolve(self._settings, model=stored.meta.model)
                 self._restore(stored)
 
@@ -235,8 +236,12 @@ class Conversation:
             if call is None:
                 known = ", ".join(self._pending) or "none"
                 raise ToolError(f"no pending tool call with id {call_id!r} (pending: {known})")
-            content = check_text(result, f"the result of tool call {call_id!r}") if isinstance(result, str) else _json(result, call_id)
-            assert content is not None
+            what = f"the result of tool call {call_id!r}"
+            if isinstance(result, str):
+                content = result
+                check_text(content, what)
+            else:
+                content = to_json(result, what, default=json_fallback)
             self._results[call_id] = ToolResult(call_id, call.name, content, is_error)
 
     # -- turns -------------------------------------------------------------------
@@ -449,14 +454,6 @@ def _sleep(seconds: float) -> bool:
 
 
 def _with_retries(settings: TurnSettings, max_retries: int) -> TurnSettings:
-    import attrs
-
     if not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
     return attrs.evolve(settings, policy=attrs.evolve(settings.policy, max_retries=max_retries))
-
-
-def _json(value: Any, call_id: str) -> str:
-    from ._schema import json_fallback
-
-    return to_json(value, f"the result of tool call {call_id!r}", default=json_fallback)

@@ -375,4 +375,3 @@ def execute(tool: Optional[Tool], call: ToolCall) -> ToolResult:
         logger.warning("tool %r (call %s) returned text with %s", call.name, call.id, problem)
         return _error(call, f"tool {call.name!r} returned text that cannot be sent: it holds {problem}")
     return ToolResult(call_id=call.id, name=call.name, content=content)
-

@@ -169,7 +169,6 @@ class Transport:
         root = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
         self.base_url = safe_url(root)  # what messages, logs and reprs show: never credentials
         self.url = root + "/chat/completions" + (f"?{parts.query}" if parts.query else "")
-        self._pool_key = self.base_url
         extra = check_headers(headers)
         # The caller's header values, a supplied session's own headers included, are treated as secrets.
         session_values = [str(v) for k, v in session.headers.items() if k.lower() not in _PLAIN_HEADERS] if session else []
@@ -182,9 +181,8 @@ class Transport:
             adapter = _Adapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+            _quiet_pool_full(parts.hostname or "", pool_size)  # a supplied session's pool is the caller's
         self.session = session
-        self._pool_size = pool_size
-        _quiet_pool_full(parts.hostname or "", pool_size)
         self._headers: Dict[str, str] = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
@@ -239,7 +237,7 @@ class Transport:
     @property
     def sends_stream_options(self) -> bool:
         """Whether requests to this base URL include ``stream_options`` (a server may have refused it)."""
-        return self._pool_key not in _NO_STREAM_OPTIONS
+        return self.base_url not in _NO_STREAM_OPTIONS
 
     def redact(self, text: str) -> str:
         """Remove every secret of this client (key, caller's header values, URL credentials) from text."""
@@ -284,8 +282,7 @@ class Transport:
         except (TypeError, ValueError, RecursionError) as exc:  # inputs are checked up front: a last guard
             raise ConfigurationError(f"the request to {self.base_url} cannot be sent as JSON: {exc}") from None
         waiting.hook = on_socket  # while waiting for headers, a cancel may shut this socket down
-        failure: Optional[APIError] = None
-        config: Optional[ConfigurationError] = None
+        failure: Optional[PromptKitError] = None
         try:
             # Never follow a redirect: it would carry the conversation (and, to the same
             # host, the credentials) wherever a server or a proxy points it.
@@ -304,7 +301,7 @@ class Transport:
             requests.exceptions.InvalidSchema,
         ) as exc:
             # The request itself is malformed: no server saw it, and trying again cannot help.
-            config = ConfigurationError(f"the request to {self.base_url} could not be sent: {self.redact(describe(exc))}")
+            failure = ConfigurationError(f"the request to {self.base_url} could not be sent: {self.redact(describe(exc))}")
         except requests.exceptions.ConnectTimeout:
             failure = APITimeoutError(
                 f"timed out connecting to {connect_target(self.base_url)} ({self.base_url})", kind="connect"
@@ -319,8 +316,6 @@ class Transport:
             waiting.hook = None
         # Raised outside the except block: the requests exception (whose request
         # carries the Authorization header) must not ride along as __context__.
-        if config is not None:
-            raise config
         if failure is not None:
             raise failure
         if 300 <= response.status_code < 400:
@@ -427,7 +422,7 @@ class Transport:
                 if isinstance(error, BadRequestError) and "stream_options" in payload and "stream_options" in str(error.body):
                     logger.info("%s rejected stream_options; retrying without it", self.base_url)
                     with _NO_STREAM_OPTIONS_LOCK:
-                        _NO_STREAM_OPTIONS.add(self._pool_key)
+                        _NO_STREAM_OPTIONS.add(self.base_url)
                     payload = {k: v for k, v in payload.items() if k != "stream_options"}
                     continue
                 delay = policy.next_delay(error, attempt)

@@ -168,7 +168,8 @@ class Response:
     0.0). ``cost_source`` says where ``cost`` came from: ``"server"`` (the
     server reported it, as LiteLLM and OpenRouter do), ``"table"`` (computed
     from the price table), ``"mixed"`` (tool rounds of both kinds) or
-    ``"unknown"`` (no price and no reported cost). ``finish_reason`` is ``"cancelled"`` for a turn the user stopped.
+    ``"unknown"`` (no price and no reported cost). ``finish_reason`` is
+    ``"cancelled"`` for a turn the user stopped.
     ``latency_ms`` is the time from the request to the end of the turn and
     ``ttft_ms`` the time to the first content or tool call delta.
     """

@@ -12,70 +12,31 @@ consumer, which promptkit reports as typed errors carrying the partial reply
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
-import sys
-import threading
 import urllib.request
-from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
 
 import promptkit
+from tests._processes import free_port, program_path, third_party_server
 
 # Findings that only describe a failure after content reached the consumer.
 AFTER_CONTENT = {"truncated_stream_accepted", "malformed_chunk_ignored", "gave_up"}
 TURNS = 60
 
 
-def _llmock() -> str:
-    exe = Path(sys.executable).with_name("llmock")
-    found = str(exe) if exe.exists() else shutil.which("llmock")
-    assert found, "llmock is a test dependency: pip install -e '.[test]'"
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def chaos_server() -> Iterator[str]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+    port = free_port()
     args = [
-        _llmock(), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        program_path("llmock"), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
         "--error-rate", "500=0.1", "--error-rate", "503=0.05", "--error-rate", "429=0.1",
         "--stream-fault", "disconnect=0.1", "--stream-fault", "truncate=0.1",
         "--stream-fault", "malformed=0.1", "--stream-fault", "stall=0.05", "--stream-stall-seconds", "3",
     ]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        ready = threading.Event()
-        for _ in range(200):  # up to ~20 s for uvicorn to start
-            if proc.poll() is not None:
-                break
-            try:
-                urllib.request.urlopen(f"{url}/_llmock/verdict", timeout=1).read()
-                ready.set()
-                break
-            except OSError:
-                ready.wait(0.1)
-        assert ready.is_set(), f"llmock did not start: {proc.stderr.read().decode() if proc.poll() is not None else ''}"
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+    with third_party_server(args, port):
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_llmock_finds_nothing_but_failures_after_content(chaos_server: str) -> None:
@@ -91,7 +52,7 @@ def test_llmock_finds_nothing_but_failures_after_content(chaos_server: str) -> N
                 outcomes.append(error)
                 assert conv.messages == []
     report = subprocess.run(
-        [_llmock(), "report", "--url", chaos_server, "--json"], capture_output=True, text=True, timeout=60
+        [program_path("llmock"), "report", "--url", chaos_server, "--json"], capture_output=True, text=True, timeout=60
     )
     verdict: Dict[str, Any] = json.loads(report.stdout)
     journal = json.loads(urllib.request.urlopen(f"{chaos_server}/_llmock/requests", timeout=10).read())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import socket
 import threading
 import traceback
 from typing import Any, Iterator, List
@@ -25,7 +24,8 @@ import pytest
 import promptkit
 from promptkit.testing import MockReply, MockServer
 from promptkit.web import error_reply
-from tests.test_faults import assert_one_terminal, client_sockets, content_of, wait_for
+from tests._processes import free_port
+from tests.test_faults import assert_one_terminal, client_sockets, content_of, server_port, wait_for
 
 KEY = "sk-hostile-SECRET-0123456789"
 HEADER_SECRET = "azure-SECRET-abcdef987654"
@@ -38,16 +38,6 @@ WAIT = 5.0
 def server() -> Iterator[MockServer]:
     with MockServer() as srv:
         yield srv
-
-
-def port_of(server: MockServer) -> int:
-    return int(server.url.rsplit(":", 1)[1].split("/", 1)[0])
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def texts_of_error(error: BaseException) -> List[str]:
@@ -180,7 +170,7 @@ def test_secrets_are_redacted_in_every_spelling(server: MockServer, logs: pytest
 
 
 def test_base_url_credentials_never_show(logs: pytest.LogCaptureFixture) -> None:
-    base = f"http://admin:{URL_PASSWORD}@127.0.0.1:{closed_port()}/v1"
+    base = f"http://admin:{URL_PASSWORD}@127.0.0.1:{free_port()}/v1"
     with promptkit.Client(base_url=base, api_key=KEY, max_retries=1) as client:
         assert URL_PASSWORD not in repr(client) and "admin" not in client.base_url
         with pytest.raises(promptkit.APIConnectionError) as info:
@@ -212,7 +202,7 @@ def test_redaction_never_mangles_unrelated_text(server: MockServer) -> None:
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_redirects_are_not_followed(server: MockServer, status: int, logs: pytest.LogCaptureFixture) -> None:
     with MockServer() as other:
-        target = f"http://someone:{URL_PASSWORD}@127.0.0.1:{port_of(other)}/v1/chat/completions"
+        target = f"http://someone:{URL_PASSWORD}@127.0.0.1:{server_port(other)}/v1/chat/completions"
         server.enqueue(MockReply.error(status, "moved", headers={"Location": target}))
         with promptkit.Client(base_url=server.url, api_key=KEY, headers={"api-key": HEADER_SECRET}, max_retries=3) as client:
             conv = client.conversation()
@@ -223,7 +213,7 @@ def test_redirects_are_not_followed(server: MockServer, status: int, logs: pytes
         assert conv.messages == []
     error = info.value
     assert error.status_code == status
-    assert f"127.0.0.1:{port_of(other)}/v1/chat/completions" in str(error)
+    assert f"127.0.0.1:{server_port(other)}/v1/chat/completions" in str(error)
     assert "redirect" in str(error)
     assert_no_secret(texts_of_error(error), logs)
 

@@ -29,6 +29,7 @@ import pytest
 
 import promptkit
 from promptkit.testing import MockReply, MockServer
+from tests._processes import read_request
 from tests.test_faults import client_sockets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -346,18 +347,10 @@ class FloodServer:
                     pass  # the client hung up: that is how a flood ends
 
     def _answer(self, conn: socket.socket) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            more = conn.recv(65536)
-            if not more:
-                return
-            data += more
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        length = next((int(v) for k, _, v in (h.partition(":") for h in lines[1:]) if k.lower() == "content-length"), 0)
-        while len(body) < length:
-            body += conn.recv(65536)
-        scenario = lines[0].split()[1].strip("/").split("/")[0]
+        request = read_request(conn)
+        if request is None:
+            return
+        scenario = request[0].split()[1].strip("/").split("/")[0]
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
         sent = 0
         try:

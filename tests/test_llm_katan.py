@@ -9,64 +9,29 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import threading
-from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests._processes import ROOT, free_port, program_path, third_party_server
+
 MODEL = "llama3.2"
 
 if sys.version_info < (3, 10):  # pragma: no cover - llm-katan needs 3.10
     pytest.skip("llm-katan needs Python 3.10+", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def katan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llm-katan on 127.0.0.1, serving MODEL; its base URL."""
-    command = shutil.which("llm-katan", path=os.path.dirname(sys.executable)) or shutil.which("llm-katan")
-    assert command, "llm-katan is missing: pip install -e '.[test]'"
-    port = _free_port()
+    port = free_port()
     home = tmp_path_factory.mktemp("katan-home")  # it keeps request stats under $HOME
-    proc = subprocess.Popen(
-        [command, "--model", MODEL, "--backend", "echo", "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", env=dict(os.environ, HOME=str(home)),
-    )
-    ready = threading.Event()
-    lines: List[str] = []
-
-    def drain() -> None:  # reads until the server exits, so that its pipe never fills
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "Uvicorn running on" in line:
-                ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=drain, name="katan-output", daemon=True)
-    reader.start()
-    try:
-        assert ready.wait(60) and proc.poll() is None, "llm-katan did not start:\n" + "".join(lines)
+    args = [program_path("llm-katan"), "--model", MODEL, "--backend", "echo", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "info"]
+    with third_party_server(args, port, env=dict(os.environ, HOME=str(home))):
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        reader.join(10)
 
 
 def _env(base_url: str, **extra: str) -> Dict[str, str]:

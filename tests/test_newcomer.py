@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +22,7 @@ import pytest
 import promptkit
 from promptkit.accumulator import Accumulator
 from promptkit.testing import MockReply, MockServer
+from tests._processes import example_program
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -113,27 +112,9 @@ def test_example_against_nothing_listening_fails_with_one_line() -> None:
 @contextmanager
 def chat_app(name: str, *args: str, env: Dict[str, str]) -> Iterator[str]:
     """Run a chat example as a program on a free port; its URL."""
-    proc = subprocess.Popen([sys.executable, f"examples/{name}/app.py", "--port", "0", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(env, PYTHONUNBUFFERED="1"), cwd=ROOT,
-                            encoding="utf-8")
-    try:
-        assert proc.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(proc.stdout, selectors.EVENT_READ)
-            assert selector.select(60), "the example printed no URL within 60 s"
-        line = proc.stdout.readline()
-        match = re.search(r"http://[\d.]+:\d+", line)
-        assert match, f"no URL in {line!r}"
-        assert MODEL in line  # the banner names the model it talks to
-        yield match.group(0)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with example_program(f"examples/{name}/app.py", "--port", "0", *args, env=env) as (_, url, banner):
+        assert MODEL in banner  # the banner names the model it talks to
+        yield url
 
 
 @pytest.mark.parametrize("how", ["env", "option"])

@@ -39,6 +39,7 @@ from promptkit import StoreError
 from promptkit.stores import MemoryStore, RedisStore, SQLiteStore, StoreConflictError, StoredTurn, StoreFormatError
 from promptkit.stores import binding as binding_module
 from promptkit.testing import MockReply, MockServer
+from tests._processes import read_request
 
 try:
     from tests.redis_server import RedisServer, running_redis
@@ -161,17 +162,10 @@ class HeldServer:
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, body = data.split(b"\r\n\r\n", 1)
-            match = re.search(rb"content-length:\s*(\d+)", head, re.IGNORECASE)
-            while match and len(body) < int(match.group(1)):
-                body += conn.recv(65536)
-            self.requests.append(json.loads(body))
+            request = read_request(conn)
+            if request is None:
+                return
+            self.requests.append(json.loads(request[1]))
             try:
                 text, release = self._replies.get_nowait()
             except queue.Empty:

@@ -13,7 +13,6 @@ import json
 import os
 import queue
 import re
-import signal
 import socket
 import socketserver
 import subprocess
@@ -31,6 +30,7 @@ import promptkit
 from promptkit.sse import ServerSentEvent, SSEParser
 from promptkit.stores.values import StoredTurn
 from promptkit.testing import MockReply, MockServer
+from tests._processes import example_program
 
 if os.environ.get("CI") != "true":  # in CI the test extra installs them: a missing one must fail, not skip
     pytest.importorskip("flask")
@@ -725,29 +725,9 @@ def test_django_asgi_full_turn_and_stop(mock: MockServer, store: RecordingStore,
 @contextlib.contextmanager
 def program(*args: str) -> Iterator[Tuple[subprocess.Popen, str]]:
     """Run an example as a user would (mock mode), yielding the process and the URL it printed."""
-    import selectors
-
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PROMPTKIT_STORE")}
-    env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=ROOT, encoding="utf-8")
-    try:
-        assert proc.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(proc.stdout, selectors.EVENT_READ)
-            assert selector.select(60), "the example printed no URL within 60 s"
-        line = proc.stdout.readline()
-        match = re.search(r"http://[\d.]+:\d+", line)
-        assert match, f"no URL in {line!r}; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
-        yield proc, match.group(0)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # Ctrl-C: the example shuts its servers down and exits 0
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with example_program(*args, env=env) as (proc, url, _):
+        yield proc, url
 
 
 @pytest.mark.parametrize("name", ["flask_chat", "django_chat"])

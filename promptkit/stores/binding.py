@@ -129,7 +129,7 @@ class StoreBinding:
             StoreConflictError: another worker stored a turn at this index (never retried).
             StoreError: the store still failed when the budget ran out (``attempts`` says how often it was tried).
         """
-        meta = self.meta or ConversationMeta(system_prompt=system_prompt, created_at=time.time(), model=model)
+        meta = self._meta(system_prompt, model)
         turn = StoredTurn.from_response(messages, response)
         deadline = time.monotonic() + COMMIT_RETRY_BUDGET
         attempt = 0
@@ -150,6 +150,14 @@ class StoreBinding:
                     raise
                 logger.warning("storing a turn of conversation %s failed (%s); trying again in %.2fs", self.id, error, delay)
                 time.sleep(delay)  # a short, bounded backoff on the worker thread; the reply is already delivered
+        self._stored(meta)
+
+    def _meta(self, system_prompt: Optional[str], model: str) -> ConversationMeta:
+        """The conversation's stored meta, or the one its first stored turn creates."""
+        return self.meta or ConversationMeta(system_prompt=system_prompt, created_at=time.time(), model=model)
+
+    def _stored(self, meta: ConversationMeta) -> None:
+        """One more turn is in the store."""
         self.meta = meta
         self.stored_turns += 1
 
@@ -167,7 +175,7 @@ class StoreBinding:
             Whether it was stored; ``False`` (logged) when the store refused,
             in which case the tokens count in this process only.
         """
-        meta = self.meta or ConversationMeta(system_prompt=system_prompt, created_at=time.time(), model=model)
+        meta = self._meta(system_prompt, model)
         turn = StoredTurn(
             messages=[],
             usage=response.usage,
@@ -181,8 +189,7 @@ class StoreBinding:
         except StoreError as error:
             logger.warning("the tokens of a failed turn of conversation %s were not stored: %s", self.id, error)
             return False
-        self.meta = meta
-        self.stored_turns += 1
+        self._stored(meta)
         return True
 
     def end(self) -> None:
