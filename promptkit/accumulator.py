@@ -205,7 +205,9 @@ class Accumulator:
             ``max_json_depth`` (of tool-call arguments) apply here.
     """
 
-    __slots__ = ("_main", "_others", "usage", "cost", "model", "id", "saw_output", "limits", "_chars", "_saw_main")
+    __slots__ = (
+        "_main", "_others", "usage", "cost", "model", "id", "saw_output", "limits", "_chars", "_max_chars", "_saw_main"
+    )  # fmt: skip
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._main = _ChoiceState()
@@ -217,13 +219,14 @@ class Accumulator:
         self.saw_output = False  # a content or tool-call delta arrived (a role-only chunk is not output)
         self.limits = limits
         self._chars = 0  # what the reply holds, as Limits.max_reply_chars counts it
+        self._max_chars = limits.max_reply_chars
         self._saw_main = False  # some chunk carried choice 0
 
     def spend(self, chars: int) -> None:
         """Count a stored piece of ``chars`` characters against max_reply_chars."""
         total = self._chars + chars + _PIECE_CHARS
-        if total > self.limits.max_reply_chars:
-            raise exceeded("max_reply_chars", self.limits.max_reply_chars, "characters", "the response grew past it")
+        if total > self._max_chars:
+            raise exceeded("max_reply_chars", self._max_chars, "characters", "the response grew past it")
         self._chars = total
 
     # The hot path: keep it to dict lookups on the common shapes.
@@ -298,7 +301,11 @@ class Accumulator:
                 text = delta.get("content")
                 if text.__class__ is str:
                     if text:
-                        self.spend(len(text))
+                        # spend(), inlined: this is the per-token path.
+                        total = self._chars + len(text) + _PIECE_CHARS
+                        if total > self._max_chars:
+                            self.spend(len(text))  # raises, with the message
+                        self._chars = total
                         state.content.append(text)
                         state.output.append(text)
                         events.append(StreamEvent("content", content=text))

@@ -84,11 +84,12 @@ class StreamControl:
         takes, so the text counted as delivered when a cancel lands is exactly
         what the consumer got: the turn commits that, never the read-ahead.
         """
+        if event.type != "content":
+            return not self._cancelled  # nothing to count: the flag alone decides
         with self._lock:
             if self._cancelled:
                 return False
-            if event.type == "content":
-                self._delivered += len(event.content)
+            self._delivered += len(event.content)
             return True
 
     @property
