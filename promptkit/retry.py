@@ -95,7 +95,10 @@ class RetryPolicy:
     """Exponential backoff with jitter.
 
     Attempt ``n`` (1-based, the failed one) waits ``min(max_delay, base_delay * 2**(n-1))``
-    scaled by a random factor in ``[0.5, 1.0]``, unless the server said how long to wait.
+    scaled by a random factor in ``[0.75, 1.0]``, unless the server said how long to wait.
+    The jitter spreads clients that failed together, and is narrow enough that every
+    uncapped wait is at least 1.5 times the one before it (a wider one, ``[0.5, 1.0]``,
+    let two waits in a row come out equal, which a server reads as no backoff at all).
     """
 
     max_retries: int = 2
@@ -108,7 +111,7 @@ class RetryPolicy:
         if retry_after is not None:
             return retry_after
         backoff = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
-        return backoff * (0.5 + random.random() / 2)
+        return backoff * (1.0 - random.random() / 4)
 
     def next_delay(self, error: APIError, attempt: int) -> Optional[float]:
         """The wait before the next attempt, or ``None`` when ``error`` must not be retried.

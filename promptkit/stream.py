@@ -198,8 +198,10 @@ class Stream:
         on_error: Optional[Callable[[BaseException], Any]] = None,
         on_done: Optional[Callable[[Response], Any]] = None,
         progress: Optional[Callable[[], Tuple[Usage, float]]] = None,
+        control: Optional[StreamControl] = None,
     ) -> None:
-        self._control = StreamControl(buffer_size)
+        # A control made before the stream lets a cancel reach the turn while it is still opening.
+        self._control = control if control is not None else StreamControl(buffer_size)
         self._progress = progress
         self._callbacks = {
             "content": on_content,

@@ -64,6 +64,14 @@ def test_llmock_finds_nothing_but_failures_after_content(chaos_server: str) -> N
     assert sum(isinstance(o, promptkit.Response) for o in outcomes) >= TURNS // 2
     records = journal["requests"]
     for finding in verdict["findings"]:
+        if finding["code"] == "no_backoff":
+            # llmock groups attempts into calls by body and end time. It holds a stalled attempt for
+            # the whole stall after promptkit timed out and moved on, so that attempt "ends" late and
+            # a later retry is grouped behind it: the measured gap is not promptkit's wait (which
+            # test_transport checks grows 1.5x per attempt). Only such a misgrouping is excused.
+            chain = [r for r in journal["requests"] if r["seq"] in finding["requests"]]
+            assert any(str(r.get("fault") or "").startswith("stream:stall") for r in chain), (finding, chain)
+            continue
         assert finding["code"] in AFTER_CONTENT, finding
         for seq in finding["requests"]:
             record = next(r for r in records if r["seq"] == seq)

@@ -162,8 +162,16 @@ def test_backoff_grows_with_jitter() -> None:
     policy = RetryPolicy(max_retries=5, base_delay=1.0, max_delay=4.0)
     for attempt, cap in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 4.0)]:
         delays = {policy.delay(attempt) for _ in range(20)}
-        assert all(cap / 2 <= d <= cap for d in delays)
+        assert all(cap * 0.75 <= d <= cap for d in delays)
         assert len(delays) > 1  # jittered
+
+
+def test_backoff_never_repeats_a_wait_before_the_cap() -> None:
+    # llmock (and any server) reads two equal waits in a row as "no backoff": the jitter must not undo the doubling.
+    policy = RetryPolicy(max_retries=6, base_delay=0.5, max_delay=8.0)
+    for _ in range(500):
+        waits = [policy.delay(attempt) for attempt in range(1, 6)]
+        assert all(later >= 1.5 * earlier for earlier, later in zip(waits, waits[1:])), waits
 
 
 def test_transport_repr_hides_key() -> None:
