@@ -296,8 +296,8 @@ class Conversation:
             if max_retries is not None:
                 settings = _with_retries(settings, max_retries)
             new_messages = self._start_messages(message)
-            started = time.monotonic()
-            total = settings.timeout.total
+            control = StreamControl(buffer_size)
+            self._active = control  # from here on, cancel() reaches this turn, whatever it is waiting for
             turn = Turn(
                 transport=self._transport,
                 settings=settings,
@@ -305,11 +305,10 @@ class Conversation:
                 new_messages=new_messages,
                 tools=self._tools,
                 sink=self,
-                started=started,
-                deadline=None if total is None else started + total,
+                started=time.monotonic(),
                 budget=budget,
             )
-            turn.open(_sleep)
+            turn.start(control)  # connect and wait for the headers, retrying; returns early when cancelled
         except BaseException:
             self._end_turn()  # nothing was consumed: the request never got an answer
             raise
@@ -323,14 +322,31 @@ class Conversation:
                 on_error=on_error,
                 on_done=on_done,
                 progress=turn.progress,
+                control=control,
             )
         except BaseException:  # no worker thread could be started: close the response, free the turn
             turn.discard()
             self._end_turn()
             raise
-        self._active = stream.control
         self._transport.track(stream)  # Client.close() cancels it
         return stream
+
+    def cancel(self) -> None:
+        """Cancel the turn in flight, from any thread, whatever it is doing. Returns at once.
+
+        It reaches the turn in every phase: connecting, waiting for the response
+        headers, backing off between retries or sleeping for ``Retry-After``
+        (where ``send_stream()`` has not returned yet), streaming, and running
+        tool handlers. The turn ends as cancelled, not as an error: a
+        ``send_stream()`` still waiting returns a Stream whose only event is
+        ``done`` with ``finish_reason == "cancelled"`` (and ``send()`` returns
+        that Response); a running stream ends as :meth:`Stream.cancel` ends it.
+        A turn cancelled before any of its reply reached the consumer commits
+        nothing. Does nothing when no turn is in flight.
+        """
+        active = self._active
+        if active is not None:
+            active.cancel()
 
     def _acquire_turn(self) -> bool:
         """Take the turn lock. A cancelled turn still finishing (an abandoned
@@ -445,12 +461,6 @@ class Conversation:
                 self._binding.end()
         finally:
             self._busy.release()
-
-
-def _sleep(seconds: float) -> bool:
-    # Before send_stream returns there is no stream to cancel: a plain wait.
-    time.sleep(seconds)
-    return True
 
 
 def _with_retries(settings: TurnSettings, max_retries: int) -> TurnSettings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from .stream import StreamControl, start_thread
 
@@ -13,6 +13,20 @@ __all__ = ["run_parallel"]
 
 _ids = itertools.count(1)
 _T = TypeVar("_T")
+_POLL = 1.0  # a safety net only: a cancel notifies the waiting loop at once
+
+
+class _Wake:
+    """Attached to the stream's control while handlers run: a cancel wakes the waiting loop."""
+
+    __slots__ = ("_changed",)
+
+    def __init__(self, changed: threading.Condition) -> None:
+        self._changed = changed
+
+    def abort(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
 
 def run_parallel(
@@ -36,7 +50,7 @@ def run_parallel(
     count = len(tasks)
     results: List[Any] = [None] * count
     started: List[float] = [0.0] * count
-    outcomes: dict = {}
+    outcomes: Dict[int, Tuple[bool, Any]] = {}
     changed = threading.Condition()
 
     def runner(i: int) -> None:
@@ -48,42 +62,46 @@ def run_parallel(
             outcomes[i] = outcome
             changed.notify_all()
 
-    running: set = set()
+    running: Set[int] = set()
     next_task = 0
-    with changed:
-        while next_task < count or running:
-            if control.cancelled:
-                return None
-            now = time.monotonic()
-            past_deadline = deadline is not None and now >= deadline
-            while next_task < count and len(running) < max_workers and not past_deadline:
-                started[next_task] = time.monotonic()
-                running.add(next_task)
-                start_thread(runner, f"tool-{next(_ids)}", next_task)
-                next_task += 1
-            for i in sorted(running):
-                limit = timeouts[i]
-                if i in outcomes:
-                    ok, value = outcomes.pop(i)
-                    if not ok:
-                        raise value
-                    results[i] = value
-                elif past_deadline:
-                    results[i] = on_timeout(i, True)
-                elif limit is not None and now >= started[i] + limit:
-                    results[i] = on_timeout(i, False)
-                else:
-                    continue
-                running.discard(i)
-            if past_deadline:
-                while next_task < count:  # never started: the deadline came first
-                    results[next_task] = on_timeout(next_task, True)
+    control.attach(_Wake(changed))  # a cancel notifies `changed`: the loop below sees it at once
+    try:
+        with changed:
+            while next_task < count or running:
+                if control.cancelled:
+                    return None
+                now = time.monotonic()
+                past_deadline = deadline is not None and now >= deadline
+                while next_task < count and len(running) < max_workers and not past_deadline:
+                    started[next_task] = time.monotonic()
+                    running.add(next_task)
+                    start_thread(runner, f"tool-{next(_ids)}", next_task)
                     next_task += 1
-            if not running and next_task >= count:
-                break
-            limits = [started[i] + t for i in running if (t := timeouts[i]) is not None]
-            if deadline is not None:
-                limits.append(deadline)
-            # Wake on a finished task, a timeout, or at least every 0.1 s to see a cancel.
-            changed.wait(min([0.1] + [max(0.0, limit - now) for limit in limits]))
-    return results
+                for i in sorted(running):
+                    limit = timeouts[i]
+                    if i in outcomes:
+                        ok, value = outcomes.pop(i)
+                        if not ok:
+                            raise value
+                        results[i] = value
+                    elif past_deadline:
+                        results[i] = on_timeout(i, True)
+                    elif limit is not None and now >= started[i] + limit:
+                        results[i] = on_timeout(i, False)
+                    else:
+                        continue
+                    running.discard(i)
+                if past_deadline:
+                    while next_task < count:  # never started: the deadline came first
+                        results[next_task] = on_timeout(next_task, True)
+                        next_task += 1
+                if not running and next_task >= count:
+                    break
+                limits = [started[i] + t for i in running if (t := timeouts[i]) is not None]
+                if deadline is not None:
+                    limits.append(deadline)
+                # Wake on a finished task, a timeout or a cancel (control.cancel() notifies).
+                changed.wait(min([_POLL] + [max(0.0, limit - now) for limit in limits]))
+        return results
+    finally:
+        control.detach()

@@ -1,18 +1,20 @@
 """Reading one response body: bytes -> server-sent events -> chunks -> stream events.
 
 The per-chunk hot path. It runs on the stream's worker thread, enforces the
-idle and total deadlines, and hands everything one read produced to the
-consumer in one queue operation.
+idle and total deadlines of the turn's :class:`~promptkit._timeouts.TimeoutPlan`,
+and yields everything one read produced as one batch, which the turn hands to
+the consumer in one queue operation.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
+from ._timeouts import TimeoutPlan
 from .accumulator import Accumulator
-from .errors import APITimeoutError, StreamError, StreamTruncatedError
+from .errors import StreamError, StreamTruncatedError
 from .limits import json_excess
 from .sse import SSEParser
 from .stream import StreamControl
@@ -28,27 +30,17 @@ _loads = json.loads
 
 
 def read_body(
-    control: StreamControl,
-    http: "HTTPStream",
-    acc: Accumulator,
-    *,
-    idle: Optional[float],
-    deadline: Optional[float],
-    timeout_error: Callable[[str], APITimeoutError],
-    on_output: Callable[[], None],
-    after_read: Optional[Callable[[], None]] = None,
-) -> None:
-    """Read ``http`` into ``acc`` and ``control`` until ``[DONE]``, EOF or cancel.
+    control: StreamControl, http: "HTTPStream", acc: Accumulator, plan: TimeoutPlan
+) -> Iterator[Tuple[List[StreamEvent], bool]]:
+    """Read ``http`` into ``acc`` until ``[DONE]``, EOF or cancel; yield the events of each read.
 
-    Args:
-        idle: the longest wait between two parsed events (comments do not count).
-        deadline: the turn's total deadline, a ``time.monotonic()`` value.
-        timeout_error: builds the error for an ``"idle"`` or ``"total"`` timeout.
-        on_output: called before the events of each read go out (time to first token).
-        after_read: called after each read that produced events (the budget check).
+    Each item is ``(events, last)``: never empty, ``last`` for the batch that ends the reply. The events a read produced before an in-band error
+    are yielded before the error is raised. The caller emits each batch (one
+    queue operation). After ``[DONE]`` the body's end is read and the
+    connection released; at EOF the accumulator's closing events come last.
 
     Raises:
-        APITimeoutError: a deadline passed.
+        APITimeoutError: the idle time or the total deadline passed (its kind says which).
         APIConnectionError: the connection broke.
         StreamError: an in-band error, a malformed chunk, a crossed
             :class:`~promptkit.Limits` bound (``acc.limits``), or
@@ -60,25 +52,21 @@ def read_body(
     parser = SSEParser(limits)
     feed = parser.feed
     accumulate = acc.feed
-    emit_many = control.emit_many
+    idle = plan.idle
     last = _monotonic()
     fresh = True  # an event just arrived: the read may wait the whole idle time
     while True:
-        now = _monotonic()
-        # While events flow, wait stays exactly `idle` (no settimeout per read);
+        # While events flow, the wait stays exactly `idle` (no settimeout per read);
         # after a comment-only read it shrinks to what is left of the idle time.
-        wait = idle if fresh or idle is None else idle - (now - last)
-        kind = "idle"
-        if deadline is not None and (wait is None or deadline - now < wait):
-            wait, kind = deadline - now, "total"
+        wait, kind = plan.wait(None if fresh or idle is None else idle - (_monotonic() - last))
         if wait is not None and wait <= 0:
-            raise timeout_error(kind)
+            raise plan.error(kind)
         try:
             data = http.read1(wait)
         except TimeoutError:
             if control.cancelled:
                 return
-            raise timeout_error(kind) from None
+            raise plan.error(kind) from None
         if control.cancelled:
             return
         if not data:
@@ -94,48 +82,54 @@ def read_body(
             continue  # comments and partial lines do not count as activity
         fresh = True
         last = _monotonic()
-        # One queue operation per read: every event this read completed goes out together.
         out: List[StreamEvent] = []
         done = False
-        try:
-            for sse in events:
-                text = sse.data
-                if text == "[DONE]":
-                    out.extend(acc.finish())
-                    done = True
-                    break
-                # Nesting needs a "[" or "{" per level, and a value takes two characters
-                # with its separator: two counts clear nearly every chunk, so the exact
-                # check (json_excess) runs only where it could fail.
-                if len(text) >= values_chars or text.count("{") + text.count("[") > max_depth:
-                    excess = json_excess(text, limits)
-                    if excess is not None:
-                        raise excess
+        failure: Optional[StreamError] = None
+        for sse in events:
+            text = sse.data
+            if text == "[DONE]":
                 try:
-                    chunk = _loads(text)
-                except (ValueError, RecursionError) as exc:
-                    # ValueError also covers an integer of more digits than Python
-                    # converts; RecursionError a depth limit set above the interpreter's.
-                    reason = str(exc)[:120]
-                    if sse.event == "error":
-                        raise StreamError(f"the server sent an error event: {text[:300]}", body=text) from None
-                    raise StreamError(
-                        f"malformed chunk (not JSON: {reason}): {text[:200]!r}", body=text, retryable=True
-                    ) from None
-                if sse.event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
-                    raise StreamError(f"the server sent an error event: {text[:300]}", body=chunk)
+                    out.extend(acc.finish())
+                except StreamError as error:
+                    failure = error
+                    break
+                done = True
+                break
+            # Nesting needs a "[" or "{" per level, and a value takes two characters
+            # with its separator: two counts clear nearly every chunk, so the exact
+            # check (json_excess) runs only where it could fail.
+            if len(text) >= values_chars or text.count("{") + text.count("[") > max_depth:
+                failure = json_excess(text, limits)
+                if failure is not None:
+                    break
+            try:
+                chunk = _loads(text)
+            except (ValueError, RecursionError) as exc:
+                # ValueError also covers an integer of more digits than Python
+                # converts; RecursionError a depth limit set above the interpreter's.
+                reason = str(exc)[:120]
+                if sse.event == "error":
+                    failure = StreamError(f"the server sent an error event: {text[:300]}", body=text)
+                else:
+                    failure = StreamError(f"malformed chunk (not JSON: {reason}): {text[:200]!r}", body=text, retryable=True)
+                break
+            if sse.event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
+                failure = StreamError(f"the server sent an error event: {text[:300]}", body=chunk)
+                break
+            try:
                 produced = accumulate(chunk)
-                if produced:
-                    out.extend(produced)
-        finally:
-            if out:  # what came before an in-band error is delivered before the error
-                on_output()
-                emit_many(out)
+            except StreamError as error:
+                failure = error
+                break
+            if produced:
+                out.extend(produced)
+        if out:  # what came before an in-band error is delivered before the error
+            yield out, done
+        if failure is not None:
+            raise failure
         if done:
             http.finish()
             return
-        if after_read is not None:
-            after_read()
     finish = acc.finish()
     if finish:
-        emit_many(finish)
+        yield finish, True

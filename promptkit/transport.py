@@ -1,52 +1,54 @@
-"""HTTP: the one module that imports requests.
+"""HTTP: the boundary between promptkit and requests/urllib3 (the one module that imports requests).
 
-It opens a streaming POST to ``{base_url}/chat/completions``, turns statuses
-and transport failures into promptkit errors (with retries before any
-content), and hands back an :class:`HTTPStream` whose :meth:`~HTTPStream.read1`
-returns whatever bytes have arrived, so each token reaches the user at once.
+It opens a streaming POST to ``{base_url}/chat/completions`` and hands back an
+:class:`HTTPStream` whose :meth:`~HTTPStream.read1` returns whatever bytes
+have arrived, so each token reaches the user at once. Every third-party
+exception is turned into a promptkit error here, once, complete when it is
+raised: its kind (connect, idle or total timeout) comes from the turn's
+:class:`~promptkit._timeouts.TimeoutPlan`.
 
-Reading uses ``response.raw.read1``: iterating a ``requests.Response`` or
-``iter_lines`` holds bytes back until a buffer fills. Cancelling shuts the
-socket down, which wakes a thread blocked in ``recv`` at once; closing a
-response from another thread would wait for that read to return.
+Only public APIs of requests and urllib3 are used: ``Response.raw``, urllib3's
+``HTTPResponse.read1`` (which also decodes gzip and deflate incrementally),
+``HTTPResponse.shutdown`` (urllib3 2.3) to wake a blocked reader from another
+thread, ``HTTPResponse.connection.sock`` to set each read's timeout, and
+``Response.close`` to release the connection (urllib3 puts a connection whose
+body was read to its end back into the pool by itself). A request that has no
+response yet is aborted through :mod:`promptkit._socket_watch`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import weakref
-from typing import Any, Callable, Dict, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, Mapping, Optional, Set
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ReadTimeoutError
 
+from ._reasons import connect_target, describe
 from ._secrets import Redactor, check_headers, log_text, safe_url, url_credentials
+from ._socket_watch import watching
+from ._timeouts import TimeoutPlan
 from ._version import __version__
 from .errors import (
-    ClientClosedError,
-    ConfigurationError,
-    PromptKitError,
     APIConnectionError,
-    APIError,
     APIStatusError,
-    APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
+    ConfigurationError,
     NotFoundError,
+    PromptKitError,
     RateLimitError,
     ServerError,
     StreamError,
 )
-from .http_stream import HTTPStream, SocketAbort, connect_target, describe, waiting
-from .retry import RetryPolicy, parse_retry_after
+from .retry import parse_retry_after
 
-__all__ = ["Transport", "HTTPStream", "SocketAbort"]
+__all__ = ["Transport", "HTTPStream"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ _ERROR_BODY_LIMIT = 65536
 # Headers requests sets on every session: not secrets.
 _PLAIN_HEADERS = frozenset({"user-agent", "accept-encoding", "accept", "connection"})
 _MESSAGE_LIMIT = 1000  # of a server's error message, in an exception's text
+_DRAIN_TIMEOUT = 0.1
+_DRAIN_BYTES = 65536  # what may follow [DONE] (a blank line, a usage chunk): more is a flood, not an ending
 # Base URLs whose server rejected ``stream_options``; shared by every client in the process.
 _NO_STREAM_OPTIONS: Set[str] = set()
 _NO_STREAM_OPTIONS_LOCK = threading.Lock()
@@ -73,36 +77,95 @@ def _status_error_class(status: int) -> type:
     return APIStatusError
 
 
-class _HookedHTTPConnection(HTTPConnection):
-    def getresponse(self) -> Any:  # type: ignore[override]
-        hook = getattr(waiting, "hook", None)
-        if hook is not None and self.sock is not None:
-            hook(self.sock)
-        return super().getresponse()
+class HTTPStream:
+    """An open ``text/event-stream`` response.
 
+    One thread reads (:meth:`read1`); any thread may :meth:`abort`. The abort
+    and the release of the connection exclude each other under one lock.
+    """
 
-class _HookedHTTPSConnection(HTTPSConnection):
-    def getresponse(self) -> Any:  # type: ignore[override]
-        hook = getattr(waiting, "hook", None)
-        if hook is not None and self.sock is not None:
-            hook(self.sock)
-        return super().getresponse()
+    __slots__ = ("_response", "_read", "_sock", "_lock", "_timeout", "_aborted", "_closed", "status_code", "headers", "request_id")
 
+    def __init__(self, response: requests.Response) -> None:
+        self._response = response
+        raw = response.raw
+        self._read = raw.read1
+        # The socket, to give each read its own timeout (None for a mocked response).
+        self._sock: Any = getattr(raw.connection, "sock", None)
+        self._lock = threading.Lock()
+        self._timeout: Optional[float] = -1.0
+        self._aborted = False
+        self._closed = False
+        self.status_code = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+        self.request_id: Optional[str] = response.headers.get("x-request-id")
 
-class _HookedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HookedHTTPConnection
+    def read1(self, timeout: Optional[float], size: int = 65536) -> bytes:
+        """Return the (decoded) bytes that have arrived, blocking until some do; ``b""`` at EOF or after an abort.
 
+        Raises:
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+            APIConnectionError: the connection broke, or a compressed body is corrupt.
+        """
+        sock = self._sock
+        if sock is not None and timeout != self._timeout:
+            try:
+                sock.settimeout(timeout)
+            except OSError:
+                pass  # already shut down: the read below reports it
+            self._timeout = timeout
+        try:
+            return self._read(size, decode_content=True)  # type: ignore[no-any-return]
+        except Exception as exc:  # socket, http.client and urllib3 errors (decoding included)
+            if self._aborted:
+                return b""
+            if isinstance(exc, (TimeoutError, ReadTimeoutError)):
+                raise TimeoutError("read timed out") from None
+            raise APIConnectionError(f"connection broken while streaming: {describe(exc)}") from None
 
-class _HookedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HookedHTTPSConnection
+    def abort(self) -> None:
+        """Wake a blocked reader at once (urllib3's ``shutdown()``). Thread-safe, idempotent.
 
+        Does nothing once the response was closed or its connection went back to the pool.
+        """
+        with self._lock:
+            if self._closed or self._aborted:
+                return
+            self._aborted = True
+            try:
+                self._response.raw.shutdown()
+            except (ValueError, RuntimeError, OSError):
+                pass  # no socket (a mocked response), or released already: nobody is blocked on it
 
-class _Adapter(HTTPAdapter):
-    """An adapter whose connections tell the waiting request their socket, so a cancel can abort it."""
+    def finish(self) -> None:
+        """After ``[DONE]``: read the (normally already buffered) end of the body, then release.
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HookedHTTPPool, "https": _HookedHTTPSPool}
+        Reading to the end lets urllib3 put the connection back into the pool. A
+        server that keeps the body open after ``[DONE]`` costs at most
+        :data:`_DRAIN_TIMEOUT`, one that keeps sending at most :data:`_DRAIN_BYTES`;
+        its connection is then closed, not reused.
+        """
+        drained = 0
+        try:
+            while not self._aborted and drained <= _DRAIN_BYTES:
+                data = self.read1(_DRAIN_TIMEOUT)
+                if not data:
+                    break
+                drained += len(data)
+        except (TimeoutError, APIConnectionError):
+            pass
+        self.close()
+
+    def close(self) -> None:
+        """Release the connection: urllib3 pooled it if the body was read to its end; it is closed otherwise. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._response.close()
+        except Exception:  # closing a broken connection may raise; nothing more to release
+            logger.debug("error while closing a response", exc_info=True)
 
 
 class _PoolFullFilter(logging.Filter):
@@ -169,6 +232,7 @@ class Transport:
         root = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
         self.base_url = safe_url(root)  # what messages, logs and reprs show: never credentials
         self.url = root + "/chat/completions" + (f"?{parts.query}" if parts.query else "")
+        self._target = f"{connect_target(self.base_url)} ({self.base_url})"
         extra = check_headers(headers)
         # The caller's header values, a supplied session's own headers included, are treated as secrets.
         session_values = [str(v) for k, v in session.headers.items() if k.lower() not in _PLAIN_HEADERS] if session else []
@@ -178,7 +242,7 @@ class Transport:
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
-            adapter = _Adapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             _quiet_pool_full(parts.hostname or "", pool_size)  # a supplied session's pool is the caller's
@@ -186,7 +250,8 @@ class Transport:
         self._headers: Dict[str, str] = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
-            # Compressed event streams are buffered by the decoder and some proxies.
+            # Asked for plain bytes: some servers and proxies buffer a compressed event stream.
+            # One that compresses anyway is decoded as it arrives (HTTPStream.read1).
             "Accept-Encoding": "identity",
             "User-Agent": f"promptkit/{__version__}",
         }
@@ -234,19 +299,10 @@ class Transport:
         if self._owns_session:
             self.session.close()
 
-    @property
-    def sends_stream_options(self) -> bool:
-        """Whether requests to this base URL include ``stream_options`` (a server may have refused it)."""
-        return self.base_url not in _NO_STREAM_OPTIONS
-
+    # -- secrets -----------------------------------------------------------
     def redact(self, text: str) -> str:
         """Remove every secret of this client (key, caller's header values, URL credentials) from text."""
         return self._redactor(text)
-
-    @staticmethod
-    def abort_handle(sock: socket.socket) -> SocketAbort:
-        """Something whose ``abort()`` fails a request still waiting for headers on ``sock``."""
-        return SocketAbort(sock)
 
     def redact_error(self, error: PromptKitError) -> None:
         """Remove the secrets from an error's message and body (a server may echo them in-band)."""
@@ -261,39 +317,61 @@ class Transport:
         if body is not None:
             error.body = redact.value(body)  # type: ignore[attr-defined]
 
-    def open(
-        self,
-        payload: Mapping[str, Any],
-        *,
-        connect_timeout: Optional[float],
-        read_timeout: Optional[float],
-        on_socket: Optional[Callable[[socket.socket], None]] = None,
-    ) -> HTTPStream:
+    # -- stream_options ----------------------------------------------------
+    @property
+    def sends_stream_options(self) -> bool:
+        """Whether requests to this base URL include ``stream_options`` (a server may have refused it)."""
+        return self.base_url not in _NO_STREAM_OPTIONS
+
+    def refused_stream_options(self, error: BaseException) -> bool:
+        """Whether ``error`` is a 400/422 naming ``stream_options``; if so, later requests to
+        this base URL leave it out (recorded for every client in the process)."""
+        if not isinstance(error, BadRequestError) or "stream_options" not in str(error.body):
+            return False
+        logger.info("%s rejected stream_options; retrying without it", self.base_url)
+        with _NO_STREAM_OPTIONS_LOCK:
+            _NO_STREAM_OPTIONS.add(self.base_url)
+        return True
+
+    # -- one attempt -------------------------------------------------------
+    def open(self, payload: Mapping[str, Any], plan: TimeoutPlan, control: Optional[Any] = None) -> HTTPStream:
         """One attempt: POST and return the stream once 2xx ``text/event-stream`` headers are in.
 
+        With ``control`` (a :class:`~promptkit.stream.StreamControl`), a cancel
+        shuts the request's socket down while it connects or waits for headers;
+        the caller then sees an :class:`~promptkit.APIConnectionError` and
+        ``control.cancelled``.
+
         Raises:
-            APIStatusError: a non-2xx status (subclass by status).
-            APITimeoutError: connect or header timeout.
+            APIStatusError: a non-2xx status (subclass by status), or a redirect.
+            APITimeoutError: connect or header timeout, of the kind ``plan`` says.
             APIConnectionError: refused, reset, DNS, TLS.
+            ConfigurationError: the request cannot be sent (a bad header or URL).
             StreamError: 2xx with another content type (a JSON or HTML body).
         """
+        if "stream_options" in payload and not self.sends_stream_options:
+            payload = {k: v for k, v in payload.items() if k != "stream_options"}
         try:
             body = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
         except (TypeError, ValueError, RecursionError) as exc:  # inputs are checked up front: a last guard
             raise ConfigurationError(f"the request to {self.base_url} cannot be sent as JSON: {exc}") from None
-        waiting.hook = on_socket  # while waiting for headers, a cancel may shut this socket down
+        connect, connect_kind = plan.connect_wait()
+        wait, wait_kind = plan.wait()
+        if wait is not None and wait <= 0:
+            raise plan.error("total", "headers")
         failure: Optional[PromptKitError] = None
         try:
-            # Never follow a redirect: it would carry the conversation (and, to the same
-            # host, the credentials) wherever a server or a proxy points it.
-            response = self.session.post(
-                self.url,
-                data=body,
-                headers=self._headers,
-                stream=True,
-                timeout=(connect_timeout, read_timeout),
-                allow_redirects=False,
-            )
+            with watching(control):
+                # Never follow a redirect: it would carry the conversation (and, to the same
+                # host, the credentials) wherever a server or a proxy points it.
+                response = self.session.post(
+                    self.url,
+                    data=body,
+                    headers=self._headers,
+                    stream=True,
+                    timeout=(connect, max(wait, 0.001) if wait is not None else None),
+                    allow_redirects=False,
+                )
         except (
             requests.exceptions.InvalidHeader,
             requests.exceptions.InvalidURL,
@@ -303,17 +381,14 @@ class Transport:
             # The request itself is malformed: no server saw it, and trying again cannot help.
             failure = ConfigurationError(f"the request to {self.base_url} could not be sent: {self.redact(describe(exc))}")
         except requests.exceptions.ConnectTimeout:
-            failure = APITimeoutError(
-                f"timed out connecting to {connect_target(self.base_url)} ({self.base_url})", kind="connect"
-            )
+            failure = plan.error(connect_kind, "connect", self._target)
         except requests.exceptions.ReadTimeout:
-            failure = APITimeoutError(f"timed out waiting for response headers from {self.base_url}", kind="idle")
+            failure = plan.error(wait_kind, "headers", self.base_url)
         except requests.exceptions.RequestException as exc:
-            failure = APIConnectionError(
-                f"could not connect to {connect_target(self.base_url)}: {self.redact(describe(exc))} ({self.base_url})"
-            )
+            failure = APIConnectionError(f"could not connect to {connect_target(self.base_url)}: {self.redact(describe(exc))} ({self.base_url})")
         finally:
-            waiting.hook = None
+            if control is not None:
+                control.detach()  # the socket watched while waiting; the stream is attached by its reader
         # Raised outside the except block: the requests exception (whose request
         # carries the Authorization header) must not ride along as __context__.
         if failure is not None:
@@ -387,48 +462,3 @@ class Transport:
             retry_after=parse_retry_after(response.headers),
         )
 
-    def open_with_retries(
-        self,
-        payload: Dict[str, Any],
-        *,
-        policy: RetryPolicy,
-        connect_timeout: Callable[[], Optional[float]],
-        read_timeout: Callable[[], Optional[float]],
-        wait: Callable[[float], bool],
-        attempt: int = 1,
-        on_socket: Optional[Callable[[socket.socket], None]] = None,
-    ) -> Tuple[HTTPStream, int]:
-        """Open the stream, retrying retryable failures under ``policy``.
-
-        ``connect_timeout()`` and ``read_timeout()`` give each attempt's connect
-        and header timeouts (they shrink as a total deadline nears). ``wait(seconds)`` sleeps between attempts and
-        returns ``False`` to stop retrying (cancelled, or past the deadline).
-        A 400/422 naming ``stream_options`` is retried once without it, and the
-        base URL is remembered so later requests leave it out.
-
-        Returns:
-            The open stream and the number of the attempt that succeeded.
-        """
-        if "stream_options" in payload and not self.sends_stream_options:
-            payload = {k: v for k, v in payload.items() if k != "stream_options"}
-        while True:
-            try:
-                stream = self.open(
-                    payload, connect_timeout=connect_timeout(), read_timeout=read_timeout(), on_socket=on_socket
-                )
-                return stream, attempt
-            except APIError as error:
-                error.attempts = attempt
-                if isinstance(error, BadRequestError) and "stream_options" in payload and "stream_options" in str(error.body):
-                    logger.info("%s rejected stream_options; retrying without it", self.base_url)
-                    with _NO_STREAM_OPTIONS_LOCK:
-                        _NO_STREAM_OPTIONS.add(self.base_url)
-                    payload = {k: v for k, v in payload.items() if k != "stream_options"}
-                    continue
-                delay = policy.next_delay(error, attempt)
-                if delay is None:
-                    raise
-                logger.info("attempt %d failed (%s); retrying in %.2fs", attempt, log_text(error), delay)
-                if not wait(delay):
-                    raise
-                attempt += 1

@@ -7,6 +7,14 @@ ends with tool calls that all have handlers, it runs them and starts the next
 round on the same stream. It retries a dropped or silent connection only
 before that request has produced any output, and never after.
 
+One retry loop (:meth:`Turn._attempts`) covers a request from opening to its
+first output: a failure to connect, a retryable status, a timeout, or a broken,
+silent, truncated or malformed stream before anything reached the consumer is
+retried under the :class:`~promptkit.retry.RetryPolicy`, and nothing after.
+Every wait (connecting, the headers, a backoff, ``Retry-After``, the body, a
+tool handler) can be cancelled through the turn's
+:class:`~promptkit.stream.StreamControl`.
+
 The turn reports its outcome through :class:`TurnSink` (the conversation),
 *before* the terminal event is queued, so history is committed by the time
 the consumer sees ``done``.
@@ -22,9 +30,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol,
 import attrs
 
 from ._secrets import log_text
+from ._timeouts import TimeoutPlan
 from .accounting import TurnAccount
 from .accumulator import Accumulator
-from .errors import APIConnectionError, APIError, APITimeoutError, BudgetExceededError, StreamError, ToolError
+from .errors import APIError, APITimeoutError, BudgetExceededError, ToolError
 from .limits import DEFAULT_LIMITS, Limits
 from .pool import run_parallel
 from .pricing import PriceTable
@@ -96,7 +105,6 @@ class Turn:
         tools: ToolRegistry,
         sink: TurnSink,
         started: float,
-        deadline: Optional[float],
         budget: Optional[float] = None,
     ) -> None:
         self._transport = transport
@@ -105,7 +113,7 @@ class Turn:
         self._tools = tools
         self._sink = sink
         self._t0 = started
-        self._deadline = deadline
+        self._plan = TimeoutPlan.start(settings.timeout, now=started)  # computed once for the whole turn
         self._totals = _Round(messages=list(new_messages))
         self._http: Optional["HTTPStream"] = None
         self._attempt = 1
@@ -113,7 +121,6 @@ class Turn:
         self._account = TurnAccount(model=settings.model, prices=settings.prices, tools=tools.to_openai() or None)
         self._reported = False  # the sink hears exactly once how the turn ended
         self._budget = budget  # USD this turn may spend, or None
-        self._header_wait_is_total = False
         self._emitted = False  # whether the current attempt has queued any event for the consumer
         self._content_before = 0  # characters of content in this turn's finished rounds
 
@@ -129,54 +136,14 @@ class Turn:
             body["tools"] = self._tools.to_openai()
         return body
 
-    def _connect_timeout(self) -> Optional[float]:
-        connect = self._settings.timeout.connect
-        if self._deadline is None:
-            return connect
-        remaining = max(0.001, self._deadline - _monotonic())
-        return remaining if connect is None else min(connect, remaining)
+    def start(self, control: StreamControl) -> None:
+        """Open the first request, retrying under the policy, and return once its headers are in.
 
-    def _header_timeout(self) -> Optional[float]:
-        idle = self._settings.timeout.idle
-        self._header_wait_is_total = False
-        if self._deadline is None:
-            return idle
-        remaining = max(0.001, self._deadline - _monotonic())
-        if idle is None or remaining < idle:
-            self._header_wait_is_total = True
-            return remaining
-        return idle
-
-    def open(self, wait: Callable[[float], bool], control: Optional[StreamControl] = None) -> None:
-        """Open the next round's request, retrying under the policy (raises on failure).
-
-        With ``control`` (on the worker), a cancel aborts the request even
-        while it still waits for its response headers.
+        Runs on the caller's thread, so that ``send_stream()`` raises what ended
+        the turn before any stream existed. Returns quietly when ``control`` is
+        cancelled meanwhile; :meth:`run` then ends the turn as cancelled.
         """
-        def bounded_wait(seconds: float) -> bool:
-            if self._deadline is not None and _monotonic() + seconds >= self._deadline:
-                return False
-            return wait(seconds)
-
-        if self._http is not None:
-            self._http.close()
-            self._http = None
-        on_socket = None if control is None else (lambda sock: control.attach(self._transport.abort_handle(sock)))
-        try:
-            self._http, self._attempt = self._transport.open_with_retries(
-                self.payload(),
-                policy=self._settings.policy,
-                connect_timeout=self._connect_timeout,
-                read_timeout=self._header_timeout,
-                wait=bounded_wait,
-                attempt=self._attempt,
-                on_socket=on_socket,
-            )
-        except APITimeoutError as error:
-            if error.kind == "idle" and self._header_wait_is_total:
-                error.kind = "total"
-                error.message = f"the turn exceeded its total deadline of {self._settings.timeout.total}s waiting for response headers"
-            raise
+        self._attempts(control, read=False)
 
     def discard(self) -> None:
         """Close the open response of a turn that will never run."""
@@ -190,11 +157,12 @@ class Turn:
         totals = self._totals
         try:
             while True:
-                totals.rounds += 1
-                self._read_round(control)
-                acc = self._acc
-                assert acc is not None
                 if control.cancelled:
+                    return self._end_cancelled(control)
+                totals.rounds += 1
+                self._attempts(control, read=True)
+                acc = self._acc
+                if control.cancelled or acc is None:
                     return self._end_cancelled(control)
                 self._count_usage()
                 calls = acc.tool_calls()
@@ -214,14 +182,11 @@ class Turn:
                 totals.tool_results.extend(results)
                 for result in results:
                     control.emit(StreamEvent("tool_result", tool_result=result))
-                if self._deadline is not None and _monotonic() >= self._deadline:
-                    raise self._timeout("total")
+                if self._plan.expired():
+                    raise self._plan.error("total")
                 self._content_before += len(acc.content)
                 self._acc = None
-                if control.cancelled:
-                    return self._end_cancelled(control)
                 self._sink.renew()
-                self.open(control.sleep, control)
         except (APIError, BudgetExceededError) as error:
             if control.cancelled and control.cancel_error is None:
                 return self._end_cancelled(control)
@@ -239,49 +204,67 @@ class Turn:
             self._report(None, None)
             raise
         finally:
-            if self._http is not None:
-                self._http.close()
-                control.detach()
+            self._release(control)
 
-    # -- one round ---------------------------------------------------------
-    def _read_round(self, control: StreamControl) -> None:
-        """Read one response body into ``self._acc``; retry a broken or silent connection before any output."""
-        while True:
-            assert self._http is not None
-            acc = self._acc = Accumulator(self._settings.limits)
-            self._emitted = False
-            control.attach(self._http)
+    # -- one request, with retries -----------------------------------------
+    def _attempts(self, control: StreamControl, *, read: bool) -> None:
+        """The one retry loop: open this round's request and, with ``read``, read it into ``self._acc``.
+
+        A failure is retried while nothing of the attempt reached the consumer,
+        within the policy and the total deadline. Returns quietly when cancelled.
+        """
+        while not control.cancelled:
             try:
-                read_body(
-                    control,
-                    self._http,
-                    acc,
-                    idle=self._settings.timeout.idle,
-                    deadline=self._deadline,
-                    timeout_error=self._timeout,
-                    on_output=self._first_output,
-                    after_read=self._after_read,
-                )
+                if self._http is None:
+                    self._emitted = False  # a new attempt: retryable until its first output
+                    self._http = self._transport.open(self.payload(), self._plan, control)
+                if not read:
+                    return
+                self._read(control, self._http)
+                self._release(control)
                 return
-            except (APIConnectionError, StreamError) as error:
+            except APIError as error:
+                self._release(control)
                 if control.cancelled:
                     return
                 self._transport.redact_error(error)  # before it is logged below
-                # Retried only while nothing of this attempt reached the consumer: a reset, a
-                # truncation, a malformed chunk, a stall or a transient in-band error all qualify.
-                retryable = not self._emitted and not (isinstance(error, APITimeoutError) and error.kind == "total")
-                delay = self._settings.policy.next_delay(error, self._attempt) if retryable else None
-                if delay is None or (self._deadline is not None and _monotonic() + delay >= self._deadline):
-                    error.attempts = self._attempt
-                    raise
-                logger.info(
-                    "attempt %d failed before any output (%s); retrying in %.2fs", self._attempt, log_text(error), delay
-                )
-                control.detach()
-                if not control.sleep(delay):
-                    return
-                self._attempt += 1
-                self.open(control.sleep, control)
+                if not self._emitted and self._transport.refused_stream_options(error):
+                    continue  # the same attempt again, without stream_options
+                self._backoff(control, error)
+
+    def _backoff(self, control: StreamControl, error: APIError) -> None:
+        """Wait before the next attempt (cancellable), or raise ``error`` when it is not retried."""
+        # Retried only while nothing of this attempt reached the consumer: a refused or reset
+        # connection, a retryable status, a stall, a truncation, a malformed chunk or a
+        # transient in-band error all qualify.
+        retryable = not self._emitted and not (isinstance(error, APITimeoutError) and error.kind == "total")
+        delay = self._settings.policy.next_delay(error, self._attempt) if retryable else None
+        if delay is None or not self._plan.allows(delay):
+            error.attempts = self._attempt
+            raise error
+        logger.info("attempt %d failed (%s); retrying in %.2fs", self._attempt, log_text(error), delay)
+        if control.sleep(delay):
+            self._attempt += 1
+
+    def _read(self, control: StreamControl, http: "HTTPStream") -> None:
+        """Read one response body into a new ``self._acc``, emitting each read's events at once."""
+        acc = self._acc = Accumulator(self._settings.limits)
+        self._emitted = False
+        control.attach(http)
+        emit_many = control.emit_many
+        for events, last in read_body(control, http, acc, self._plan):
+            if not self._emitted:
+                self._first_output()
+            emit_many(events)
+            if not last:
+                self._after_read()
+
+    def _release(self, control: StreamControl) -> None:
+        """Close the current response (pooled if read to its end) and stop aborting it on cancel."""
+        if self._http is not None:
+            control.detach()
+            self._http.close()
+            self._http = None
 
     def _after_read(self) -> None:
         """After each read with events: keep any turn lock alive, and stop at the budget."""
@@ -307,11 +290,6 @@ class Turn:
                 f"the conversation's max_cost budget is spent: this turn reached an estimated ${cost:.6f} "
                 f"of the ${self._budget:.6f} left"
             )
-
-    def _timeout(self, kind: str) -> APITimeoutError:
-        if kind == "total":
-            return APITimeoutError(f"the turn exceeded its total deadline of {self._settings.timeout.total}s", kind="total")
-        return APITimeoutError(f"no event from the server for {self._settings.timeout.idle}s", kind="idle")
 
     # -- tools -------------------------------------------------------------
     def _runs(self, call: ToolCall) -> bool:
@@ -339,7 +317,7 @@ class Turn:
 
         return run_parallel(
             control,
-            tasks, max_workers=self._settings.tool_workers, timeouts=timeouts, on_timeout=timed_out, deadline=self._deadline
+            tasks, max_workers=self._settings.tool_workers, timeouts=timeouts, on_timeout=timed_out, deadline=self._plan.deadline
         )
 
     # -- results -----------------------------------------------------------

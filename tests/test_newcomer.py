@@ -253,7 +253,7 @@ def test_describe_gives_reasons_not_library_reprs() -> None:
     import requests
     from urllib3.exceptions import ProtocolError
 
-    from promptkit.http_stream import connect_target, describe
+    from promptkit._reasons import connect_target, describe
 
     reset = requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")))
     assert describe(reset) == "connection reset by the server"

@@ -1,4 +1,4 @@
-"""read_body: one response body to stream events, with a scripted fake HTTP stream."""
+"""read_body: one response body to batches of stream events, with a scripted fake HTTP stream."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from typing import List, Optional, Union
 
 import pytest
 
+from promptkit._timeouts import TimeoutPlan
 from promptkit.accumulator import Accumulator
 from promptkit.errors import APITimeoutError, StreamError, StreamTruncatedError
 from promptkit.reader import read_body
 from promptkit.stream import StreamControl
+from promptkit.types import Timeout
 
 
 class FakeHTTP:
@@ -38,30 +40,31 @@ def chunk(content: str = "", finish: Optional[str] = None) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
-def run(script: List[Union[bytes, BaseException]], **kwargs: object) -> tuple:
-    control = StreamControl(100)
+def plan(idle: float = 5.0, total: Optional[float] = None) -> TimeoutPlan:
+    return TimeoutPlan.start(Timeout(idle=idle, total=total))
+
+
+def run(script: List[Union[bytes, BaseException]], idle: float = 5.0) -> tuple:
+    """Read the script; return the accumulator, the fake, the batches and their last flags."""
     acc = Accumulator()
     http = FakeHTTP(script)
-    outputs: List[int] = []
-    options = dict(idle=5.0, deadline=None, timeout_error=lambda kind: APITimeoutError(kind, kind=kind), on_output=lambda: outputs.append(1))
-    options.update(kwargs)
-    read_body(control, http, acc, **options)  # type: ignore[arg-type]
-    items = []
-    while not control.queue.empty():
-        item = control.queue.get_nowait()
-        items.append(item)
-    return acc, http, items, outputs
+    batches = []
+    lasts = []
+    for events, last in read_body(StreamControl(100), http, acc, plan(idle)):  # type: ignore[arg-type]
+        batches.append(events)
+        lasts.append(last)
+    return acc, http, batches, lasts
 
 
-def events_of(items: list) -> list:
-    return [e for item in items for e in (item if isinstance(item, list) else [item])]
+def events_of(batches: list) -> list:
+    return [e for batch in batches for e in batch]
 
 
-def test_one_queue_item_per_read_and_done_finishes_the_body() -> None:
+def test_one_batch_per_read_and_done_finishes_the_body() -> None:
     wire = chunk("a") + chunk("b") + chunk(finish="stop") + b"data: [DONE]\n\n"
-    acc, http, items, outputs = run([wire])
-    assert len(items) == 1 and [e.content for e in events_of(items)] == ["a", "b"]
-    assert http.finished and acc.finish_reason == "stop" and outputs == [1]
+    acc, http, batches, lasts = run([wire])
+    assert len(batches) == 1 and [e.content for e in events_of(batches)] == ["a", "b"]
+    assert http.finished and acc.finish_reason == "stop" and lasts == [True]
 
 
 def test_splits_across_reads_give_the_same_events() -> None:
@@ -93,19 +96,25 @@ def test_comments_do_not_reset_idle() -> None:
 def test_idle_timeout_raises_the_kind() -> None:
     with pytest.raises(APITimeoutError) as info:
         run([chunk("a"), TimeoutError()])
-    assert info.value.kind == "idle"
+    assert info.value.kind == "idle" and "no event from the server for 5.0s" in str(info.value)
+
+
+def test_a_read_bounded_by_the_total_deadline_says_total() -> None:
+    # The deadline is nearer than the idle time: the read waits only until it, and its timeout is "total".
+    http = FakeHTTP([TimeoutError()])
+    with pytest.raises(APITimeoutError) as info:
+        list(read_body(StreamControl(10), http, Accumulator(), plan(idle=30.0, total=2.0)))  # type: ignore[arg-type]
+    assert info.value.kind == "total" and http.waits[0] is not None and http.waits[0] <= 2.0
 
 
 def test_content_before_an_in_band_error_is_delivered_first() -> None:
-    control_items = []
+    batches = read_body(
+        StreamControl(100), FakeHTTP([chunk("x") + b'data: {"error": {"message": "boom"}}\n\n']), Accumulator(), plan()  # type: ignore[arg-type]
+    )
+    events, last = next(batches)
+    assert [e.content for e in events] == ["x"] and not last
     with pytest.raises(StreamError, match="boom"):
-        control = StreamControl(100)
-        try:
-            read_body(control, FakeHTTP([chunk("x") + b'data: {"error": {"message": "boom"}}\n\n']), Accumulator(),
-                      idle=5.0, deadline=None, timeout_error=lambda k: APITimeoutError(k), on_output=lambda: None)
-        finally:
-            control_items = events_of([control.queue.get_nowait() for _ in range(control.queue.qsize())])
-    assert [e.content for e in control_items] == ["x"]
+        next(batches)
 
 
 def test_malformed_json_is_a_stream_error() -> None:
@@ -113,7 +122,16 @@ def test_malformed_json_is_a_stream_error() -> None:
         run([b"data: {not json\n\n"])
 
 
-def test_after_read_runs_after_each_read_with_events() -> None:
-    calls: List[int] = []
-    run([chunk("a"), b": c\n\n", chunk("b"), b"data: [DONE]\n\n"], after_read=lambda: calls.append(1))
-    assert len(calls) == 2
+def test_a_batch_per_read_with_events_and_only_the_final_one_is_last() -> None:
+    _, _, batches, lasts = run([chunk("a"), b": c\n\n", chunk("b"), chunk(finish="stop") + b"data: [DONE]\n\n"])
+    assert [[e.content for e in batch] for batch in batches] == [["a"], ["b"]]
+    assert lasts == [False, False]  # the [DONE] read brought no event: the reply ended after the last batch
+
+
+def test_a_cancel_stops_reading_quietly() -> None:
+    control = StreamControl(10)
+    http = FakeHTTP([chunk("a"), chunk("b")])
+    batches = read_body(control, http, Accumulator(), plan())  # type: ignore[arg-type]
+    assert [e.content for e in next(batches)[0]] == ["a"]
+    control.cancel()
+    assert list(batches) == [] and len(http.waits) == 2  # the read in flight returned; nothing more was read

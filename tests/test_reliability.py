@@ -19,6 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 import promptkit
+from promptkit.stream import StreamControl
 import promptkit.conversation
 from promptkit.testing import MockReply, MockServer
 
@@ -180,7 +181,7 @@ def test_api_key_never_appears_anywhere(server: MockServer, caplog: pytest.LogCa
     assert server.requests[0].headers["authorization"] == f"Bearer {SENTINEL}"
     _check_clean(texts, "an exception, response or event")
     names = {r.name for r in caplog.records}
-    assert "urllib3.connectionpool" in names and "promptkit.transport" in names, names  # both were captured
+    assert "urllib3.connectionpool" in names and "promptkit.turn" in names, names  # both (and the retry lines) were captured
     assert any(r.levelno == logging.DEBUG for r in caplog.records)
     _check_logs(caplog)
 
@@ -304,15 +305,16 @@ def test_worker_side_retry_is_logged_at_info(server: MockServer, caplog: pytest.
 
 @pytest.fixture
 def waits(monkeypatch: pytest.MonkeyPatch) -> List[float]:
-    """Record the waits between attempts made before send_stream returns (and really wait, when short)."""
+    """Record the waits between attempts (every one goes through the turn's cancellable
+    StreamControl.sleep), and really wait when they are short."""
     recorded: List[float] = []
-    real = promptkit.conversation._sleep
+    real = StreamControl.sleep
 
-    def sleep(seconds: float) -> bool:
+    def sleep(self: StreamControl, seconds: float) -> bool:
         recorded.append(seconds)
-        return real(seconds) if seconds <= 0.5 else True
+        return real(self, seconds) if seconds <= 0.5 else not self.cancelled
 
-    monkeypatch.setattr(promptkit.conversation, "_sleep", sleep)
+    monkeypatch.setattr(StreamControl, "sleep", sleep)
     return recorded
 
 
