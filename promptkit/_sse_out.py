@@ -18,7 +18,7 @@ It imports nothing of promptkit but :mod:`promptkit.types`, so both
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Generator, Iterator, Mapping, Optional
 
 from .types import StreamEvent
 
@@ -69,7 +69,7 @@ class SSEFrames:
         self._stop = stop
         self._frames = self._generate()
 
-    def _generate(self) -> Iterator[bytes]:
+    def _generate(self) -> Generator[bytes, None, None]:
         events = self._events
         number = 0
         try:
