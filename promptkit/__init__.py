@@ -31,6 +31,7 @@ from .errors import (
     StreamError,
     StreamTruncatedError,
     ToolError,
+    UsageError,
 )
 from .limits import Limits
 from .stream import Stream
@@ -61,6 +62,7 @@ __all__ = [
     "ConfigurationError",
     "ConversationBusyError",
     "CallbackError",
+    "UsageError",
     "ClientClosedError",
     "ToolError",
     "BudgetExceededError",

@@ -19,6 +19,7 @@ __all__ = [
     "ConfigurationError",
     "ConversationBusyError",
     "CallbackError",
+    "UsageError",
     "ClientClosedError",
     "ToolError",
     "BudgetExceededError",
@@ -61,8 +62,22 @@ class CallbackError(PromptKitError):
         self.partial = partial
 
 
-class ClientClosedError(PromptKitError, RuntimeError):
-    """The :class:`~promptkit.Client` was closed: it starts no more turns."""
+class UsageError(PromptKitError, RuntimeError):
+    """The program used a promptkit object wrongly: a bug to fix, not a condition to retry.
+
+    For example a second consumer of a :class:`~promptkit.Stream` (it has
+    one), iterating a Stream after :meth:`~promptkit.Stream.result` returned or
+    raised (its events were consumed by that call), or a turn on a closed
+    :class:`~promptkit.Client` (:class:`ClientClosedError`). Also a
+    ``RuntimeError``, which is what such misuse raised before.
+    """
+
+
+class ClientClosedError(UsageError):
+    """The :class:`~promptkit.Client` was closed: it starts no more turns.
+
+    A :class:`UsageError`, and so also a ``RuntimeError``.
+    """
 
 
 class ToolError(PromptKitError):

@@ -14,14 +14,16 @@ abandoned stream is garbage collected, and collection cancels it.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import sys
 import threading
 from queue import Empty, Full, Queue
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, List, Optional, Tuple, cast
 
-from .errors import CallbackError, PromptKitError, StreamError
+from ._sse_out import SSEFrames
+from .errors import CallbackError, PromptKitError, StreamError, UsageError
 from .types import Response, StreamEvent, Usage
 
 __all__ = ["Stream", "StreamControl", "start_thread"]
@@ -176,6 +178,30 @@ def _worker(control: StreamControl, run: Callable[[StreamControl], Response]) ->
         control.finish(terminal)
 
 
+class _State(enum.Enum):
+    """Where a :class:`Stream` is in its consumption; it changes only in :meth:`Stream._move`.
+
+    ``NEW -> CONSUMING -> ENDED -> RESULT``, and ``NEW -> ENDED`` when
+    :meth:`Stream.close` collects the terminal event before anyone consumed.
+    The one step back, ``CONSUMING -> NEW``, is a consumer that left without
+    the terminal event when no terminal could be collected for it either.
+
+    Cancellation is not a state here: it is the worker's side of the stream
+    (:attr:`StreamControl.cancelled`, read without a lock on every put), and
+    a cancelled stream still ends in exactly one terminal event. Whether the
+    worker thread is alive is not one either: the terminal event in the
+    queue says that it has finished.
+    """
+
+    NEW = "new"  # nobody has taken an event yet
+    CONSUMING = "consuming"  # one consumer (an iterator, or result()) is taking events
+    ENDED = "ended"  # the terminal event is known: the consumer took it, or close() collected it
+    RESULT = "result"  # result() returned or raised it: the events are gone, iterating is a UsageError
+
+
+_OPEN = (_State.NEW, _State.CONSUMING)  # states without a known terminal event
+
+
 class Stream:
     """The events of one turn, as they arrive.
 
@@ -185,6 +211,14 @@ class Stream:
     the loop, :meth:`cancel`, :meth:`close`, leaving a ``with`` block and
     garbage collection all cancel the upstream request; the turn then ends
     with a ``done`` event whose Response has ``finish_reason == "cancelled"``.
+
+    Misuse raises :class:`~promptkit.UsageError` (also a ``RuntimeError``):
+    iterating while another iterator or :meth:`result` is consuming, and
+    iterating after :meth:`result` returned or raised (it consumed the
+    events). Iterating a stream whose terminal event was already taken (by
+    an earlier loop) or collected (by a ``break``, :meth:`close` or ``with``)
+    yields nothing. :meth:`result` may be called any number of times, before
+    or after iterating, and gives the same outcome each time.
     """
 
     def __init__(
@@ -203,7 +237,7 @@ class Stream:
         # A control made before the stream lets a cancel reach the turn while it is still opening.
         self._control = control if control is not None else StreamControl(buffer_size)
         self._progress = progress
-        self._callbacks = {
+        self._callbacks: Dict[str, Optional[Callable[[Any], Any]]] = {
             "content": on_content,
             "tool_call": on_tool_call,
             "tool_result": on_tool_result,
@@ -211,15 +245,54 @@ class Stream:
             "done": on_done,
         }
         self._has_callbacks = any(cb is not None for cb in self._callbacks.values())
-        self._terminal: Optional[StreamEvent] = None
-        self._consuming = False
+        self._lock = threading.Lock()  # guards _state and _terminal, which change only in _move()
+        self._state = _State.NEW
+        self._terminal: Optional[StreamEvent] = None  # set exactly when _state leaves _OPEN
         self._thread = start_thread(_worker, f"stream-{next(_ids)}", self._control, run)
 
-    # -- consuming -------------------------------------------------------
-    def __iter__(self) -> Iterator[StreamEvent]:
-        return self._events()
+    # -- the lifecycle -----------------------------------------------------
+    def _move(self, to: _State, terminal: Optional[StreamEvent] = None, *, replace: bool = False) -> _State:
+        """Change the state (the only place that does); returns the state it was in.
 
-    def iter_sse(self, heartbeat: Optional[float] = 15.0) -> "SSEFrames":
+        A move the stream is already past is a no-op, because the consumer
+        and a close() from another thread may both come upon the terminal
+        event. ``terminal`` goes with a move to ENDED; ``replace`` makes it
+        win over one already known (a failed callback's error does).
+
+        Raises:
+            UsageError: a second consumer, or iterating after result().
+        """
+        with self._lock:
+            was = self._state
+            if to is _State.CONSUMING:
+                if was is _State.CONSUMING:
+                    raise UsageError("this Stream is already being consumed; a Stream has one consumer")
+                if was is _State.RESULT:
+                    raise UsageError(
+                        "this Stream was consumed by result(); iterate it before calling result(), not after"
+                    )
+                if was is _State.NEW:
+                    self._state = to
+            elif to is _State.NEW:
+                if was is _State.CONSUMING:
+                    self._state = to
+            elif to is _State.ENDED:
+                assert terminal is not None
+                if replace or self._terminal is None:
+                    self._terminal = terminal
+                if was in _OPEN:
+                    self._state = to
+            else:  # RESULT: only once the terminal event is known
+                assert was is not _State.NEW and was is not _State.CONSUMING
+                self._state = to
+            return was
+
+    # -- consuming -------------------------------------------------------
+    def __iter__(self) -> Generator[StreamEvent, None, None]:
+        # A generator: close() on it (or dropping it) before the end cancels, like a break.
+        return cast(Generator[StreamEvent, None, None], self._events())
+
+    def iter_sse(self, heartbeat: Optional[float] = 15.0) -> SSEFrames:
         """The stream as server-sent-event bytes, for a streaming HTTP response.
 
         Yields one ``event: <type>`` / ``id: <n>`` / ``data: <json of
@@ -227,19 +300,24 @@ class Stream:
         ``heartbeat`` seconds while the model is silent, and ends after the
         terminal event. Closing it (web servers do when the client
         disconnects), even before the first frame, cancels the upstream
-        request, and the turn is committed as cancelled.
+        request, and the turn is committed as cancelled. It consumes the
+        stream, so the same rules as for iterating apply.
         """
-        return SSEFrames(self, heartbeat)
+        return SSEFrames(self._events(heartbeat), self._close_unless_done)
 
-    def _events(self, heartbeat: Optional[float] = None) -> Iterator[Any]:
+    def _close_unless_done(self) -> None:
+        if not self.done:
+            self.close()
+
+    def _events(self, heartbeat: Optional[float] = None) -> Generator[Optional[StreamEvent], None, None]:
         """Events in order (``None`` every ``heartbeat`` seconds of silence, when given)."""
-        if self._terminal is not None:
-            return
-        if self._consuming:
-            raise RuntimeError("this Stream is already being consumed; a Stream has one consumer")
-        self._consuming = True
+        if self._move(_State.CONSUMING) is not _State.NEW:
+            return  # ENDED: the terminal event was already taken or collected; there is nothing more
         get = self._control.queue.get
         deliver = self._control.deliver
+        # Local, not the state: close() from another thread may end the state, and this
+        # consumer must still receive its terminal event.
+        last = False
         try:
             while True:
                 if heartbeat is None:
@@ -252,11 +330,9 @@ class Stream:
                         continue
                 # An item is one event, or a list of the events one read produced.
                 for event in item if item.__class__ is list else (item,):
-                    # A local flag, not self._terminal: close() from another thread may set
-                    # that, and this consumer must still receive its terminal event.
                     last = event.type == "done" or event.type == "error"
                     if last:
-                        self._terminal = event
+                        self._move(_State.ENDED, event)
                     elif not deliver(event):
                         continue  # cancelled: what was read ahead is not shown (nor committed)
                     if self._has_callbacks:
@@ -265,9 +341,9 @@ class Stream:
                     if last:
                         return
         finally:
-            self._consuming = False
-            if self._terminal is None:  # the consumer left early: break, exception, or generator closed
-                self.close()
+            if not last and not self.done:  # the consumer left early: break, exception, generator closed
+                self.close()  # cancels, waits for the worker and collects its terminal event: ENDED
+                self._move(_State.NEW)  # a no-op unless no terminal could be collected: nobody consumes now
 
     def _dispatch(self, event: StreamEvent) -> None:
         callback = self._callbacks[event.type]
@@ -292,10 +368,10 @@ class Stream:
                 partial=event.final if event.type == "done" else None,
             )
             error.__cause__ = exc
-            if self._terminal is None:
+            if not self.done:
                 self._control.cancel(error)
                 self._join()
-            self._terminal = StreamEvent("error", error=error)
+            self._move(_State.ENDED, StreamEvent("error", error=error), replace=True)
             raise error from exc
 
     def result(self) -> Response:
@@ -303,10 +379,19 @@ class Stream:
 
         After a ``break``, :meth:`cancel` or :meth:`close` this returns the
         cancelled Response. Raises the stream's error if it ended in one.
+        Iterating the stream afterwards raises :class:`~promptkit.UsageError`.
+
+        Raises:
+            UsageError: another consumer (an iterator not yet finished) is
+                taking the events.
         """
-        if self._terminal is None:
-            for _ in self._events():
-                pass
+        try:
+            if not self.done:
+                for _ in self._events():
+                    pass
+        finally:
+            if self.done:  # also when a callback raised: result() raised, the events are gone
+                self._move(_State.RESULT)
         terminal = self._terminal
         assert terminal is not None
         if terminal.type == "error":
@@ -324,28 +409,29 @@ class Stream:
         """Cancel (if still running) and wait until the worker thread has exited."""
         self._control.cancel()
         self._join(timeout)
-        if self._terminal is None and not self._thread.is_alive():
-            self._drain_terminal()
+        if not self.done:
+            self._collect_terminal()
 
     def _join(self, timeout: Optional[float] = None) -> None:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
-    def _drain_terminal(self) -> None:
+    def _collect_terminal(self) -> None:
         """Find the terminal event among what the worker left queued (no callbacks: the consumer left).
 
         It is put back: a consumer iterating in another thread while this
-        thread called close() is waiting for it, and must get it.
+        thread called close() is waiting for it, and must get it. Anything
+        else queued was read ahead after the cancel, which drops it anyway.
         """
         queue = self._control.queue
         while True:
             try:
-                event = queue.get_nowait()
-            except Empty:  # the worker always queues a terminal: only a concurrent consumer took it
+                item = queue.get_nowait()
+            except Empty:  # the worker has not finished (a timeout), or the consumer took the terminal
                 return
-            if event.__class__ is not list and event.is_terminal:
-                self._terminal = event
-                queue.put(event)
+            if item.__class__ is not list and item.is_terminal:
+                self._move(_State.ENDED, item)
+                queue.put(item)
                 return
 
     @property
@@ -374,7 +460,7 @@ class Stream:
     @property
     def done(self) -> bool:
         """Whether the consumer has seen (or close() collected) the terminal event."""
-        return self._terminal is not None
+        return self._state not in _OPEN
 
     @property
     def cancelled(self) -> bool:
@@ -390,45 +476,5 @@ class Stream:
     def __del__(self) -> None:
         # An abandoned stream must not keep a socket and a thread busy.
         control = getattr(self, "_control", None)
-        if control is not None and getattr(self, "_terminal", None) is None:
+        if control is not None and getattr(self, "_state", None) in _OPEN:
             control.cancel()
-
-
-class SSEFrames:
-    """The iterator :meth:`Stream.iter_sse` returns: SSE bytes, and ``close()`` cancels.
-
-    A class rather than a generator, because closing a generator that never
-    started runs none of its code, and a client may leave before the first
-    frame.
-    """
-
-    def __init__(self, stream: Stream, heartbeat: Optional[float]) -> None:
-        self._stream = stream
-        self._frames = self._generate(heartbeat)
-
-    def _generate(self, heartbeat: Optional[float]) -> Iterator[bytes]:
-        from .relay import HEARTBEAT, sse_frame
-
-        events = self._stream._events(heartbeat)
-        number = 0
-        try:
-            for event in events:
-                if event is None:
-                    yield HEARTBEAT
-                else:
-                    number += 1
-                    yield sse_frame(event, event_id=number)
-        finally:
-            events.close()  # closing the inner generator cancels when the stream had not ended
-
-    def __iter__(self) -> "SSEFrames":
-        return self
-
-    def __next__(self) -> bytes:
-        return next(self._frames)
-
-    def close(self) -> None:
-        """Stop: cancel the upstream request (if still running) and wait for the worker."""
-        self._frames.close()
-        if not self._stream.done:
-            self._stream.close()

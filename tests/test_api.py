@@ -36,6 +36,7 @@ PUBLIC = [
     "ConfigurationError",
     "ConversationBusyError",
     "CallbackError",
+    "UsageError",
     "ClientClosedError",
     "ToolError",
     "BudgetExceededError",
@@ -101,7 +102,8 @@ def test_error_hierarchy() -> None:
         "ConfigurationError": "PromptKitError",
         "ConversationBusyError": "PromptKitError",
         "CallbackError": "PromptKitError",
-        "ClientClosedError": "PromptKitError",
+        "UsageError": "PromptKitError",
+        "ClientClosedError": "UsageError",
         "APIError": "PromptKitError",
         "APIStatusError": "APIError",
         "BadRequestError": "APIStatusError",
@@ -117,6 +119,8 @@ def test_error_hierarchy() -> None:
     for child, parent in expected.items():
         assert issubclass(getattr(errors, child), getattr(errors, parent)), (child, parent)
         assert getattr(promptkit, child) is getattr(errors, child)
+    # Misuse was a plain RuntimeError before UsageError existed: it still is one.
+    assert issubclass(errors.UsageError, RuntimeError) and issubclass(errors.ClientClosedError, RuntimeError)
 
 
 def test_import_is_light() -> None:

@@ -8,7 +8,7 @@ from typing import Any, Callable, List
 
 import pytest
 
-from promptkit.errors import APIConnectionError, CallbackError, StreamError
+from promptkit.errors import APIConnectionError, CallbackError, StreamError, UsageError
 from promptkit.stream import Stream, StreamControl
 from promptkit.types import Response, StreamEvent
 
@@ -36,8 +36,10 @@ def test_iterates_events_then_one_done() -> None:
     events = list(stream)
     assert [e.type for e in events] == ["content", "content", "content", "done"]
     assert events[-1].final is not None and events[-1].final.content == "abc"
-    assert stream.result().content == "abc"
     assert list(stream) == []  # the terminal event is never delivered twice
+    assert stream.result().content == "abc"
+    with pytest.raises(UsageError, match="result"):
+        list(stream)  # nor after result(): that is a bug, and says so
 
 
 def test_callbacks_run_in_consumer_thread_in_order() -> None:
@@ -227,3 +229,87 @@ def test_close_from_another_thread_still_gives_the_consumer_its_terminal_event()
     consumer.join(5)
     assert not consumer.is_alive()
     assert seen[-1] == "done" and seen.count("done") == 1
+
+
+# -- misuse: UsageError ----------------------------------------------------------
+
+
+def test_a_second_consumer_in_another_thread_raises_usage_error() -> None:
+    gate = threading.Event()
+    took_first = threading.Event()
+    seen: List[str] = []
+    stream = Stream(producer(["a", "b"], gate=gate))
+
+    def consume() -> None:
+        for event in stream:
+            seen.append(event.type)
+            took_first.set()
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    assert took_first.wait(5)
+    with pytest.raises(UsageError, match="one consumer") as info:
+        next(iter(stream))
+    assert isinstance(info.value, RuntimeError)  # what it raised before UsageError existed
+    with pytest.raises(UsageError, match="one consumer"):
+        stream.result()  # result() consumes too
+    gate.set()
+    consumer.join(5)
+    assert not consumer.is_alive()
+    assert seen == ["content", "content", "done"]  # the first consumer lost nothing
+    assert stream.result().content == "ab"
+
+
+def test_iterating_after_result_returned_raises_usage_error() -> None:
+    stream = Stream(producer(["a"]))
+    assert stream.result().content == "a"
+    with pytest.raises(UsageError, match="result"):
+        next(iter(stream))
+    with pytest.raises(UsageError, match="result"):
+        next(stream.iter_sse(heartbeat=None))
+    assert stream.result().content == "a"  # result() itself may be called again
+
+
+def test_iterating_after_result_raised_raises_usage_error() -> None:
+    def run(control: StreamControl) -> Response:
+        raise APIConnectionError("reset")
+
+    stream = Stream(run)
+    with pytest.raises(APIConnectionError):
+        stream.result()
+    with pytest.raises(UsageError, match="result"):
+        list(stream)
+    with pytest.raises(APIConnectionError):
+        stream.result()  # the same outcome again
+
+
+def test_iterating_after_result_raised_a_callback_error_raises_usage_error() -> None:
+    def bad(text: str) -> None:
+        raise ValueError("nope")
+
+    stream = Stream(producer(["a", "b"], gate=threading.Event()), on_content=bad)
+    with pytest.raises(CallbackError):
+        stream.result()
+    with pytest.raises(UsageError, match="result"):
+        list(stream)
+
+
+@pytest.mark.parametrize("ending", ["loop", "break", "close", "with"])
+def test_iterating_after_the_terminal_event_was_taken_or_collected_yields_nothing(ending: str) -> None:
+    gate = threading.Event()
+    stream = Stream(producer(["a", "b"], gate=gate if ending != "loop" else None))
+    if ending == "loop":
+        assert [e.type for e in stream][-1] == "done"
+    elif ending == "break":
+        for _ in stream:
+            break
+    elif ending == "close":
+        stream.close()
+    else:
+        with stream:
+            next(iter(stream))
+    assert stream.done
+    assert list(stream) == []
+    assert list(stream.iter_sse(heartbeat=None)) == []
+    expected = "stop" if ending == "loop" else "cancelled"
+    assert stream.result().finish_reason == expected  # result() after iterating keeps returning the Response

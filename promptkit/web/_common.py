@@ -1,11 +1,10 @@
-"""What every web helper shares: the SSE response headers and the JSON encoding of frames."""
+"""What every web helper shares: the SSE response headers (the frames themselves: ``promptkit._sse_out``)."""
 
 from __future__ import annotations
 
-import json
-from typing import Any, Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional
 
-__all__ = ["SSE_CONTENT_TYPE", "SSE_HEADERS", "sse_headers", "dumps"]
+__all__ = ["SSE_CONTENT_TYPE", "SSE_HEADERS", "sse_headers"]
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 """The ``Content-Type`` of every SSE response promptkit.web builds."""
@@ -25,12 +24,3 @@ def sse_headers(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     headers = {k: v for k, v in SSE_HEADERS.items() if k != "Content-Type"}
     headers.update(extra or {})
     return headers
-
-
-def dumps(data: Mapping[str, Any]) -> str:
-    """Compact JSON, as :func:`promptkit.relay.json_frame` writes it.
-
-    ``ensure_ascii`` also escapes U+2028/U+2029, which some JavaScript line
-    readers split on, and JSON escapes newlines: a ``data:`` line stays one line.
-    """
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=True, default=str)

@@ -16,7 +16,8 @@ from ..errors import (
     ToolError,
 )
 from ..types import StreamEvent, error_to_dict
-from ._common import SSE_CONTENT_TYPE, dumps, sse_headers
+from .._sse_out import dumps, sse_event
+from ._common import SSE_CONTENT_TYPE, sse_headers
 
 __all__ = ["error_status", "error_event", "error_sse", "ErrorReply", "error_reply"]
 
@@ -75,7 +76,7 @@ def error_event(error: BaseException) -> Dict[str, Any]:
 
 def error_sse(error: BaseException) -> bytes:
     """One ``event: error`` server-sent event holding :func:`error_event` of ``error``."""
-    return f"event: error\nid: 1\ndata: {dumps(error_event(error))}\n\n".encode("utf-8")
+    return sse_event("error", error_event(error), event_id=1)
 
 
 class ErrorReply(NamedTuple):

@@ -10,9 +10,8 @@ from typing import Any, Callable, Optional, Union
 
 from ..conversation import Conversation
 from ..errors import ConversationBusyError, PromptKitError
-from ..relay import json_frame
+from .._sse_out import dumps, json_frame
 from ..stream import Stream, start_thread
-from ._common import dumps
 from ._errors import error_event
 
 __all__ = ["relay_websocket", "WebSocketRequestError"]
