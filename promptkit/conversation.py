@@ -4,6 +4,11 @@ A successful turn commits the user message, the assistant message(s) with
 their tool calls, and the tool results, all at once. A failed turn commits
 nothing (its tokens still count in the totals). A cancelled turn commits the
 user message and the partial assistant text, as chat UIs do after "stop".
+
+This module orchestrates; the state lives elsewhere: the history and totals in
+:mod:`promptkit._history`, the system prompt in :mod:`promptkit._system_prompt`,
+the ``max_cost`` check in :mod:`promptkit._budget`, and the store's side in
+:mod:`promptkit.stores.binding`.
 """
 
 from __future__ import annotations
