@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Mapping, Optional
 
 from .errors import ConfigurationError
 
-__all__ = ["check_text", "check_model", "check_params", "check_budget", "unicode_problem", "to_json"]
+__all__ = ["check_text", "check_model", "check_params", "unicode_problem", "to_json"]
 
 
 def unicode_problem(text: str) -> Optional[str]:
@@ -65,12 +64,3 @@ def check_params(params: Mapping[str, Any]) -> None:
     """Request parameters (``temperature``, ``max_tokens``, ...) must be finite, valid JSON."""
     for key, value in params.items():
         to_json(value, f"the request parameter {key!r}")
-
-
-def check_budget(max_cost: Any) -> Optional[float]:
-    """``max_cost``: ``None`` or a positive, finite number of USD."""
-    if max_cost is None:
-        return None
-    if isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or not math.isfinite(max_cost) or max_cost <= 0:
-        raise ConfigurationError(f"max_cost must be a positive, finite number of USD or None, got {max_cost!r}")
-    return float(max_cost)

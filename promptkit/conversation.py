@@ -4,11 +4,15 @@ A successful turn commits the user message, the assistant message(s) with
 their tool calls, and the tool results, all at once. A failed turn commits
 nothing (its tokens still count in the totals). A cancelled turn commits the
 user message and the partial assistant text, as chat UIs do after "stop".
+
+This module orchestrates; the state lives elsewhere: the history and totals in
+:mod:`promptkit._history`, the system prompt in :mod:`promptkit._system_prompt`,
+the ``max_cost`` check in :mod:`promptkit._budget`, and the store's side in
+:mod:`promptkit.stores.binding`.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
@@ -16,10 +20,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 import attrs
 
-from ._schema import json_fallback
-from ._validate import check_budget, check_params, check_text, to_json
-from .errors import BudgetExceededError, ConfigurationError, ConversationBusyError, StoreError, ToolError
-from .prompts import placeholders, render
+from ._budget import budget_left, check_max_cost
+from ._history import History
+from ._system_prompt import SystemPrompt
+from ._validate import check_params, check_text
+from .errors import ConfigurationError, ConversationBusyError, StoreError
 from .stream import Stream, StreamControl
 from .tools import ToolRegistry
 from .turn import Turn, TurnSettings
@@ -28,7 +33,6 @@ from .types import Response, ToolCall, ToolResult, Usage
 if TYPE_CHECKING:  # pragma: no cover
     from .stores.binding import StoreBinding
     from .stores.protocol import ConversationStore
-    from .stores.values import StoredConversation
     from .transport import Transport
 
 __all__ = ["Conversation"]
@@ -61,7 +65,7 @@ class Conversation:
         store: Optional["ConversationStore"] = None,
         stored_model: bool = False,
     ) -> None:
-        max_cost = check_budget(max_cost)
+        max_cost = check_max_cost(max_cost)
         for key in settings.params:
             if key in _RESERVED_PARAMS:
                 raise ConfigurationError(f"{key!r} is set by promptkit and cannot be passed as a request parameter")
@@ -72,144 +76,72 @@ class Conversation:
             if not conversation_id:
                 raise ConfigurationError("conversation_id must not be empty")
         self.id = conversation_id or f"conv_{time.time_ns()}"
-        self._template = system_prompt
-        self._variables: Dict[str, Any] = dict(variables or {})
+        self._prompt = SystemPrompt(system_prompt, variables)
         self.max_cost = max_cost
         self._transport = transport
         self._settings = settings
         self._tools = ToolRegistry(tools or ())
-        self._lock = threading.Lock()  # guards the fields below
         self._busy = threading.Lock()  # held for the whole turn
-        self._messages: List[Dict[str, Any]] = []
-        if system_prompt:
-            self._messages.append({"role": "system", "content": self._render(strict=False)})
-        self._usage = Usage()
-        self._cost = 0.0
-        self._pending: Dict[str, ToolCall] = {}
-        self._results: Dict[str, ToolResult] = {}
-        self._last: Optional[Response] = None
+        self._history = History(self._prompt.message())
         self._active: Optional[StreamControl] = None  # the in-flight turn's control
-        self._unstored_usage = Usage()  # failed turns: counted here, not stored
-        self._unstored_cost = 0.0
         self._binding: Optional["StoreBinding"] = None
         if store is not None:
-            from .stores.binding import StoreBinding  # stores load only when used
-            from .stores.protocol import ConversationStore
+            from .stores.binding import bind  # stores load only when used
 
-            if not isinstance(store, ConversationStore):
-                raise ConfigurationError(f"store must implement promptkit.stores.ConversationStore, got {store!r}")
-            self._binding = StoreBinding(store, self.id)
+            self._binding = bind(store, self.id)
             stored = self._binding.load() if conversation_id else None
             if stored is not None:
                 if system_prompt is not None and system_prompt != stored.meta.system_prompt:
                     logger.warning("conversation %s resumes with its stored system prompt, not the one given", self.id)
-                self._template = stored.meta.system_prompt
+                self._prompt = SystemPrompt(stored.meta.system_prompt, variables)
                 if stored_model and stored.meta.model:  # the caller named no model: keep the stored one
                     self._settings = attrs.evolve(self._settings, model=stored.meta.model)
-                self._restore(stored)
-
-    def _sync(self, binding: "StoreBinding") -> None:
-        """Catch up with the store before a turn: other workers' turns, or a deletion."""
-        from .stores.binding import VANISHED
-
-        stored = binding.sync()
-        if stored is VANISHED:
-            # Deleted (or expired) in the store: start afresh there and here, keeping the totals paid.
-            with self._lock:
-                self._messages = self._messages[:1] if self._messages and self._messages[0]["role"] == "system" else []
-                self._pending, self._results = {}, {}
-        elif stored is not None:
-            self._restore(stored)
-
-    def _restore(self, stored: "StoredConversation") -> None:
-        """Take history, totals and pending tool calls from the store."""
-        from .stores.binding import pending_calls
-
-        pending = pending_calls(stored)
-        with self._lock:
-            self._messages = stored.messages()
-            if self._template and self._messages and self._messages[0]["role"] == "system":
-                # Keep this object's prompt: set_var() may have changed it since the first turn.
-                self._messages[0] = {"role": "system", "content": self._render_locked(strict=False)}
-            self._usage = stored.usage_totals() + self._unstored_usage
-            self._cost = stored.total_cost() + self._unstored_cost
-            self._results.clear()
-            self._pending = {
-                c["id"]: ToolCall.create(c["id"], c.get("function", {}).get("name", ""), c.get("function", {}).get("arguments", ""))
-                for c in pending
-            }
+                self._binding.restore(self._history, stored, self._prompt.message)
 
     def __repr__(self) -> str:
-        return f"Conversation(id={self.id!r}, messages={len(self._messages)})"
+        return f"Conversation(id={self.id!r}, messages={len(self._history)})"
 
     # -- system prompt ---------------------------------------------------------
     @property
     def system_prompt(self) -> Optional[str]:
         """The system prompt with its ``{{variables}}`` filled in (as written when some are unset)."""
-        return None if self._template is None else self._render(strict=False)
+        return self._prompt.text()
 
     @property
     def variables(self) -> Dict[str, Any]:
         """A copy of the system-prompt variables."""
-        with self._lock:
-            return dict(self._variables)
+        return self._prompt.variables
 
     def set_var(self, name: str, value: Any) -> None:
         """Set a system-prompt variable; the next turn sends the re-rendered prompt."""
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ConfigurationError(f"variable names are identifiers, got {name!r}")
-        with self._lock:
-            self._variables[name] = value
-            if self._template and self._messages and self._messages[0].get("role") == "system":
-                self._messages[0] = {"role": "system", "content": self._render_locked(strict=False)}
-
-    def _render(self, *, strict: bool) -> str:
-        with self._lock:
-            return self._render_locked(strict=strict)
-
-    def _render_locked(self, *, strict: bool) -> str:
-        assert self._template is not None
-        if strict:
-            return render(self._template, self._variables)
-        known = {name: self._variables[name] for name in placeholders(self._template) if name in self._variables}
-        missing = {name: "{{" + name + "}}" for name in placeholders(self._template) if name not in known}
-        return render(self._template, {**known, **missing})
+        self._prompt.set(name, value)
+        self._history.replace_system(self._prompt.message)
 
     # -- state ---------------------------------------------------------------
     @property
     def messages(self) -> List[Dict[str, Any]]:
         """A copy of the committed history as OpenAI message dicts (system prompt first)."""
-        with self._lock:
-            return copy.deepcopy(self._messages)
-
-    def _history_snapshot(self) -> List[Dict[str, Any]]:
-        # A shallow copy is enough for a turn: committed message dicts are never changed in place.
-        with self._lock:
-            return list(self._messages)
+        return self._history.messages()
 
     @property
     def usage(self) -> Usage:
         """Tokens of every turn so far, failed and cancelled ones included."""
-        with self._lock:
-            return self._usage
+        return self._history.usage
 
     @property
     def total_cost(self) -> float:
         """USD cost of every turn so far, failed and cancelled ones included."""
-        with self._lock:
-            return self._cost
+        return self._history.cost
 
     @property
     def last_response(self) -> Optional[Response]:
         """The Response of the last turn that ended with ``done``."""
-        with self._lock:
-            return self._last
+        return self._history.last
 
     @property
     def pending_tool_calls(self) -> List[ToolCall]:
         """Tool calls of the last turn that still need a result (tools without handlers)."""
-        with self._lock:
-            return [call for call_id, call in self._pending.items() if call_id not in self._results]
+        return self._history.pending()
 
     @property
     def tools(self) -> ToolRegistry:
@@ -231,18 +163,7 @@ class Conversation:
 
         A non-str ``result`` is sent JSON-encoded.
         """
-        with self._lock:
-            call = self._pending.get(call_id)
-            if call is None:
-                known = ", ".join(self._pending) or "none"
-                raise ToolError(f"no pending tool call with id {call_id!r} (pending: {known})")
-            what = f"the result of tool call {call_id!r}"
-            if isinstance(result, str):
-                content = result
-                check_text(content, what)
-            else:
-                content = to_json(result, what, default=json_fallback)
-            self._results[call_id] = ToolResult(call_id, call.name, content, is_error)
+        self._history.add_tool_result(call_id, result, is_error=is_error)
 
     # -- turns -------------------------------------------------------------------
     def send(self, message: Optional[str] = None, **kwargs: Any) -> Response:
@@ -287,21 +208,20 @@ class Conversation:
             raise
         try:
             if binding is not None:
-                self._sync(binding)
-            if self._template:
-                # An unresolved {{variable}}, or a value that is not valid text, fails here, before any I/O.
-                check_text(self._render(strict=True), "the rendered system prompt")
-            budget = self._budget_left()
+                binding.catch_up(self._history, self._prompt.message)
+            # An unresolved {{variable}}, or a value that is not valid text, fails here, before any I/O.
+            self._prompt.check()
+            budget = budget_left(self.max_cost, self.total_cost, self.id)
             settings = self._settings
             if max_retries is not None:
                 settings = _with_retries(settings, max_retries)
-            new_messages = self._start_messages(message)
+            new_messages = self._history.start(message)
             control = StreamControl(buffer_size)
             self._active = control  # from here on, cancel() reaches this turn, whatever it is waiting for
             turn = Turn(
                 transport=self._transport,
                 settings=settings,
-                history=self._history_snapshot(),
+                history=self._history.snapshot(),
                 new_messages=new_messages,
                 tools=self._tools,
                 sink=self,
@@ -356,34 +276,6 @@ class Conversation:
         active = self._active
         return active is not None and active.cancelled and self._busy.acquire(timeout=_CANCELLED_TURN_WAIT)
 
-    def _budget_left(self) -> Optional[float]:
-        """USD this turn may spend; raises when nothing is left."""
-        if self.max_cost is None:
-            return None
-        spent = self.total_cost
-        if spent >= self.max_cost:
-            raise BudgetExceededError(
-                f"conversation {self.id} has spent ${spent:.6f} of its max_cost ${self.max_cost:.6f}; no turn was started"
-            )
-        return self.max_cost - spent
-
-    def _start_messages(self, message: Optional[str]) -> List[Dict[str, Any]]:
-        """The messages this turn adds before the reply: tool results answered, then the user message."""
-        with self._lock:
-            missing = [call_id for call_id in self._pending if call_id not in self._results]
-            if missing:
-                raise ToolError(
-                    "the last reply has tool calls without results: "
-                    + ", ".join(missing)
-                    + "; call add_tool_result(call_id, result) for each before continuing"
-                )
-            staged = [self._results[call_id].to_message() for call_id in self._pending]
-        if message is None and not staged:
-            raise ConfigurationError("send() needs a message (None only continues after add_tool_result)")
-        if message is not None:
-            staged.append({"role": "user", "content": message})
-        return staged
-
     # -- TurnSink: called on the worker thread before the terminal event ---------
     def commit(self, messages: List[Dict[str, Any]], response: Response) -> None:
         """Record a turn that ended with ``done`` (in the store first) and release the conversation.
@@ -397,21 +289,12 @@ class Conversation:
         try:
             if self._binding is not None:
                 try:
-                    self._binding.append(messages, response, system_prompt=self._system_message(), model=self._settings.model)
+                    self._binding.append(messages, response, system_prompt=self._history.system_message(), model=self._settings.model)
                 except StoreError as error:
-                    self._count_unstored(response)  # refused by the store, but its tokens were paid for
+                    self._history.record(response, stored=False)  # refused by the store, but its tokens were paid for
                     error.partial = response
                     raise
-            with self._lock:
-                self._messages.extend(copy.deepcopy(messages))
-                self._usage = self._usage + response.usage
-                self._cost += response.cost
-                self._last = response
-                self._results.clear()
-                self._pending = {}
-                if response.finish_reason == "tool_calls":
-                    answered = {r.call_id for r in response.tool_results}
-                    self._pending = {c.id: c for c in response.tool_calls if c.id not in answered}
+            self._history.commit(messages, response)
         finally:
             self._end_turn()
 
@@ -420,35 +303,18 @@ class Conversation:
         anything reached the user), in the store too so they survive a resume, and release the
         conversation."""
         try:
-            if partial is not None and partial.finish_reason == "cancelled":
-                with self._lock:
-                    self._last = partial
+            self._history.fail(partial)
             if partial is not None and (partial.usage.total_tokens or partial.cost):
                 binding = self._binding
                 # Stored once the conversation exists (its first committed turn creates it), so they survive a resume.
-                if binding is not None and binding.stored_turns and binding.record_failure(
-                    partial, system_prompt=self._system_message(), model=self._settings.model
-                ):
-                    with self._lock:
-                        self._usage = self._usage + partial.usage
-                        self._cost += partial.cost
-                else:
-                    self._count_unstored(partial)
+                stored = bool(
+                    binding is not None
+                    and binding.stored_turns
+                    and binding.record_failure(partial, system_prompt=self._history.system_message(), model=self._settings.model)
+                )
+                self._history.record(partial, stored=stored)
         finally:
             self._end_turn()
-
-    def _system_message(self) -> Optional[str]:
-        """The system prompt as sent (stored with the conversation's first turn)."""
-        with self._lock:
-            return self._messages[0]["content"] if self._messages and self._messages[0]["role"] == "system" else None
-
-    def _count_unstored(self, response: Response) -> None:
-        """Add the tokens of a turn that is not committed (failed, or refused by the store) to the totals."""
-        with self._lock:
-            self._usage = self._usage + response.usage
-            self._cost += response.cost
-            self._unstored_usage = self._unstored_usage + response.usage
-            self._unstored_cost += response.cost
 
     def renew(self) -> None:
         """Keep the store's turn lock alive between tool rounds."""

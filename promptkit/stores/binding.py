@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar, Union
 
-from ..errors import PromptKitError, StoreError
-from ..types import Response
+from ..errors import ConfigurationError, PromptKitError, StoreError
+from ..types import Response, ToolCall
 from .protocol import DEFAULT_LOCK_TTL, ConversationStore, new_owner
 from .values import ConversationMeta, StoreConflictError, StoredConversation, StoredTurn
 
-__all__ = ["StoreBinding", "VANISHED", "Vanished", "pending_calls", "COMMIT_RETRY_BUDGET", "FAILED"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .._history import History
+
+__all__ = ["StoreBinding", "VANISHED", "Vanished", "bind", "pending_calls", "COMMIT_RETRY_BUDGET", "FAILED"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,32 @@ class StoreBinding:
             self.stored_turns = len(stored.turns)
             self.meta = stored.meta
         return stored
+
+    def restore(self, history: "History", stored: StoredConversation, system: Callable[[], Optional[str]]) -> None:
+        """Give ``history`` the stored messages, totals and pending tool calls.
+
+        ``system`` re-renders a stored system message (see :meth:`History.restore`).
+        """
+        history.restore(
+            stored.messages(),
+            usage=stored.usage_totals(),
+            cost=stored.total_cost(),
+            pending=[
+                ToolCall.create(c["id"], c.get("function", {}).get("name", ""), c.get("function", {}).get("arguments", ""))
+                for c in pending_calls(stored)
+            ],
+            system=system,
+        )
+
+    def catch_up(self, history: "History", system: Callable[[], Optional[str]]) -> None:
+        """Before a turn (under the turn lock): bring ``history`` up to date with the store,
+        taking other workers' turns, or starting afresh when the conversation was deleted."""
+        stored = self.sync()
+        if isinstance(stored, Vanished):
+            # Deleted (or expired) in the store: start afresh there and here, keeping the totals paid.
+            history.clear()
+        elif stored is not None:
+            self.restore(history, stored, system)
 
     def begin(self) -> bool:
         """Take the turn lock; ``False`` when another worker holds it."""
@@ -201,6 +230,17 @@ class StoreBinding:
             except Exception:  # the lock expires anyway; the turn's outcome matters more
                 self._unreleased = owner
                 logger.warning("could not release the turn lock of conversation %s", self.id, exc_info=True)
+
+
+def bind(store: Any, conversation_id: str) -> StoreBinding:
+    """A binding of ``conversation_id`` to ``store``.
+
+    Raises:
+        ConfigurationError: ``store`` does not implement :class:`~promptkit.stores.ConversationStore`.
+    """
+    if not isinstance(store, ConversationStore):
+        raise ConfigurationError(f"store must implement promptkit.stores.ConversationStore, got {store!r}")
+    return StoreBinding(store, conversation_id)
 
 
 def pending_calls(stored: StoredConversation) -> List[Dict[str, Any]]:
