@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Iterator
+import socket
+import threading
+import zlib
+from typing import Iterator, List, Optional
 
 import pytest
 import responses
@@ -11,6 +14,7 @@ import responses
 import promptkit
 from promptkit.retry import RetryPolicy, parse_retry_after
 from promptkit.transport import Transport
+from tests._processes import read_request
 
 URL = "https://api.openai.com/v1/chat/completions"
 SSE = {"Content-Type": "text/event-stream"}
@@ -180,3 +184,82 @@ def test_transport_repr_hides_key() -> None:
         assert "sk-hidden" not in repr(t)
     finally:
         t.close()
+
+
+def _chunk_line(content: str = "", finish: Optional[str] = None) -> bytes:
+    delta = {"content": content} if content else {}
+    return b"data: " + json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize("encoding, wbits", [("gzip", 31), ("deflate", 15), ("x-gzip", 31)])
+def test_a_compressed_stream_delivers_each_event_before_the_next_is_sent(encoding: str, wbits: int) -> None:
+    # The server compresses although promptkit asked for identity (a proxy's doing, typically), flushing
+    # per event. It sends the second event only once the client has shown the first: a decoder that
+    # buffered until the end would never see it.
+    first_seen = threading.Event()
+    served: List[str] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = read_request(conn)
+            assert request is not None
+            served.append(request[0])
+            compressor = zlib.compressobj(wbits=wbits)
+            conn.sendall(
+                f"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: {encoding}\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n".encode()
+            )
+
+            def send(data: bytes, flush: int = zlib.Z_SYNC_FLUSH) -> None:
+                piece = compressor.compress(data) + compressor.flush(flush)
+                conn.sendall(b"%X\r\n%s\r\n" % (len(piece), piece))
+
+            send(_chunk_line("Hel"))
+            if first_seen.wait(30):
+                send(_chunk_line("lo") + _chunk_line(finish="stop") + b"data: [DONE]\n\n", zlib.Z_FINISH)
+            conn.sendall(b"0\r\n\r\n")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        with promptkit.Client(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", max_retries=0) as client:
+            contents = []
+            stream = client.conversation().send_stream("q")
+            for event in stream:
+                if event.type == "content":
+                    contents.append(event.content)
+                    first_seen.set()
+            assert contents == ["Hel", "lo"] and stream.result().content == "Hello"
+    finally:
+        first_seen.set()
+        thread.join(30)
+        listener.close()
+    assert "accept-encoding: identity" in served[0].lower()  # asked for plain bytes all the same
+
+
+def test_a_corrupt_compressed_stream_is_one_clear_error() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            read_request(conn)
+            body = b"this is not gzip at all, " * 4
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        with promptkit.Client(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", max_retries=0) as client:
+            with pytest.raises(promptkit.APIConnectionError, match="connection broken while streaming"):
+                client.conversation().send("q")
+    finally:
+        thread.join(30)
+        listener.close()
