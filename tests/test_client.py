@@ -71,11 +71,25 @@ def test_user_session_is_not_closed() -> None:
     assert closed == []
 
 
-def test_owned_session_is_closed() -> None:
+def test_owned_session_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+
+    created: list = []
+    closed: list = []
+    real_init, real_close = requests.Session.__init__, requests.Session.close
+
+    def init(self: requests.Session) -> None:
+        created.append(self)
+        real_init(self)
+
+    def close(self: requests.Session) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(requests.Session, "__init__", init)
+    monkeypatch.setattr(requests.Session, "close", close)
     client = promptkit.Client(api_key="k")
-    session = client._transport.session
-    closed = []
-    original = session.close
-    session.close = lambda: (closed.append(True), original())  # type: ignore[method-assign]
+    assert len(created) == 1  # the session the client made (and owns)
+    assert closed == []
     client.close()
-    assert closed == [True]
+    assert closed == created

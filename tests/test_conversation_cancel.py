@@ -171,7 +171,10 @@ def test_cancel_while_streaming(server: MockServer, client_options: Dict[str, An
         while first.type != "content":
             first = next(events)
         conv.cancel()  # from the conversation, not the stream: the same turn
-        response = stream.result()
+        rest = list(events)
+        assert [e.type for e in rest] == ["done"]  # what was read ahead is not shown
+        response = rest[0].final
+        assert response is not None and stream.result() is response
         assert response.finish_reason == "cancelled" and response.content == "partial"
         assert conv.messages[-1] == {"role": "assistant", "content": "partial"}
         assert server.disconnected.wait(GUARD)

@@ -53,6 +53,12 @@ DONE = b"data: [DONE]\n\n"
 # -- the invariants ----------------------------------------------------------------
 
 
+def worker_threads() -> List[threading.Thread]:
+    """The promptkit threads alive now, the mock server's own excepted (workers are named ``promptkit-*``)."""
+    return [t for t in threading.enumerate()
+            if t.name.startswith("promptkit") and not t.name.startswith("promptkit-mock")]  # fmt: skip
+
+
 @pytest.fixture
 def server() -> Iterator[MockServer]:
     with MockServer() as srv:
@@ -81,10 +87,11 @@ def hostile_turn(
         assert conv.send("one").content == "first"
         before = conv.messages
         server.enqueue(MockReply.raw(body))
+        threads_before = set(worker_threads())
         stream = conv.send_stream("two")
         events = list(stream)
-        stream.close(timeout=5)
-        assert stream.done and not stream._thread.is_alive()
+        stream.close(timeout=5)  # returns once the worker thread has exited
+        assert stream.done and [t.name for t in worker_threads() if t not in threads_before] == []
         assert [e.type for e in events].count("error") + [e.type for e in events].count("done") == 1
         assert events[-1].type == "error", [e.type for e in events]
         error = events[-1].error
@@ -125,11 +132,14 @@ def test_limits_reject_anything_but_a_positive_int(field: str, bad: Any) -> None
         promptkit.Limits(**{field: bad})
 
 
-def test_client_takes_limits_keyword_only() -> None:
-    limits = promptkit.Limits(max_tool_calls=7)
-    with promptkit.Client(base_url="http://127.0.0.1:9", limits=limits) as client:
+def test_client_takes_limits_keyword_only(server: MockServer) -> None:
+    limits = promptkit.Limits(max_reply_chars=10)
+    with promptkit.Client(base_url=server.url, api_key=KEY, limits=limits) as client:
         assert client.limits is limits
-        assert client.conversation()._settings.limits is limits  # type: ignore[attr-defined]
+        # Its conversations apply them: a reply longer than 10 characters is stopped.
+        server.enqueue(MockReply.text("a reply of more than ten characters"))
+        with pytest.raises(promptkit.StreamError, match=r"Limits\.max_reply_chars \(10 characters\)"):
+            client.conversation().send("q")
     with promptkit.Client(base_url="http://127.0.0.1:9") as client:
         assert client.limits == promptkit.Limits()
     with pytest.raises(promptkit.ConfigurationError, match="limits must be a promptkit.Limits"):
@@ -421,6 +431,7 @@ def test_point3_a_flood_after_done_does_not_hold_the_turn(flood_server: FloodSer
     with promptkit.Client(base_url=f"{flood_server.url}/done-then-flood", api_key=KEY,
                           timeout=promptkit.Timeout(idle=10, total=60)) as client:
         conv = client.conversation()
+        before = set(worker_threads())
         stream = conv.send_stream("go")
         events = list(stream)
         stream.close(timeout=5)
@@ -429,7 +440,7 @@ def test_point3_a_flood_after_done_does_not_hold_the_turn(flood_server: FloodSer
     assert flood_server.finished["done-then-flood"].wait(10)
     assert flood_server.sent["done-then-flood"] < FLOOD_CAP
     assert len(conv.messages) == 2
-    assert not stream._thread.is_alive()
+    assert [t.name for t in worker_threads() if t not in before] == []
 
 
 # -- point 4: hostile JSON shapes are server errors ------------------------------------------------

@@ -53,14 +53,19 @@ def server() -> Iterator[MockServer]:
 # -- the model ------------------------------------------------------------------------
 
 
-def test_client_model_comes_from_argument_then_environment_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_client_model_comes_from_argument_then_environment_then_default(
+    monkeypatch: pytest.MonkeyPatch, server: MockServer
+) -> None:
     monkeypatch.delenv("PROMPTKIT_MODEL", raising=False)
     url = "http://127.0.0.1:1/v1"
     with promptkit.Client(base_url=url) as client:
         assert client.model == "gpt-4o-mini"
     monkeypatch.setenv("PROMPTKIT_MODEL", MODEL)
-    with promptkit.Client(base_url=url) as client:
-        assert client.model == MODEL and client.conversation()._settings.model == MODEL  # noqa: SLF001
+    with promptkit.Client(base_url=server.url, api_key="sk-test") as client:
+        assert client.model == MODEL
+        server.enqueue(MockReply.text("hi"))
+        client.conversation().send("q")  # its conversations send that model
+        assert server.requests[-1].body["model"] == MODEL
     with promptkit.Client(base_url=url, model="qwen2.5") as client:
         assert client.model == "qwen2.5"
     monkeypatch.setenv("PROMPTKIT_MODEL", "  ")

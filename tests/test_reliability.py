@@ -1,6 +1,8 @@
 """Reliability against a real local server: connection reuse, secrets, redirects, TLS, retry logging.
 
-No sleeps are used to synchronise; timing bounds are generous.
+No sleeps are used to synchronise and no elapsed time is asserted; the session a Client
+makes is seen through requests' own ``Session`` (the ``sessions_made`` fixture), not
+through promptkit's internals.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import re
 import time
 import traceback
 from typing import Any, Iterator, List
@@ -19,8 +22,6 @@ import requests
 from requests.adapters import HTTPAdapter
 
 import promptkit
-from promptkit.stream import StreamControl
-import promptkit.conversation
 from promptkit.testing import MockReply, MockServer
 
 # Built by concatenation so that no source line shown in a traceback holds the whole key.
@@ -33,6 +34,20 @@ def fd_count() -> int:
 
 def port_of(server: MockServer) -> int:
     return int(server.url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
+@pytest.fixture
+def sessions_made(monkeypatch: pytest.MonkeyPatch) -> List[requests.Session]:
+    """Every ``requests.Session`` created while the test runs, in order."""
+    made: List[requests.Session] = []
+    real_init = requests.Session.__init__
+
+    def init(self: requests.Session) -> None:
+        made.append(self)
+        real_init(self)
+
+    monkeypatch.setattr(requests.Session, "__init__", init)
+    return made
 
 
 @pytest.fixture
@@ -51,7 +66,7 @@ def test_1000_sequential_turns_reuse_pooled_connections(server: MockServer) -> N
         assert client.conversation().send("warm").content == "pong"  # opens the connection
         gc.collect()
         fds_before = fd_count()
-        started = time.perf_counter()
+        started = time.perf_counter()  # reported, not asserted
         for i in range(turns - 1):
             resp = client.conversation().send(f"ping {i}")
             assert resp.content == "pong" and resp.finish_reason == "stop"
@@ -61,7 +76,6 @@ def test_1000_sequential_turns_reuse_pooled_connections(server: MockServer) -> N
         assert len(server.requests) == turns
         assert server.connections_opened <= 2, server.connections_opened
         assert fds_after <= fds_before + 2, (fds_before, fds_after)
-        assert elapsed < 60
     print(f"{turns} turns in {elapsed:.2f}s ({elapsed / turns * 1000:.2f} ms/turn), "
           f"{server.connections_opened} connection(s) opened, fds {fds_before} -> {fds_after}")
 
@@ -136,7 +150,7 @@ def test_api_key_never_appears_anywhere(server: MockServer, caplog: pytest.LogCa
     with promptkit.Client(base_url=server.url, api_key=SENTINEL, max_retries=2,
                           timeout=promptkit.Timeout(idle=5)) as client:
         conv = client.conversation(system_prompt="s")
-        texts += [repr(client), str(client), repr(conv), str(conv), repr(client._transport)]
+        texts += [repr(client), str(client), repr(conv), str(conv)]
 
         # 1. a success, streamed
         server.enqueue(MockReply.text("Hello there."))
@@ -232,10 +246,11 @@ def test_authorization_is_not_sent_to_another_host_after_a_redirect(server: Mock
 # -- TLS ---------------------------------------------------------------------------------------
 
 
-def test_tls_verification_is_on_for_an_owned_session() -> None:
+def test_tls_verification_is_on_for_an_owned_session(sessions_made: List[requests.Session]) -> None:
     client = promptkit.Client(base_url="https://api.example.invalid/v1", api_key="sk-test")
     try:
-        session = client._transport.session
+        assert len(sessions_made) == 1
+        session = sessions_made[0]
         assert session.verify is True
         assert session.cert is None
         adapter = session.get_adapter("https://api.example.invalid/v1/chat/completions")
@@ -252,7 +267,7 @@ class _RecordingAdapter(HTTPAdapter):
         super().close()
 
 
-def test_a_user_session_keeps_its_settings(tmp_path: Any) -> None:
+def test_a_user_session_keeps_its_settings(tmp_path: Any, sessions_made: List[requests.Session]) -> None:
     bundle = tmp_path / "corporate-ca.pem"
     bundle.write_text("not a real CA bundle; never loaded because nothing connects\n")
     session = requests.Session()
@@ -261,7 +276,7 @@ def test_a_user_session_keeps_its_settings(tmp_path: Any) -> None:
     adapter = _RecordingAdapter()
     session.mount("https://", adapter)
     client = promptkit.Client(base_url="https://api.example.invalid/v1", api_key="sk-test", session=session)
-    assert client._transport.session is session
+    assert sessions_made == [session]  # promptkit made no session of its own: it uses the user's
     assert session.verify == str(bundle)
     assert session.proxies == {"https": "http://proxy.invalid:3128"}
     assert session.get_adapter("https://api.example.invalid/v1") is adapter
@@ -270,12 +285,12 @@ def test_a_user_session_keeps_its_settings(tmp_path: Any) -> None:
     session.close()
 
 
-def test_verify_false_is_never_set_by_promptkit(server: MockServer) -> None:
+def test_verify_false_is_never_set_by_promptkit(server: MockServer, sessions_made: List[requests.Session]) -> None:
     # a whole turn over an owned session does not switch verification off on the way
     with promptkit.Client(base_url=server.url, api_key="sk-test") as client:
         server.enqueue(MockReply.text("ok"))
         assert client.conversation().send("q").content == "ok"
-        assert client._transport.session.verify is True
+        assert len(sessions_made) == 1 and sessions_made[0].verify is True
 
 
 # -- retry logging and Retry-After ----------------------------------------------------------------
@@ -304,18 +319,18 @@ def test_worker_side_retry_is_logged_at_info(server: MockServer, caplog: pytest.
 
 
 @pytest.fixture
-def waits(monkeypatch: pytest.MonkeyPatch) -> List[float]:
-    """Record the waits between attempts (every one goes through the turn's cancellable
-    StreamControl.sleep), and really wait when they are short."""
-    recorded: List[float] = []
-    real = StreamControl.sleep
+def retry_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="promptkit")
+    return caplog
 
-    def sleep(self: StreamControl, seconds: float) -> bool:
-        recorded.append(seconds)
-        return real(self, seconds) if seconds <= 0.5 else not self.cancelled
 
-    monkeypatch.setattr(StreamControl, "sleep", sleep)
-    return recorded
+_RETRYING_IN = re.compile(r"retrying in (\d+(?:\.\d+)?)s")
+
+
+def logged_waits(caplog: pytest.LogCaptureFixture) -> List[float]:
+    """The waits between attempts, as the INFO retry log states them ("retrying in 0.15s")."""
+    return [float(m.group(1)) for r in caplog.records if r.name.startswith("promptkit")
+            for m in [_RETRYING_IN.search(r.getMessage())] if m]  # fmt: skip
 
 
 def _retry_once(server: MockServer, headers: dict) -> str:
@@ -326,39 +341,40 @@ def _retry_once(server: MockServer, headers: dict) -> str:
     return content
 
 
-def test_retry_after_as_an_http_date(server: MockServer, waits: List[float]) -> None:
+def test_retry_after_as_an_http_date(server: MockServer, retry_log: pytest.LogCaptureFixture) -> None:
     when = email.utils.formatdate(time.time() + 3, usegmt=True)  # whole seconds: 2-3 s from now
     assert _retry_once(server, {"Retry-After": when}) == "ok"
+    waits = logged_waits(retry_log)
     assert len(waits) == 1 and 1.5 <= waits[0] <= 3.5, waits  # not the 0.25-0.5 s backoff
 
 
-def test_retry_after_as_a_past_http_date_means_now(server: MockServer, waits: List[float]) -> None:
+def test_retry_after_as_a_past_http_date_means_now(server: MockServer, retry_log: pytest.LogCaptureFixture) -> None:
     assert _retry_once(server, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == "ok"
-    assert waits == [0.0]
+    assert logged_waits(retry_log) == [0.0]
 
 
-def test_retry_after_ms_is_honoured(server: MockServer, waits: List[float]) -> None:
+def test_retry_after_ms_is_honoured(server: MockServer, retry_log: pytest.LogCaptureFixture) -> None:
     started = time.monotonic()
     assert _retry_once(server, {"retry-after-ms": "150"}) == "ok"
-    assert waits == [pytest.approx(0.15)]
-    assert time.monotonic() - started >= 0.15
+    assert logged_waits(retry_log) == [pytest.approx(0.15, abs=0.005)]
+    assert time.monotonic() - started >= 0.15  # a lower bound: slowness cannot fail it, a skipped wait does
 
 
-def test_retry_after_ms_wins_over_retry_after(server: MockServer, waits: List[float]) -> None:
+def test_retry_after_ms_wins_over_retry_after(server: MockServer, retry_log: pytest.LogCaptureFixture) -> None:
     assert _retry_once(server, {"retry-after-ms": "120", "Retry-After": "30"}) == "ok"
-    assert waits == [pytest.approx(0.12)]
+    assert logged_waits(retry_log) == [pytest.approx(0.12, abs=0.005)]
 
 
-def test_retry_after_seconds(server: MockServer, waits: List[float]) -> None:
+def test_retry_after_seconds(server: MockServer, retry_log: pytest.LogCaptureFixture) -> None:
     assert _retry_once(server, {"Retry-After": "0.2"}) == "ok"
-    assert waits == [pytest.approx(0.2)]
+    assert logged_waits(retry_log) == [pytest.approx(0.2, abs=0.005)]
 
 
-def test_retry_after_beyond_the_limit_is_not_retried(server: MockServer, waits: List[float]) -> None:
+def test_retry_after_beyond_the_limit_is_not_retried(server: MockServer, retry_log: pytest.LogCaptureFixture) -> None:
     server.enqueue(MockReply.error(429, "come back tomorrow", headers={"Retry-After": "3600"}))
     with promptkit.Client(base_url=server.url, api_key="sk-test", max_retries=3) as client:
         with pytest.raises(promptkit.RateLimitError) as info:
             client.conversation().send("q")
     assert info.value.retry_after == 3600
     assert "not retried" in str(info.value) and "3600" in str(info.value)
-    assert waits == [] and len(server.requests) == 1
+    assert logged_waits(retry_log) == [] and len(server.requests) == 1

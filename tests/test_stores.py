@@ -644,20 +644,38 @@ def test_sqlite_purge_expired(tmp_path: Path) -> None:
 
 
 def test_sqlite_closes_the_connections_of_every_thread(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
-    seen: List[Any] = []
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+
+    def open_files() -> List[str]:
+        """This process's open files of the database (its journal and WAL files included)."""
+        found = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue  # closed since the listing
+            if target.startswith(str(path)):
+                found.append(target)
+        return found
+
+    used, closed = threading.Event(), threading.Event()
 
     def work() -> None:
         store.append_turn("t", make_turn("x"), index=0, meta=META)
-        seen.append(store._local.conn)
+        used.set()
+        closed.wait(JOIN)  # alive until the store is closed: its connection cannot end with the thread
 
     thread = threading.Thread(target=work, name="store-conn")
     thread.start()
-    thread.join(timeout=JOIN)
-    assert seen
-    store.close()
-    with pytest.raises(sqlite3.ProgrammingError):
-        seen[0].execute("SELECT 1")
+    try:
+        assert used.wait(JOIN)
+        assert open_files(), "the worker thread's connection is open"
+        store.close()
+        assert open_files() == []
+    finally:
+        closed.set()
+        thread.join(timeout=JOIN)
 
 
 def test_memory_purge_expired() -> None:

@@ -502,11 +502,12 @@ def test_tool_timeout_counts_from_the_calls_own_start(server: MockServer) -> Non
 
 def test_timed_out_handler_does_not_hold_up_the_next_call(server: MockServer) -> None:
     hung_finished = threading.Event()
+    release = threading.Event()  # set only after the turn: the handler hangs until then, past its timeout
     seen: List[bool] = []
 
     @promptkit.tool(timeout=0.2)
     def hang() -> str:
-        threading.Event().wait(2.0)  # hangs well past its timeout
+        release.wait(60)
         hung_finished.set()
         return "late"
 
@@ -517,7 +518,10 @@ def test_timed_out_handler_does_not_hold_up_the_next_call(server: MockServer) ->
 
     with make_client(server, tool_workers=1) as client:
         server.enqueue(calls_reply(("a", "hang", {}), ("b", "quick", {})), MockReply.text("ok"))
-        resp = client.conversation(tools=[hang, quick]).send("go")
+        try:
+            resp = client.conversation(tools=[hang, quick]).send("go")
+        finally:
+            release.set()
     join_tool_threads()
     assert [(r.call_id, r.is_error) for r in resp.tool_results] == [("a", True), ("b", False)]
     assert seen == [False]  # the quick call ran while the hung one was still running

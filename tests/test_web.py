@@ -42,6 +42,10 @@ if os.environ.get("CI") != "true":  # in CI the test extra installs them: a miss
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+# How long to wait for the upstream request to be cancelled. The upstream replies here stall
+# for ever, so only the cancel can end them: the bound is a handshake's timeout, not a latency
+# target (the latency is measured and reported by report_latency, never asserted).
+CANCEL_WAIT = 10.0
 
 
 def load_example(name: str) -> Any:
@@ -398,7 +402,7 @@ def test_sse_body_closed_before_its_first_frame_cancels_upstream(mock: MockServe
     conv = client.conversation()
     body = SSEBody(conv.send_stream("q"), heartbeat=5)
     body.close()  # a server that gives up before iterating (e.g. HEAD, or an error in a middleware)
-    assert mock.disconnected.wait(1.0)
+    assert mock.disconnected.wait(CANCEL_WAIT)
     assert body.stream.result().finish_reason == "cancelled"
     assert conv.messages == []  # the client saw nothing, so nothing is committed
     assert list(body) == []
@@ -411,7 +415,7 @@ def test_closing_an_unstarted_iter_sse_cancels_upstream(mock: MockServer, client
     frames = stream.iter_sse(heartbeat=5)
     try:
         frames.close()
-        assert mock.disconnected.wait(1.0), "the upstream request is still open"
+        assert mock.disconnected.wait(CANCEL_WAIT), "the upstream request is still open"
     finally:
         stream.close()
 
@@ -437,7 +441,7 @@ def test_flask_streams_before_the_model_finishes_and_disconnect_cancels(mock: Mo
 
     started = time.monotonic()
     stream.hang_up()
-    assert mock.disconnected.wait(1.0), "the upstream request was not cancelled within 1 s of the disconnect"
+    assert mock.disconnected.wait(CANCEL_WAIT), "the disconnect did not cancel the upstream request"
     report_latency("flask/werkzeug (heartbeat 0.05 s)", time.monotonic() - started)
     committed, turn = store.next_commit()
     assert committed == cid and turn.finish_reason == "cancelled"
@@ -514,7 +518,7 @@ def test_flask_second_message_is_409_and_stop_cancels_the_reply(mock: MockServer
     assert busy.status_code == 409 and busy.json()["error"]["type"] == "ConversationBusyError"
 
     assert web.post("/stop", {}).json() == {"stopped": True}
-    assert mock.disconnected.wait(1.0)
+    assert mock.disconnected.wait(CANCEL_WAIT)
     rest = stream.events()
     assert [e.event for e in rest] == ["done"]
     final = data(rest[0])["final"]
@@ -605,7 +609,7 @@ def test_websocket_stop_cancels_while_another_thread_sends(mock: MockServer, sto
         ws.send(json.dumps({"action": "stop"}))
         done = recv_json(ws)
         assert done["type"] == "done" and done["final"]["finish_reason"] == "cancelled"
-        assert mock.disconnected.wait(1.0)
+        assert mock.disconnected.wait(CANCEL_WAIT)
         assert store.next_commit()[1].finish_reason == "cancelled"
 
         # A stop that lands while the relay thread is busy sending a fast reply.
@@ -637,7 +641,7 @@ def test_websocket_bad_frames_and_a_client_that_leaves_mid_reply(mock: MockServe
         assert recv_json(ws)["content"] == "Half"
         started = time.monotonic()
         ws.sock.shutdown(socket.SHUT_RDWR)  # gone without a close frame, like a crashed tab
-    assert mock.disconnected.wait(1.0)
+    assert mock.disconnected.wait(CANCEL_WAIT)
     report_latency("websocket/flask-sock (abrupt close)", time.monotonic() - started)
     assert store.next_commit()[1].finish_reason == "cancelled"
 
@@ -656,7 +660,7 @@ def test_django_wsgi_streams_before_the_model_finishes_and_disconnect_cancels(mo
     read_text(stream, "Bonjour tout")
     started = time.monotonic()
     stream.hang_up()
-    assert mock.disconnected.wait(1.0), "the upstream request was not cancelled within 1 s of the disconnect"
+    assert mock.disconnected.wait(CANCEL_WAIT), "the disconnect did not cancel the upstream request"
     report_latency("django/WSGI dev server (heartbeat 0.05 s)", time.monotonic() - started)
     committed, turn = store.next_commit()
     assert committed == cid and turn.finish_reason == "cancelled"
@@ -697,7 +701,7 @@ def test_django_asgi_streams_incrementally_and_disconnect_cancels(mock: MockServ
     read_text(stream, "Streaming under ASGI")
     started = time.monotonic()
     stream.hang_up()
-    assert mock.disconnected.wait(1.0), "the upstream request was not cancelled within 1 s of the disconnect"
+    assert mock.disconnected.wait(CANCEL_WAIT), "the disconnect did not cancel the upstream request"
     report_latency("django/ASGI uvicorn (no heartbeat needed)", time.monotonic() - started)
     committed, turn = store.next_commit()
     assert committed == cid and turn.finish_reason == "cancelled"
