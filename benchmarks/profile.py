@@ -57,7 +57,7 @@ HERE = Path(__file__).resolve().parent
 @contextlib.contextmanager
 def _profile_workers(profiles: List[cProfile.Profile]) -> Iterator[None]:
     """Profile every stream worker started inside the block (each thread has its own profiler)."""
-    import promptkit.stream as stream_module
+    import promptkit._stream as stream_module
 
     original = stream_module._worker
 
@@ -246,11 +246,11 @@ def stages(base_url: str, chunks: int) -> Dict[str, Any]:
     """Each step of the per-chunk path timed alone on the same bytes (µs per chunk, best of 3)."""
     import requests
 
-    from promptkit.accumulator import Accumulator
-    from promptkit.sse import SSEParser
-    from promptkit.stream import StreamControl
-    from promptkit.transport import Transport
-    from promptkit.types import StreamEvent
+    from promptkit._accumulator import Accumulator
+    from promptkit._sse import SSEParser
+    from promptkit._stream import StreamControl
+    from promptkit._transport import Transport
+    from promptkit._types import StreamEvent
 
     text = "abcd"
     body = render_body(chunks, text, "close")

@@ -9,9 +9,9 @@
 """
 
 from ._version import __version__
-from .client import Client
-from .conversation import Conversation
-from .errors import (
+from ._client import Client
+from ._conversation import Conversation
+from ._errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -33,10 +33,10 @@ from .errors import (
     ToolError,
     UsageError,
 )
-from .limits import Limits
-from .stream import Stream
-from .tools import Tool, ToolRegistry, tool
-from .types import Choice, Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
+from ._limits import Limits
+from ._stream import Stream
+from ._tools import Tool, ToolRegistry, tool
+from ._types import Choice, Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
 
 __all__ = [
     "__version__",

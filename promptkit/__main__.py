@@ -1,8 +1,8 @@
-"""``python -m promptkit``: the command line (see :mod:`promptkit.cli`)."""
+"""``python -m promptkit``: the command line (see :mod:`promptkit._cli`)."""
 
 import sys
 
-from .cli import main
+from ._cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """A conversation's ``max_cost``: validated when the conversation is made, checked before each turn.
 
-The check during a turn, after each read, is the turn's own (:mod:`promptkit.turn`):
+The check during a turn, after each read, is the turn's own (:mod:`promptkit._turn`):
 it gets the amount :func:`budget_left` returns.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from .errors import BudgetExceededError, ConfigurationError
+from ._errors import BudgetExceededError, ConfigurationError
 
 __all__ = ["check_max_cost", "budget_left"]
 

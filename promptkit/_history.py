@@ -14,8 +14,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from ._schema import json_fallback
 from ._validate import check_text, to_json
-from .errors import ConfigurationError, ToolError
-from .types import Response, ToolCall, ToolResult, Usage
+from ._errors import ConfigurationError, ToolError
+from ._types import Response, ToolCall, ToolResult, Usage
 
 __all__ = ["History"]
 

@@ -3,7 +3,7 @@
 Library messages name their own classes ("HTTPConnectionPool(host='h', port=1):
 Max retries exceeded ... NewConnectionError(...)"); a user needs the host, the
 port and the reason only. Pure functions: the HTTP boundary
-(:mod:`promptkit.transport`) builds its errors' messages with them.
+(:mod:`promptkit._transport`) builds its errors' messages with them.
 """
 
 from __future__ import annotations

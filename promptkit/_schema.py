@@ -1,6 +1,6 @@
 """Python annotations <-> JSON: a tool's parameter schema, and argument values back into Python.
 
-Private to :mod:`promptkit.tools`. Pure: no threads, no I/O.
+Private to :mod:`promptkit._tools`. Pure: no threads, no I/O.
 
 * :func:`parameters_schema` builds the ``parameters`` object of a tool from a
   function's signature, resolving each annotation on its own (so an
@@ -21,7 +21,7 @@ import types
 import typing
 from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
-from .errors import ToolError
+from ._errors import ToolError
 
 __all__ = [
     "MISSING",

@@ -24,7 +24,7 @@ import re
 from typing import Any, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import SplitResult, urlsplit
 
-from .errors import ConfigurationError
+from ._errors import ConfigurationError
 
 __all__ = ["Redactor", "check_api_key", "check_headers", "safe_url", "url_credentials", "log_text", "MASK"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .errors import StreamError
+from ._errors import StreamError
 
 __all__ = ["describe", "malformed", "check_usage"]
 

@@ -1,9 +1,9 @@
 """Output framing: every byte promptkit sends to a browser, as SSE frames or JSON text frames.
 
-The input side (parsing a model server's event stream) is :mod:`promptkit.sse`;
+The input side (parsing a model server's event stream) is :mod:`promptkit._sse`;
 this module is its mirror for what a web response writes. Everything that
 frames goes through here: :meth:`Stream.iter_sse <promptkit.Stream.iter_sse>`
-(:class:`SSEFrames`), the public :mod:`promptkit.relay` names, and
+(:class:`SSEFrames`) and
 :mod:`promptkit.web` (its error events and WebSocket frames).
 
 Every frame carries compact JSON. JSON escapes newlines, so a ``data:`` field
@@ -11,8 +11,8 @@ is always one line: content holding ``"\\n\\ndata: x"`` or ``"event: done"``
 can never forge an event on the client side. ``ensure_ascii`` also keeps
 U+2028/U+2029 escaped, which some JavaScript line readers split on.
 
-It imports nothing of promptkit but :mod:`promptkit.types`, so both
-:mod:`promptkit.stream` and :mod:`promptkit.web` can use it.
+It imports nothing of promptkit but :mod:`promptkit._types`, so both
+:mod:`promptkit._stream` and :mod:`promptkit.web` can use it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Dict, Generator, Iterator, Mapping, Optional
 
-from .types import StreamEvent
+from ._types import StreamEvent
 
 __all__ = ["HEARTBEAT", "dumps", "json_frame", "sse_event", "sse_frame", "error_frame", "SSEFrames"]
 

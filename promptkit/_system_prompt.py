@@ -1,6 +1,6 @@
 """A conversation's system prompt: its ``{{variable}}`` template, the variables, and rendering.
 
-The substitution itself is :mod:`promptkit.prompts`; this module holds the
+The substitution itself is :mod:`promptkit._prompts`; this module holds the
 state a conversation keeps around it and the two ways it is rendered: strict
 before a turn is sent (an unset variable is an error), lenient everywhere
 else (an unset variable stays as written).
@@ -12,8 +12,8 @@ import threading
 from typing import Any, Dict, Mapping, Optional
 
 from ._validate import check_text
-from .errors import ConfigurationError
-from .prompts import placeholders, render
+from ._errors import ConfigurationError
+from ._prompts import placeholders, render
 
 __all__ = ["SystemPrompt"]
 

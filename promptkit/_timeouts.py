@@ -13,8 +13,8 @@ from typing import Optional, Tuple
 
 import attrs
 
-from .errors import APITimeoutError
-from .types import Timeout
+from ._errors import APITimeoutError
+from ._types import Timeout
 
 __all__ = ["TimeoutPlan"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Optional
 
-from .errors import ConfigurationError
+from ._errors import ConfigurationError
 
 __all__ = ["check_text", "check_model", "check_params", "unicode_problem", "to_json"]
 

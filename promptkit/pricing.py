@@ -2,10 +2,10 @@
 
 Prices are USD per 1M tokens. :class:`PriceTable` resolves a model name (with
 provider prefixes and dated snapshot suffixes) to a :class:`ModelPrice` and
-turns a :class:`~promptkit.types.Usage` into a cost. A model with no price
+turns a :class:`~promptkit._types.Usage` into a cost. A model with no price
 costs 0.0 and is reported as unknown, with one warning per model per process.
 The table is the fallback: a cost the server reports (LiteLLM, OpenRouter)
-wins over it (see :class:`~promptkit.accounting.TurnAccount`).
+wins over it (see :class:`~promptkit._accounting.TurnAccount`).
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import re
 import threading
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 import attrs
 
 from ._secrets import log_text
-from .errors import ConfigurationError
+from ._errors import ConfigurationError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .types import Usage
+    from ._types import Usage
 
 __all__ = [
     "ModelPrice", "PriceTable", "GenAIPricesTable", "PRICES_AS_OF", "BUILTIN_PRICES", "normalize_model", "format_cost",
@@ -237,7 +237,7 @@ def normalize_model(name: str) -> str:
 
 
 # One warning per unknown model name per process, whichever table sees it.
-_warned_models: set = set()
+_warned_models: Set[str] = set()
 _MAX_WARNED = 1000
 _warned_lock = threading.Lock()
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from promptkit.accounting import TurnAccount
-from promptkit.accumulator import Accumulator
+from promptkit._accounting import TurnAccount
+from promptkit._accumulator import Accumulator
 from promptkit.pricing import PriceTable
-from promptkit.tokens import count_text
+from promptkit._tokens import count_text
 
 PRICES = PriceTable({"m": {"input": 1.0, "cached_input": 0.5, "output": 2.0}})
 

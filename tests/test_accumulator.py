@@ -1,4 +1,4 @@
-"""Tests for promptkit.accumulator: real recordings end to end, then crafted quirks.
+"""Tests for promptkit._accumulator: real recordings end to end, then crafted quirks.
 
 Every recording under tests/data/recordings is framed by :class:`SSEParser`
 (whole, three seeded random splits and, for small files, byte by byte), each
@@ -20,10 +20,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import attrs
 import pytest
 
-from promptkit.accumulator import Accumulator
-from promptkit.errors import APIError, StreamError
-from promptkit.sse import SSEParser
-from promptkit.types import StreamEvent, ToolCall
+from promptkit._accumulator import Accumulator
+from promptkit._errors import APIError, StreamError
+from promptkit._sse import SSEParser
+from promptkit._types import StreamEvent, ToolCall
 
 DATA = pathlib.Path(__file__).parent / "data"
 RECORDINGS = DATA / "recordings"
@@ -852,7 +852,7 @@ def test_other_choices_are_assembled_quietly() -> None:
 import sys  # noqa: E402
 
 from promptkit import Limits  # noqa: E402
-from promptkit import accumulator as accumulator_module  # noqa: E402
+from promptkit import _accumulator as accumulator_module  # noqa: E402
 
 
 def _lines_run(chunks: List[Any], limits: Limits) -> int:

@@ -1,79 +1,65 @@
-"""The public surface: pinned names, docstrings, the error hierarchy."""
+"""The public surface: derived from the package and the README, docstrings, the error hierarchy."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
+import re
 import subprocess
 import sys
+from pathlib import Path
+from typing import List
 
 import pytest
 
 import promptkit
-import promptkit.errors as errors
+import promptkit._errors as errors
 
-PUBLIC = [
-    "__version__",
-    "Client",
-    "Conversation",
-    "Stream",
-    "StreamEvent",
-    "Response",
-    "Usage",
-    "ToolCall",
-    "ToolResult",
-    "Choice",
-    "Timeout",
-    "Limits",
-    "Tool",
-    "ToolRegistry",
-    "tool",
-    "ConversationStore",
-    "MemoryStore",
-    "SQLiteStore",
-    "RedisStore",
-    "PromptKitError",
-    "ConfigurationError",
-    "ConversationBusyError",
-    "CallbackError",
-    "UsageError",
-    "ClientClosedError",
-    "ToolError",
-    "BudgetExceededError",
-    "StoreError",
-    "StoreConflictError",
-    "APIError",
-    "APIStatusError",
-    "BadRequestError",
-    "AuthenticationError",
-    "NotFoundError",
-    "RateLimitError",
-    "ServerError",
-    "APIConnectionError",
-    "APITimeoutError",
-    "StreamError",
-    "StreamTruncatedError",
-]
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def test_all_is_pinned() -> None:
-    assert promptkit.__all__ == PUBLIC
-    for name in PUBLIC:
-        assert hasattr(promptkit, name), name
+def _all_modules() -> List[str]:
+    names = ["promptkit"]
+    for info in pkgutil.walk_packages(promptkit.__path__, "promptkit."):
+        names.append(info.name)
+    return sorted(names)
 
 
-PUBLIC_MODULES = [
-    "promptkit",
-    "promptkit.web",
-    "promptkit.stores",
-    "promptkit.testing",
-    "promptkit.pricing",
-    "promptkit.tokens",
-    "promptkit.relay",
-    "promptkit.prompts",
-    "promptkit.tools",
-    "promptkit.stores.spec",
-]
+# Derived, not listed: a module is public when no part of its dotted name starts with "_".
+PUBLIC_MODULES = [name for name in _all_modules() if not any(part.startswith("_") for part in name.split("."))]
+
+
+def test_public_modules_are_the_ones_the_readme_documents() -> None:
+    # The README names each public module (``promptkit.web``, ``promptkit.pricing.PRICES_AS_OF``, ...);
+    # every other module is private by name.
+    documented = {name for name in _all_modules() if name == "promptkit" or re.search(rf"\b{re.escape(name)}\b", README)}
+    assert set(PUBLIC_MODULES) == documented
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_all_lists_exactly_the_public_names(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    exported = list(module.__all__)
+    assert len(exported) == len(set(exported)), f"{module_name}.__all__ repeats a name"
+    for name in exported:
+        assert not name.startswith("_") or name == "__version__", name
+        getattr(module, name)  # every listed name resolves (lazily loaded ones included)
+    # A package exports every public promptkit class and function it binds (it gathers them from
+    # private modules); a module, every public class and function it defines.
+    is_package = hasattr(module, "__path__")
+    bound = {
+        name for name, obj in vars(module).items()
+        if not name.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj))
+        and (obj.__module__.startswith("promptkit") if is_package else obj.__module__ == module_name)
+    }  # fmt: skip
+    assert bound <= set(exported), f"{module_name} binds public names it does not export: {sorted(bound - set(exported))}"
+
+
+def test_every_name_promptkit_exports_is_in_the_readme() -> None:
+    undocumented = [name for name in promptkit.__all__ if name != "__version__" and not re.search(rf"\b{name}\b", README)]
+    assert not undocumented, f"exported but not in the README: {undocumented}"
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)

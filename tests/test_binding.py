@@ -1,4 +1,4 @@
-"""promptkit.stores.binding: binding a store, and bringing a conversation's history up to date from it."""
+"""promptkit.stores._binding: binding a store, and bringing a conversation's history up to date from it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 import promptkit
 from promptkit._history import History
-from promptkit.stores.binding import StoreBinding, bind
-from promptkit.types import Response, ToolCall, Usage
+from promptkit.stores._binding import StoreBinding, bind
+from promptkit._types import Response, ToolCall, Usage
 
 
 def reply(*, tokens: int = 10, cost: float = 0.5, finish_reason: str = "stop") -> Response:

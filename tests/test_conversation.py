@@ -229,14 +229,14 @@ def test_reserved_params_rejected(client: promptkit.Client) -> None:
 def test_no_worker_thread_frees_the_turn_and_closes_the_response(
     server: MockServer, client: promptkit.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import promptkit.stream
+    import promptkit._stream
 
     def no_threads(*args: object, **kwargs: object) -> None:
         raise RuntimeError("can't start new thread")
 
     server.enqueue(MockReply.stall(after_text="never read"))
     conv = client.conversation()
-    monkeypatch.setattr(promptkit.stream, "start_thread", no_threads)
+    monkeypatch.setattr(promptkit._stream, "start_thread", no_threads)
     with pytest.raises(RuntimeError):
         conv.send_stream("q")
     assert server.disconnected.wait(5)  # the response was closed, not leaked

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 import promptkit
-from promptkit.retry import RetryPolicy
+from promptkit._retry import RetryPolicy
 from promptkit.testing import MockReply, MockServer
 
 GUARD = 30.0  # seconds; every wait below is far longer than a cancel needs, and shorter than what it cancels
@@ -182,7 +182,7 @@ def test_cancel_while_streaming(server: MockServer, client_options: Dict[str, An
 
 def test_cancel_while_a_tool_handler_runs(server: MockServer, client_options: Dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     # The pool's safety-net poll made far longer than the guard: only the cancel's own wake-up can end the wait.
-    monkeypatch.setattr("promptkit.pool._POLL", 3600.0)
+    monkeypatch.setattr("promptkit._pool._POLL", 3600.0)
     entered, release = threading.Event(), threading.Event()
 
     def slow(city: str) -> str:

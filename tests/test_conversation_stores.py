@@ -42,7 +42,7 @@ from promptkit.stores import (
     new_owner,
 )
 from promptkit.testing import MockReply, MockServer
-from promptkit.testing.replies import _story
+from promptkit.testing._replies import _story
 
 try:
     from tests import _store_workers as workers
@@ -294,7 +294,7 @@ def test_resume_keeps_the_stored_system_prompt(
     store = stores.make()
     server.enqueue(MockReply.text("Ok."))
     client.conversation(system_prompt=SYSTEM, store=store, conversation_id="c").send("hi")
-    with caplog.at_level(logging.WARNING, logger="promptkit.conversation"):
+    with caplog.at_level(logging.WARNING, logger="promptkit._conversation"):
         resumed = client.conversation(system_prompt="You are verbose.", store=stores.make(), conversation_id="c")
     assert "resumes with its stored system prompt" in caplog.text
     assert resumed.system_prompt == SYSTEM and resumed.messages[0] == system()

@@ -11,7 +11,7 @@ import pytest
 import promptkit
 from promptkit.pricing import ModelPrice, PriceTable
 from promptkit.testing import MockReply, MockServer
-from promptkit.tokens import count_text
+from promptkit._tokens import count_text
 
 RECORDINGS = Path(__file__).parent / "data" / "recordings"
 PRICES = {"test-model": {"input": 2.0, "cached_input": 0.5, "output": 8.0}}

@@ -60,6 +60,6 @@ def test_every_directory_example_has_its_command() -> None:
 def test_the_cli_is_listed_and_exists() -> None:
     text = _index()
     assert "python -m promptkit chat" in text
-    assert (ROOT / "promptkit" / "cli.py").is_file() and (ROOT / "promptkit" / "__main__.py").is_file()
+    assert (ROOT / "promptkit" / "_cli.py").is_file() and (ROOT / "promptkit" / "__main__.py").is_file()
     for link in re.findall(r"\]\((\.\./[^)]+)\)", text):  # relative links out of examples/ resolve
         assert (EXAMPLES / link).resolve().exists(), link

@@ -27,7 +27,7 @@ import pytest
 
 import promptkit
 from promptkit.testing import MockReply, MockServer
-from promptkit.types import StreamEvent
+from promptkit._types import StreamEvent
 
 
 
@@ -508,9 +508,9 @@ def test_abandoned_unread_stream_frees_the_conversation_at_once(
     # Regression: Stream.__del__ only cancels, so the dropped turn held the conversation until its
     # worker committed, and a send() right after raised ConversationBusyError. The cancelled
     # turn's last step (estimating its usage) is made slow, so that the race always goes one way.
-    import promptkit.accounting
+    import promptkit._accounting
 
-    real = promptkit.accounting.estimate_usage
+    real = promptkit._accounting.estimate_usage
     slow_once = threading.Event()
 
     def slow_estimate(*args: Any, **kwargs: Any) -> Any:
@@ -519,7 +519,7 @@ def test_abandoned_unread_stream_frees_the_conversation_at_once(
             threading.Event().wait(0.3)  # a slow token count, not a synchronisation
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(promptkit.accounting, "estimate_usage", slow_estimate)
+    monkeypatch.setattr(promptkit._accounting, "estimate_usage", slow_estimate)
     server.enqueue(MockReply.stall(after_text="never read"), MockReply.text("next"))
     conv = client.conversation()
     stream = conv.send_stream("q")

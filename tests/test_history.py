@@ -9,7 +9,7 @@ import pytest
 
 import promptkit
 from promptkit._history import History
-from promptkit.types import Response, ToolCall, ToolResult, Usage
+from promptkit._types import Response, ToolCall, ToolResult, Usage
 
 SYSTEM = {"role": "system", "content": "Be terse."}
 

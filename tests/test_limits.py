@@ -164,7 +164,7 @@ def test_client_takes_limits_keyword_only(server: MockServer) -> None:
     ],
 )
 def test_json_excess(text: str, depth: int, values: int, verdict: Optional[str]) -> None:
-    from promptkit.limits import json_excess
+    from promptkit._limits import json_excess
 
     error = json_excess(text, promptkit.Limits(max_json_depth=depth, max_json_values=values))
     if verdict is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from promptkit.pool import run_parallel
-from promptkit.stream import StreamControl
+from promptkit._pool import run_parallel
+from promptkit._stream import StreamControl
 
 
 def test_run_parallel_keeps_call_order() -> None:

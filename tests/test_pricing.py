@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 
 import pytest
 
-from promptkit.errors import ConfigurationError
+from promptkit._errors import ConfigurationError
 from promptkit.pricing import (
     BUILTIN_PRICES,
     PRICES_AS_OF,
@@ -22,7 +22,7 @@ from promptkit.pricing import (
     format_cost,
     normalize_model,
 )
-from promptkit.types import Usage
+from promptkit._types import Usage
 
 
 def exact_cost(

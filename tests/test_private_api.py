@@ -284,5 +284,5 @@ def test_scan_covers_the_whole_package() -> None:
     """The scan reads every module, the transport among them (a scan of nothing passes vacuously)."""
     sources = package_sources()
     # The HTTP boundary, the turn and the reader are the modules that once reached into urllib3.
-    assert {"promptkit/transport.py", "promptkit/turn.py", "promptkit/reader.py"} <= set(sources)
+    assert {"promptkit/_transport.py", "promptkit/_turn.py", "promptkit/_reader.py"} <= set(sources)
     assert len(sources) >= 40

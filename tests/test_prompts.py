@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import promptkit
-from promptkit.prompts import placeholders, render
+from promptkit._prompts import placeholders, render
 from promptkit.testing import MockServer
 
 

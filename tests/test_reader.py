@@ -8,11 +8,11 @@ from typing import List, Optional, Union
 import pytest
 
 from promptkit._timeouts import TimeoutPlan
-from promptkit.accumulator import Accumulator
-from promptkit.errors import APITimeoutError, StreamError, StreamTruncatedError
-from promptkit.reader import read_body
-from promptkit.stream import StreamControl
-from promptkit.types import Timeout
+from promptkit._accumulator import Accumulator
+from promptkit._errors import APITimeoutError, StreamError, StreamTruncatedError
+from promptkit._reader import read_body
+from promptkit._stream import StreamControl
+from promptkit._types import Timeout
 
 
 class FakeHTTP:

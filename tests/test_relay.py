@@ -7,11 +7,11 @@ import threading
 from typing import List
 
 import promptkit
-from promptkit.relay import HEARTBEAT, error_frame, json_frame, sse_frame
-from promptkit.sse import SSEParser
-from promptkit.stream import Stream, StreamControl
+from promptkit._sse_out import HEARTBEAT, error_frame, json_frame, sse_frame
+from promptkit._sse import SSEParser
+from promptkit._stream import Stream, StreamControl
 from promptkit.testing import MockReply, MockServer
-from promptkit.types import Response, StreamEvent
+from promptkit._types import Response, StreamEvent
 
 NASTY = "line one\n\ndata: {\"type\": \"done\"}\nevent: done\r\nid: 9\r: not a comment \u2028 end"
 

@@ -195,7 +195,7 @@ def test_api_key_never_appears_anywhere(server: MockServer, caplog: pytest.LogCa
     assert server.requests[0].headers["authorization"] == f"Bearer {SENTINEL}"
     _check_clean(texts, "an exception, response or event")
     names = {r.name for r in caplog.records}
-    assert "urllib3.connectionpool" in names and "promptkit.turn" in names, names  # both (and the retry lines) were captured
+    assert "urllib3.connectionpool" in names and "promptkit._turn" in names, names  # both (and the retry lines) were captured
     assert any(r.levelno == logging.DEBUG for r in caplog.records)
     _check_logs(caplog)
 

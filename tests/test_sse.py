@@ -1,4 +1,4 @@
-"""Tests for promptkit.sse against the WHATWG conformance cases and real recordings.
+"""Tests for promptkit._sse against the WHATWG conformance cases and real recordings.
 
 The data under tests/data was copied from the shared corpus (see tests/data/README.md
 for provenance; licences in tests/data/LICENSES). Every check is repeated for many
@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pytest
 
-from promptkit.sse import ServerSentEvent, SSEParser
+from promptkit._sse import ServerSentEvent, SSEParser
 
 DATA = pathlib.Path(__file__).parent / "data"
 RECORDINGS = DATA / "recordings"

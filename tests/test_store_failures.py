@@ -37,7 +37,7 @@ import pytest
 import promptkit
 from promptkit import StoreError
 from promptkit.stores import MemoryStore, RedisStore, SQLiteStore, StoreConflictError, StoredTurn, StoreFormatError
-from promptkit.stores import binding as binding_module
+from promptkit.stores import _binding as binding_module
 from promptkit.testing import MockReply, MockServer
 from tests._processes import read_request
 
@@ -461,13 +461,13 @@ def test_a_commit_that_fails_once_is_tried_again(
         locker.rollback()
 
     watch = Watch()
-    logging.getLogger("promptkit.stores.binding").addHandler(watch)
+    logging.getLogger("promptkit.stores._binding").addHandler(watch)
     helper = threading.Thread(target=unlock, name="test-unlock")
     helper.start()
     try:
         terminal = turn.finish()[-1]
     finally:
-        logging.getLogger("promptkit.stores.binding").removeHandler(watch)
+        logging.getLogger("promptkit.stores._binding").removeHandler(watch)
         failed_once.set()
         helper.join(JOIN)
         locker.close()

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
-from promptkit.errors import ConfigurationError, ConversationBusyError, PromptKitError
+from promptkit._errors import ConfigurationError, ConversationBusyError, PromptKitError
 from promptkit.stores import (
     DEFAULT_LOCK_TTL,
     FORMAT_VERSION,
@@ -40,7 +40,7 @@ from promptkit.stores import (
     new_owner,
     turn_lock,
 )
-from promptkit.types import Response, Usage
+from promptkit._types import Response, Usage
 
 try:
     from tests.redis_server import redis_server, redis_url  # noqa: F401 - fixtures
@@ -936,7 +936,7 @@ def test_sqlite_a_writer_killed_mid_transaction_does_not_block_others(tmp_path: 
 
 
 def test_open_store_by_name(tmp_path: "Path") -> None:
-    from promptkit.errors import ConfigurationError
+    from promptkit._errors import ConfigurationError
     from promptkit.stores import MemoryStore, RedisStore, SQLiteStore, open_store
 
     assert isinstance(open_store("memory"), MemoryStore)

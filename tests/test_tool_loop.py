@@ -22,7 +22,7 @@ import pytest
 
 import promptkit
 from promptkit.testing import MockReply, MockServer
-from promptkit.types import Usage
+from promptkit._types import Usage
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 WAIT = 5.0  # the longest any Event wait may take before the test fails
@@ -392,7 +392,7 @@ def test_handler_exception_is_sent_as_an_error_result_and_logged(server: MockSer
     assert not good.is_error and json.loads(good.content)["sky"] == "sunny"
     tool_messages = [m for m in server.requests[1].body["messages"] if m["role"] == "tool"]
     assert tool_messages[0] == {"role": "tool", "tool_call_id": "e1", "content": bad.content}
-    records = [r for r in caplog.records if r.name == "promptkit.tools" and "e1" in r.getMessage()]
+    records = [r for r in caplog.records if r.name == "promptkit._tools" and "e1" in r.getMessage()]
     assert records and records[0].levelno == logging.WARNING and records[0].exc_info is not None
     assert events[-1].final.content == "Atlantis has no data; Rome is sunny."
     assert_valid_history(conv.messages)

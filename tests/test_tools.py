@@ -1,4 +1,4 @@
-"""Tests for promptkit.tools: schema generation, Tool, ToolRegistry and execute().
+"""Tests for promptkit._tools: schema generation, Tool, ToolRegistry and execute().
 
 This module uses postponed annotations on purpose: every ``@tool`` below has
 string annotations that promptkit must resolve in this module's globals (or
@@ -15,9 +15,9 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Sequence, Tupl
 import pytest
 
 from promptkit._docstrings import parse_docstring
-from promptkit.errors import ToolError
-from promptkit.tools import Tool, ToolRegistry, execute, tool
-from promptkit.types import ToolCall
+from promptkit._errors import ToolError
+from promptkit._tools import Tool, ToolRegistry, execute, tool
+from promptkit._types import ToolCall
 
 
 class Color(enum.Enum):
@@ -687,12 +687,12 @@ def test_execute_empty_arguments_text_is_an_empty_object() -> None:
 
 def test_execute_handler_exception(caplog: pytest.LogCaptureFixture) -> None:
     made, recorder = recorded_tool(ValueError("city not found: Атлантида"))
-    with caplog.at_level(logging.WARNING, logger="promptkit.tools"):
+    with caplog.at_level(logging.WARNING, logger="promptkit._tools"):
         result = execute(made, call("target", {"city": "Атлантида"}))
     assert error_of(result) == "ValueError: city not found: Атлантида"
     assert "Атлантида" in result.content  # ensure_ascii=False
     assert len(recorder.calls) == 1
-    records = [r for r in caplog.records if r.name == "promptkit.tools"]
+    records = [r for r in caplog.records if r.name == "promptkit._tools"]
     assert len(records) == 1 and records[0].levelno == logging.WARNING
     assert records[0].exc_info is not None and records[0].exc_info[0] is ValueError
     assert "'target'" in records[0].getMessage() and "call_1" in records[0].getMessage()

@@ -12,8 +12,8 @@ import pytest
 import responses
 
 import promptkit
-from promptkit.retry import RetryPolicy, parse_retry_after
-from promptkit.transport import Transport
+from promptkit._retry import RetryPolicy, parse_retry_after
+from promptkit._transport import Transport
 from tests._processes import read_request
 
 URL = "https://api.openai.com/v1/chat/completions"

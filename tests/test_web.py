@@ -27,8 +27,8 @@ from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 import promptkit
-from promptkit.sse import ServerSentEvent, SSEParser
-from promptkit.stores.values import StoredTurn
+from promptkit._sse import ServerSentEvent, SSEParser
+from promptkit.stores._values import StoredTurn
 from promptkit.testing import MockReply, MockServer
 from tests._processes import example_program
 

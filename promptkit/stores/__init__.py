@@ -9,12 +9,12 @@ Write your own by implementing :class:`ConversationStore`; the values it
 stores are :class:`StoredTurn` and :class:`ConversationMeta`, as versioned JSON.
 """
 
-from .memory_store import MemoryStore
-from .protocol import DEFAULT_LOCK_TTL, DEFAULT_STORE_TIMEOUT, ConversationStore, new_owner, turn_lock
-from .redis_store import RedisStore
-from .spec import open_store
-from .sqlite_store import SQLiteStore
-from .values import (
+from ._memory_store import MemoryStore
+from ._protocol import DEFAULT_LOCK_TTL, DEFAULT_STORE_TIMEOUT, ConversationStore, new_owner, turn_lock
+from ._redis_store import RedisStore
+from ._spec import open_store
+from ._sqlite_store import SQLiteStore
+from ._values import (
     FORMAT_VERSION,
     ConversationMeta,
     StoreConflictError,

@@ -9,7 +9,7 @@ same sockets, framing, keep-alive and timeouts as with a remote API::
         assert server.requests[0].body["stream"] is True
 """
 
-from .replies import Headers, MockReply, RecordedRequest
-from .server import MockServer
+from ._replies import Headers, MockReply, RecordedRequest
+from ._server import MockServer
 
 __all__ = ["MockServer", "MockReply", "RecordedRequest", "Headers"]

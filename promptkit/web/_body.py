@@ -13,7 +13,7 @@ import threading
 from typing import TYPE_CHECKING, AsyncIterator, Iterator, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..stream import Stream
+    from .._stream import Stream
 
 __all__ = ["SSEBody", "AsyncSSEBody"]
 
@@ -135,7 +135,7 @@ class AsyncSSEBody:
             try:
                 await sync_to_async(body.close, thread_sensitive=False)()
             except BaseException:  # cancelled again while waiting: finish closing on a thread of our own
-                from ..stream import start_thread
+                from .._stream import start_thread
 
                 start_thread(body.close, "web-close")
                 raise

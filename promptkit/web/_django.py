@@ -9,7 +9,7 @@ from ._common import SSE_CONTENT_TYPE, sse_headers
 from ._errors import error_reply
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..stream import Stream
+    from .._stream import Stream
 
 __all__ = ["django_response", "django_async_response", "django_error_response", "is_asgi_request"]
 

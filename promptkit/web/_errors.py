@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, NamedTuple
 
-from ..errors import (
+from .._errors import (
     APIError,
     APITimeoutError,
     BudgetExceededError,
@@ -15,7 +15,7 @@ from ..errors import (
     RateLimitError,
     ToolError,
 )
-from ..types import StreamEvent, error_to_dict
+from .._types import StreamEvent, error_to_dict
 from .._sse_out import dumps, sse_event
 from ._common import SSE_CONTENT_TYPE, sse_headers
 

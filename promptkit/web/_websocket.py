@@ -8,10 +8,10 @@ import logging
 import threading
 from typing import Any, Callable, Optional, Union
 
-from ..conversation import Conversation
-from ..errors import ConversationBusyError, PromptKitError
+from .._conversation import Conversation
+from .._errors import ConversationBusyError, PromptKitError
 from .._sse_out import dumps, json_frame
-from ..stream import Stream, start_thread
+from .._stream import Stream, start_thread
 from ._errors import error_event
 
 __all__ = ["relay_websocket", "WebSocketRequestError"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, List, Mapping
 
-from .errors import ConfigurationError
+from ._errors import ConfigurationError
 
 __all__ = ["render", "placeholders"]
 

@@ -28,8 +28,8 @@ import attrs
 from ._docstrings import parse_docstring
 from ._validate import unicode_problem
 from ._schema import MISSING, accepts_none, convert, globals_of, has_enum, hints, json_fallback, parameters_schema
-from .errors import ToolError
-from .types import ToolCall, ToolResult
+from ._errors import ToolError
+from ._types import ToolCall, ToolResult
 
 __all__ = ["Tool", "ToolRegistry", "tool", "execute"]
 

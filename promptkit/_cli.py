@@ -22,14 +22,14 @@ import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from ._version import __version__
-from .client import Client
-from .conversation import Conversation
-from .errors import AuthenticationError, BadRequestError, ConfigurationError, NotFoundError, PromptKitError
+from ._client import Client
+from ._conversation import Conversation
+from ._errors import AuthenticationError, BadRequestError, ConfigurationError, NotFoundError, PromptKitError
 from .stores import ConversationStore
 from .stores import open_store as open_named_store
-from .stores.spec import _REDIS_SCHEMES, STORE_SPEC_HELP
-from .stream import Stream
-from .types import Response, StreamEvent
+from .stores._spec import _REDIS_SCHEMES, STORE_SPEC_HELP
+from ._stream import Stream
+from ._types import Response, StreamEvent
 
 __all__ = ["main", "build_parser", "ChatSession"]
 
@@ -104,8 +104,8 @@ def stats(resp: Response) -> str:
     return f"💰 {cost} | ⏱️  {latency} | 🎫 {tokens}"
 
 
-def _cut(text: Any, width: int = 60) -> str:
-    text = str(text or "").replace("\n", " ")
+def _cut(value: Any, width: int = 60) -> str:
+    text = str(value or "").replace("\n", " ")
     return text if len(text) <= width else text[:width] + "..."
 
 

@@ -288,7 +288,7 @@ class StreamEvent:
 def _positive_or_none(name: str) -> Any:
     def check(instance: Any, attribute: Any, value: Optional[float]) -> None:
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0):
-            from .errors import ConfigurationError
+            from ._errors import ConfigurationError
 
             raise ConfigurationError(f"Timeout.{name} must be a positive number of seconds or None, got {value!r}")
 
@@ -321,6 +321,6 @@ class Timeout:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return cls(idle=float(value))
-        from .errors import ConfigurationError
+        from ._errors import ConfigurationError
 
         raise ConfigurationError(f"timeout must be a promptkit.Timeout or a number of seconds, got {value!r}")

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
-from .stream import StreamControl, start_thread
+from ._stream import StreamControl, start_thread
 
 __all__ = ["run_parallel"]
 

@@ -39,7 +39,7 @@ class Headers(Dict[str, str]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and super().__contains__(key.lower())
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         """The value of header ``key`` (any case), or ``default``."""
         return super().get(key.lower(), default)
 
@@ -282,7 +282,7 @@ def _usage(o: Mapping[str, Any], req: Dict[str, Any], completion: int, reasoning
     if not o["usage"]:
         return None
     prompt = max(1, len(json.dumps(req.get("messages", []))) // 4)
-    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+    usage: Dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
              "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": reasoning}}
     if isinstance(o["usage"], Mapping):
         usage.update(o["usage"])

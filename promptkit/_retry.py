@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 
 import attrs
 
-from .errors import APIConnectionError, APIError, APIStatusError, StreamError
+from ._errors import APIConnectionError, APIError, APIStatusError, StreamError
 
 __all__ = ["RetryPolicy", "parse_retry_after", "MAX_RETRY_AFTER"]
 
@@ -110,7 +110,7 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number ``attempt``."""
         if retry_after is not None:
             return retry_after
-        backoff = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return backoff * (1.0 - random.random() / 4)
 
     def next_delay(self, error: APIError, attempt: int) -> Optional[float]:

@@ -16,8 +16,8 @@ import threading
 import uuid
 from typing import Any, Iterator, List, Optional, Protocol, runtime_checkable
 
-from ..errors import ConfigurationError, ConversationBusyError
-from .values import ConversationMeta, StoredConversation, StoredTurn
+from .._errors import ConfigurationError, ConversationBusyError
+from ._values import ConversationMeta, StoredConversation, StoredTurn
 
 __all__ = ["DEFAULT_LOCK_TTL", "DEFAULT_STORE_TIMEOUT", "ConversationStore", "new_owner", "turn_lock"]
 

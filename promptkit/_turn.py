@@ -2,7 +2,7 @@
 
 Runs on the stream's worker thread. It reads each HTTP body as bytes arrive,
 frames them as server-sent events, folds the chunks into an
-:class:`~promptkit.accumulator.Accumulator`, and emits events. When a round
+:class:`~promptkit._accumulator.Accumulator`, and emits events. When a round
 ends with tool calls that all have handlers, it runs them and starts the next
 round on the same stream. It retries a dropped or silent connection only
 before that request has produced any output, and never after.
@@ -10,10 +10,10 @@ before that request has produced any output, and never after.
 One retry loop (:meth:`Turn._attempts`) covers a request from opening to its
 first output: a failure to connect, a retryable status, a timeout, or a broken,
 silent, truncated or malformed stream before anything reached the consumer is
-retried under the :class:`~promptkit.retry.RetryPolicy`, and nothing after.
+retried under the :class:`~promptkit._retry.RetryPolicy`, and nothing after.
 Every wait (connecting, the headers, a backoff, ``Retry-After``, the body, a
 tool handler) can be cancelled through the turn's
-:class:`~promptkit.stream.StreamControl`.
+:class:`~promptkit._stream.StreamControl`.
 
 The turn reports its outcome through :class:`TurnSink` (the conversation),
 *before* the terminal event is queued, so history is committed by the time
@@ -31,20 +31,20 @@ import attrs
 
 from ._secrets import log_text
 from ._timeouts import TimeoutPlan
-from .accounting import TurnAccount
-from .accumulator import Accumulator
-from .errors import APIError, APITimeoutError, BudgetExceededError, ToolError
-from .limits import DEFAULT_LIMITS, Limits
-from .pool import run_parallel
+from ._accounting import TurnAccount
+from ._accumulator import Accumulator
+from ._errors import APIError, APITimeoutError, BudgetExceededError, ToolError
+from ._limits import DEFAULT_LIMITS, Limits
+from ._pool import run_parallel
 from .pricing import PriceTable
-from .retry import RetryPolicy
-from .reader import read_body
-from .stream import StreamControl
-from .tools import ToolRegistry
-from .types import Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
+from ._retry import RetryPolicy
+from ._reader import read_body
+from ._stream import StreamControl
+from ._tools import ToolRegistry
+from ._types import Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
 
 if TYPE_CHECKING:  # pragma: no cover - the transport (and requests) load with the first Client
-    from .transport import HTTPStream, Transport
+    from ._transport import HTTPStream, Transport
 
 __all__ = ["TurnSettings", "Turn", "TurnSink"]
 

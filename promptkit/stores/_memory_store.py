@@ -9,8 +9,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import attrs
 
-from .protocol import DEFAULT_LOCK_TTL, check_id, check_index, check_optional_seconds, check_seconds, check_turn
-from .values import ConversationMeta, StoreConflictError, StoredConversation, StoredTurn, StoreError
+from ._protocol import DEFAULT_LOCK_TTL, check_id, check_index, check_optional_seconds, check_seconds, check_turn
+from ._values import ConversationMeta, StoreConflictError, StoredConversation, StoredTurn, StoreError
 
 __all__ = ["MemoryStore"]
 

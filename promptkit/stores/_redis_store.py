@@ -20,8 +20,8 @@ import socket
 import urllib.parse
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
-from ..errors import ConfigurationError, StoreError
-from .protocol import (
+from .._errors import ConfigurationError, StoreError
+from ._protocol import (
     DEFAULT_LOCK_TTL,
     DEFAULT_STORE_TIMEOUT,
     check_id,
@@ -30,7 +30,7 @@ from .protocol import (
     check_seconds,
     check_turn,
 )
-from .values import ConversationMeta, StoreConflictError, StoredConversation, StoredTurn, StoreFormatError
+from ._values import ConversationMeta, StoreConflictError, StoredConversation, StoredTurn, StoreFormatError
 
 __all__ = ["RedisStore"]
 
@@ -113,7 +113,7 @@ def _bounded(redis: Any, client: Any, timeout: float) -> Tuple[Any, bool]:
     to use and whether the store owns (and closes) it; a client without a
     plain connection pool (cluster, sentinel) is used as it is.
     """
-    pool = getattr(client, "connection_pool", None)
+    pool: Any = getattr(client, "connection_pool", None)
     if type(pool) not in (redis.ConnectionPool, redis.BlockingConnectionPool):
         logger.warning(
             "RedisStore cannot bound %s's operations itself: set socket_timeout on that client", type(client).__name__

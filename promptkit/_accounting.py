@@ -16,10 +16,10 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from .accumulator import Accumulator
+from ._accumulator import Accumulator
 from .pricing import PriceTable
-from .tokens import CompletionCounter, count_messages, estimate_usage
-from .types import Usage
+from ._tokens import CompletionCounter, count_messages, estimate_usage
+from ._types import Usage
 
 __all__ = ["TurnAccount"]
 

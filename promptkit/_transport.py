@@ -33,7 +33,7 @@ from ._secrets import Redactor, check_headers, log_text, safe_url, url_credentia
 from ._socket_watch import watching
 from ._timeouts import TimeoutPlan
 from ._version import __version__
-from .errors import (
+from ._errors import (
     APIConnectionError,
     APIStatusError,
     AuthenticationError,
@@ -46,7 +46,7 @@ from .errors import (
     ServerError,
     StreamError,
 )
-from .retry import parse_retry_after
+from ._retry import parse_retry_after
 
 __all__ = ["Transport", "HTTPStream"]
 
@@ -337,7 +337,7 @@ class Transport:
     def open(self, payload: Mapping[str, Any], plan: TimeoutPlan, control: Optional[Any] = None) -> HTTPStream:
         """One attempt: POST and return the stream once 2xx ``text/event-stream`` headers are in.
 
-        With ``control`` (a :class:`~promptkit.stream.StreamControl`), a cancel
+        With ``control`` (a :class:`~promptkit._stream.StreamControl`), a cancel
         shuts the request's socket down while it connects or waits for headers;
         the caller then sees an :class:`~promptkit.APIConnectionError` and
         ``control.cancelled``.

@@ -1,7 +1,7 @@
 """The exception hierarchy.
 
 Every error promptkit raises derives from :class:`PromptKitError`. Errors that
-come from the API carry ``partial``: the :class:`~promptkit.types.Response`
+come from the API carry ``partial``: the :class:`~promptkit._types.Response`
 assembled so far (``None`` when nothing had arrived). No message ever contains
 the API key: messages are built from the server's reply and the request's
 method and URL only.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .types import Response
+    from ._types import Response
 
 __all__ = [
     "PromptKitError",
@@ -109,7 +109,7 @@ class StoreError(PromptKitError):
 
     Attributes:
         partial: when a turn's commit failed after its reply was streamed,
-            that turn's :class:`~promptkit.types.Response` (what the user
+            that turn's :class:`~promptkit._types.Response` (what the user
             saw), so the application can keep it; else ``None``.
         store: the store's safe description (no password), or ``None``.
         operation: the store operation that failed (``"load"``, ``"append"``,

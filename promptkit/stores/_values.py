@@ -17,8 +17,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
-from ..errors import ConfigurationError, ConversationBusyError, StoreError
-from ..types import Response, Usage
+from .._errors import ConfigurationError, ConversationBusyError, StoreError
+from .._types import Response, Usage
 
 __all__ = [
     "FORMAT_VERSION",

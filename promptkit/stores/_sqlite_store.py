@@ -20,9 +20,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
-from ..errors import ConfigurationError, StoreError
-from .protocol import DEFAULT_LOCK_TTL, DEFAULT_STORE_TIMEOUT, check_id, check_index, check_optional_seconds, check_seconds, check_turn
-from .values import (
+from .._errors import ConfigurationError, StoreError
+from ._protocol import DEFAULT_LOCK_TTL, DEFAULT_STORE_TIMEOUT, check_id, check_index, check_optional_seconds, check_seconds, check_turn
+from ._values import (
     FORMAT_VERSION,
     ConversationMeta,
     StoreConflictError,
@@ -207,15 +207,15 @@ class SQLiteStore:
         with self._write("open") as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
-            if conn.execute("SELECT MAX(version) FROM promptkit_schema").fetchone()[0] is None:
+            if _max_version(conn) is None:
                 conn.execute("INSERT INTO promptkit_schema (version) VALUES (?)", (SCHEMA_VERSION,))
             self._check_schema(conn)
 
     def _check_schema(self, conn: "_Guarded") -> None:
-        row = conn.execute("SELECT MAX(version) FROM promptkit_schema").fetchone()
-        if row[0] is not None and row[0] > SCHEMA_VERSION:
+        version = _max_version(conn)
+        if version is not None and version > SCHEMA_VERSION:
             raise StoreFormatError(
-                f"SQLite store {self.path} has schema version {row[0]}, written by a newer promptkit; "
+                f"SQLite store {self.path} has schema version {version}, written by a newer promptkit; "
                 f"this promptkit reads schema version {SCHEMA_VERSION} (format {FORMAT_VERSION}): upgrade promptkit"
             )
 
@@ -412,3 +412,9 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
     except sqlite3.Error:
         logger.debug("ROLLBACK failed", exc_info=True)
+
+
+def _max_version(conn: "_Guarded") -> Optional[int]:
+    """The newest schema version recorded in the store, or ``None`` before the first."""
+    row = conn.execute("SELECT MAX(version) FROM promptkit_schema").fetchone()
+    return None if row is None else row[0]  # an aggregate always gives one row

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import attrs
 
-from .errors import ConfigurationError, StreamError
+from ._errors import ConfigurationError, StreamError
 
 __all__ = ["Limits", "DEFAULT_LIMITS", "exceeded", "json_excess"]
 

@@ -17,7 +17,7 @@ dicts by index and by id, so any number of them assembles in linear time.
 Tolerance ends where a shape is impossible: a field promptkit reads that has
 the wrong JSON type (a list where an index belongs, a number as ``arguments``,
 a non-string ``finish_reason``, negative usage) is a server error, raised as
-:class:`~promptkit.errors.StreamError` naming the field; ``null`` always means
+:class:`~promptkit._errors.StreamError` naming the field; ``null`` always means
 absent. The one list tolerated is ``content``: Mistral's magistral models send
 their thinking as a list of parts there, which is skipped. What the reply may hold is bounded by :class:`~promptkit.Limits`.
 """
@@ -27,10 +27,10 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import StreamError
+from ._errors import StreamError
 from ._shapes import check_usage, malformed
-from .limits import DEFAULT_LIMITS, Limits, exceeded, json_excess
-from .types import Choice, StreamEvent, ToolCall, Usage
+from ._limits import DEFAULT_LIMITS, Limits, exceeded, json_excess
+from ._types import Choice, StreamEvent, ToolCall, Usage
 
 __all__ = ["Accumulator"]
 

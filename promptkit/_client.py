@@ -7,15 +7,15 @@ import os
 from typing import Any, Mapping, Optional, Sequence
 from urllib.parse import urlparse
 
-from .conversation import Conversation
+from ._conversation import Conversation
 from ._secrets import check_api_key, safe_url
 from ._validate import check_model
-from .errors import ConfigurationError
-from .limits import Limits
+from ._errors import ConfigurationError
+from ._limits import Limits
 from .pricing import PriceTable
-from .retry import RetryPolicy
-from .turn import TurnSettings
-from .types import Timeout
+from ._retry import RetryPolicy
+from ._turn import TurnSettings
+from ._types import Timeout
 
 __all__ = ["Client", "ConversationIndex", "OPENAI_BASE_URL"]
 
@@ -116,7 +116,7 @@ class Client:
         if limits is not None and not isinstance(limits, Limits):
             raise ConfigurationError(f"limits must be a promptkit.Limits, got {type(limits).__name__}")
         self.limits = Limits() if limits is None else limits
-        from .transport import Transport  # requests loads with the first Client, not with `import promptkit`
+        from ._transport import Transport  # requests loads with the first Client, not with `import promptkit`
 
         self._transport = Transport(
             base_url=base_url, api_key=api_key, session=session, pool_size=pool_size, headers=headers

@@ -13,15 +13,15 @@ import time
 from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
 from ._timeouts import TimeoutPlan
-from .accumulator import Accumulator
-from .errors import StreamError, StreamTruncatedError
-from .limits import json_excess
-from .sse import SSEParser
-from .stream import StreamControl
-from .types import StreamEvent
+from ._accumulator import Accumulator
+from ._errors import StreamError, StreamTruncatedError
+from ._limits import json_excess
+from ._sse import SSEParser
+from ._stream import StreamControl
+from ._types import StreamEvent
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .transport import HTTPStream
+    from ._transport import HTTPStream
 
 __all__ = ["read_body"]
 

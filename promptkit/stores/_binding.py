@@ -6,10 +6,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar, Union
 
-from ..errors import ConfigurationError, PromptKitError, StoreError
-from ..types import Response, ToolCall
-from .protocol import DEFAULT_LOCK_TTL, ConversationStore, new_owner
-from .values import ConversationMeta, StoreConflictError, StoredConversation, StoredTurn
+from .._errors import ConfigurationError, PromptKitError, StoreError
+from .._types import Response, ToolCall
+from ._protocol import DEFAULT_LOCK_TTL, ConversationStore, new_owner
+from ._values import ConversationMeta, StoreConflictError, StoredConversation, StoredTurn
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._history import History

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ConfigurationError
-from .memory_store import MemoryStore
-from .protocol import ConversationStore
-from .redis_store import RedisStore
-from .sqlite_store import SQLiteStore
+from .._errors import ConfigurationError
+from ._memory_store import MemoryStore
+from ._protocol import ConversationStore
+from ._redis_store import RedisStore
+from ._sqlite_store import SQLiteStore
 
 __all__ = ["open_store", "STORE_SPEC_HELP"]
 
