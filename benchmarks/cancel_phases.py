@@ -101,9 +101,23 @@ def proxy_server(start_timeout: float = 20.0) -> Iterator[Optional[str]]:
         return
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
-        command = [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", "0",
-                   "--port-file", str(port_file), "--num-workers", "1", "--num-acceptors", "1",
-                   "--log-level", "ERROR"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "proxy",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--num-workers",
+            "1",
+            "--num-acceptors",
+            "1",
+            "--log-level",
+            "ERROR",
+        ]
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = _mono() + start_timeout
@@ -170,11 +184,11 @@ class _Turn:
                 if event.type == "content":
                     self.first_content.set()
             stream.close()
-            final = getattr(last, "final", None)
+            error = getattr(last, "error", None)
             self.outcome = {
                 "ended_by": getattr(last, "type", None),
-                "finish_reason": getattr(final, "finish_reason", None),
-                "error": repr(last.error) if getattr(last, "error", None) is not None else None,
+                "finish_reason": getattr(getattr(last, "final", None), "finish_reason", None),
+                "error": None if error is None else repr(error)[:300],
             }
         except BaseException as exc:  # recorded: an uncancellable turn may end in a timeout
             self.outcome = {"ended_by": "raised", "finish_reason": None, "error": repr(exc)[:300]}
@@ -196,18 +210,22 @@ class _Turn:
 
 
 def _client(base_url: str, kind: str, proxy_url: Optional[str], bound: float, stack: contextlib.ExitStack) -> Any:
-    import promptkit
     import requests
+
+    import promptkit
 
     session = None
     if kind != "own":
         session = requests.Session()
         stack.callback(session.close)
         if kind == "proxy":
+            assert proxy_url is not None
             session.proxies = {"http": proxy_url}
     # Timeouts well past the bound, so that a turn ended by a timeout is never taken for a cancel.
     timeout = promptkit.Timeout(connect=bound + 5, idle=bound + 5, total=None)
-    client = promptkit.Client(base_url=base_url, api_key="x", model=MODEL, timeout=timeout, max_retries=0, session=session)
+    client = promptkit.Client(
+        base_url=base_url, api_key="x", model=MODEL, timeout=timeout, max_retries=0, session=session
+    )
     stack.callback(client.close)
     return client
 
@@ -231,7 +249,9 @@ def _run_once(phase: str, kind: str, proxy_url: Optional[str], bound: float) -> 
         elif phase == "backoff":
             server.enqueue(MockReply.error(500, f"overloaded {tag}"), MockReply.text("late"))
         elif phase == "retry_after":
-            server.enqueue(MockReply.error(429, f"slow down {tag}", headers={"Retry-After": "30"}), MockReply.text("late"))
+            server.enqueue(
+                MockReply.error(429, f"slow down {tag}", headers={"Retry-After": "30"}), MockReply.text("late")
+            )
         elif phase == "streaming":
             server.enqueue(MockReply.text("word " * 2000, delay=0.05))
         elif phase == "tool":
@@ -243,7 +263,9 @@ def _run_once(phase: str, kind: str, proxy_url: Optional[str], bound: float) -> 
                 return "released"
 
             tools.append(promptkit.tool(wait_for_release))
-            server.enqueue(MockReply.tool_calls([{"name": "wait_for_release", "arguments": {}}]), MockReply.text("done"))
+            server.enqueue(
+                MockReply.tool_calls([{"name": "wait_for_release", "arguments": {}}]), MockReply.text("done")
+            )
         if phase in ("backoff", "retry_after"):
             logger = logging.getLogger("promptkit")
             level = logger.level
@@ -293,7 +315,11 @@ def _summary(samples: List[Dict[str, Any]], bound: float) -> Dict[str, Any]:
     elif not failed["ended"]:
         note = f"not cancellable (still running {bound:g} s after {failed['method']})"
     else:
-        how = failed["outcome"].get("finish_reason") or failed["outcome"].get("error") or failed["outcome"].get("ended_by")
+        how = (
+            failed["outcome"].get("finish_reason")
+            or failed["outcome"].get("error")
+            or failed["outcome"].get("ended_by")
+        )
         note = f"not cancelled: the turn ended by itself ({how}) after {failed['latency_ms']:.0f} ms"
     return {
         "runs": len(samples),
@@ -315,8 +341,13 @@ def cancel_phases(
     ``runs`` turns per cell; a cell stops after its first run that was not
     cancelled (one bounded wait is enough to know).
     """
-    out: Dict[str, Any] = {"runs": runs, "bound_s": bound, "connect_settle_s": CONNECT_SETTLE, "phases": {},
-                           "skipped_sessions": {}}  # fmt: skip
+    out: Dict[str, Any] = {
+        "runs": runs,
+        "bound_s": bound,
+        "connect_settle_s": CONNECT_SETTLE,
+        "phases": {},
+        "skipped_sessions": {},
+    }
     with contextlib.ExitStack() as stack:
         proxy_url = stack.enter_context(proxy_server()) if "proxy" in sessions else None
         if "proxy" in sessions and proxy_url is None:

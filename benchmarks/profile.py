@@ -253,7 +253,7 @@ def stages(base_url: str, chunks: int) -> Dict[str, Any]:
     from promptkit.types import StreamEvent
 
     text = "abcd"
-    request = {
+    request: Dict[str, Any] = {
         "model": MODEL,
         "messages": [{"role": "user", "content": Scenario(n=chunks, text=text, framing="close").message()}],
         "stream": True,

@@ -44,12 +44,14 @@ def _target(name: str, target: str, value: str, passed: bool, **numbers: Any) ->
     return {"name": name, "target": target, "value": value, "pass": bool(passed), **numbers}
 
 
-def _ratio_target(name: str, what: str, mine: Optional[float], other: Optional[float], limit: float,
-                  at_most: bool = False) -> Dict[str, Any]:  # fmt: skip
+def _ratio_target(
+    name: str, what: str, mine: Optional[float], other: Optional[float], limit: float, at_most: bool = False
+) -> Dict[str, Any]:
     ratio = mine / other if mine and other else None
     ok = ratio is not None and (ratio <= limit if at_most else ratio >= limit)
-    return _target(name, f"{what} {'<=' if at_most else '>='} {limit:g}x", f"{ratio:.2f}x" if ratio else "n/a", ok,
-                   ratio=ratio)  # fmt: skip
+    return _target(
+        name, f"{what} {'<=' if at_most else '>='} {limit:g}x", f"{ratio:.2f}x" if ratio else "n/a", ok, ratio=ratio
+    )
 
 
 def evaluate(metrics: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -58,59 +60,116 @@ def evaluate(metrics: Dict[str, Any]) -> List[Dict[str, Any]]:
     if "throughput" in metrics:
         tp = _get(metrics, "throughput", "clients") or {}
         pk = _get(tp, "promptkit", "chunks_per_s")
-        out.append(_ratio_target("throughput_vs_openai", "promptkit chunks/s (bulk, chunked) vs openai-python", pk,
-                                 _get(tp, "openai", "chunks_per_s"), TARGETS["throughput_vs_openai"]))  # fmt: skip
-        out.append(_ratio_target("throughput_vs_floor", "promptkit chunks/s (bulk, chunked) vs the floor", pk,
-                                 _get(tp, "floor", "chunks_per_s"), TARGETS["throughput_vs_floor"]))  # fmt: skip
+        out.append(
+            _ratio_target(
+                "throughput_vs_openai",
+                "promptkit chunks/s (bulk, chunked) vs openai-python",
+                pk,
+                _get(tp, "openai", "chunks_per_s"),
+                TARGETS["throughput_vs_openai"],
+            )
+        )
+        out.append(
+            _ratio_target(
+                "throughput_vs_floor",
+                "promptkit chunks/s (bulk, chunked) vs the floor",
+                pk,
+                _get(tp, "floor", "chunks_per_s"),
+                TARGETS["throughput_vs_floor"],
+            )
+        )
     limit = TARGETS["ttft_overhead_ms"]
     for framing, numbers in (_get(metrics, "ttft", "framings") or {}).items():
         value = _get(numbers, "promptkit", "overhead_ms")
-        out.append(_target(f"ttft_overhead_{framing}", f"TTFT overhead ({framing}) <= {limit:g} ms median",
-                           f"{value:.2f} ms" if value is not None else "n/a", value is not None and value <= limit,
-                           ms=value))  # fmt: skip
+        out.append(
+            _target(
+                f"ttft_overhead_{framing}",
+                f"TTFT overhead ({framing}) <= {limit:g} ms median",
+                f"{value:.2f} ms" if value is not None else "n/a",
+                value is not None and value <= limit,
+                ms=value,
+            )
+        )
     limit = TARGETS["cancel_latency_ms"]
     if "cancel" in metrics:
         cancel = _get(metrics, "cancel", "clients", "promptkit") or {}
         worst = cancel.get("latency_max_ms")
-        ok = (worst is not None and worst <= limit and bool(cancel.get("all_server_eof"))
-              and bool(cancel.get("all_consumers_ended")) and not cancel.get("threads_left"))  # fmt: skip
-        out.append(_target("cancel_latency", f"cancel a silent stream -> worker joined <= {limit:g} ms, server sees EOF",
-                           f"{worst:.2f} ms max" if worst is not None else "n/a", ok, ms=worst))  # fmt: skip
+        ok = (
+            worst is not None
+            and worst <= limit
+            and bool(cancel.get("all_server_eof"))
+            and bool(cancel.get("all_consumers_ended"))
+            and not cancel.get("threads_left")
+        )
+        out.append(
+            _target(
+                "cancel_latency",
+                f"cancel a silent stream -> worker joined <= {limit:g} ms, server sees EOF",
+                f"{worst:.2f} ms max" if worst is not None else "n/a",
+                ok,
+                ms=worst,
+            )
+        )
     for phase, cells in (_get(metrics, "cancel_phases", "phases") or {}).items():
         worst_ms = [c.get("latency_max_ms") for c in cells.values()]
-        ok = bool(cells) and all(c.get("all_cancelled") for c in cells.values()) and all(
-            w is not None and w <= limit for w in worst_ms)
+        ok = (
+            bool(cells)
+            and all(c.get("all_cancelled") for c in cells.values())
+            and all(w is not None and w <= limit for w in worst_ms)
+        )
         failing = [f"{kind}: {c['note']}" for kind, c in cells.items() if c.get("note")]
-        value = (f"{max(w for w in worst_ms if w is not None):.1f} ms max" if all(w is not None for w in worst_ms)
-                 and worst_ms else "; ".join(failing) or "n/a")  # fmt: skip
-        out.append(_target(f"cancel_phase_{phase}", f"cancel while {phase.replace('_', '-')} <= {limit:g} ms, "
-                           "every session kind and run", value, ok))  # fmt: skip
+        value = (
+            f"{max(w for w in worst_ms if w is not None):.1f} ms max"
+            if all(w is not None for w in worst_ms) and worst_ms
+            else "; ".join(failing) or "n/a"
+        )
+        out.append(
+            _target(
+                f"cancel_phase_{phase}",
+                f"cancel while {phase.replace('_', '-')} <= {limit:g} ms, every session kind and run",
+                value,
+                ok,
+            )
+        )
     if "concurrent" in metrics:
         conc = _get(metrics, "concurrent", "clients", "promptkit") or {}
         streams = _get(metrics, "concurrent", "streams")
         per_stream_mb = (conc.get("rss_per_stream_kb") or 0) / 1024
         limit = TARGETS["rss_per_stream_mb"]
         ok = bool(conc.get("all_completed")) and bool(conc.get("threads_back")) and per_stream_mb <= limit
-        out.append(_target(
-            "concurrent_streams",
-            f"{streams} concurrent streams all complete, threads back to baseline, <= {limit:g} MB RSS/stream",
-            f"{conc.get('completed')}/{streams}, threads {conc.get('threads_after')}/{conc.get('threads_before')}, "
-            f"{per_stream_mb * 1024:.0f} KB/stream",
-            ok,
-        ))
-        out.append(_ratio_target("concurrent_cpu_vs_floor_2t",
-                                 f"{streams} paced streams: promptkit CPU/event vs the two-thread floor",
-                                 conc.get("cpu_us_per_event"),
-                                 _get(metrics, "concurrent", "clients", "floor_2t", "cpu_us_per_event"),
-                                 TARGETS["cpu_vs_floor_2t"], at_most=True))  # fmt: skip
+        out.append(
+            _target(
+                "concurrent_streams",
+                f"{streams} concurrent streams all complete, threads back to baseline, <= {limit:g} MB RSS/stream",
+                f"{conc.get('completed')}/{streams}, threads {conc.get('threads_after')}/{conc.get('threads_before')}, "
+                f"{per_stream_mb * 1024:.0f} KB/stream",
+                ok,
+            )
+        )
+        out.append(
+            _ratio_target(
+                "concurrent_cpu_vs_floor_2t",
+                f"{streams} paced streams: promptkit CPU/event vs the two-thread floor",
+                conc.get("cpu_us_per_event"),
+                _get(metrics, "concurrent", "clients", "floor_2t", "cpu_us_per_event"),
+                TARGETS["cpu_vs_floor_2t"],
+                at_most=True,
+            )
+        )
     if "imports" in metrics:
         imp = _get(metrics, "imports", "modules", "promptkit") or {}
         limit = TARGETS["import_ms"]
         ms = imp.get("ms")
         tiktoken = "imported" if imp.get("tiktoken_imported") else "not imported"
-        out.append(_target("import_time", f"import promptkit <= {limit:g} ms median, tiktoken not imported",
-                           f"{ms:.0f} ms, tiktoken {tiktoken}" if ms is not None else "n/a",
-                           ms is not None and ms <= limit and imp.get("tiktoken_imported") is False, ms=ms))  # fmt: skip
+        out.append(
+            _target(
+                "import_time",
+                f"import promptkit <= {limit:g} ms median, tiktoken not imported",
+                f"{ms:.0f} ms, tiktoken {tiktoken}" if ms is not None else "n/a",
+                ms is not None and ms <= limit and imp.get("tiktoken_imported") is False,
+                ms=ms,
+            )
+        )
     return out
 
 
@@ -153,47 +212,98 @@ def _client_rows(m: Dict[str, Any], verdicts: Dict[str, str]) -> List[List[str]]
             values = {c: f"{v['chunks_per_s']:,.0f}" for c, v in per.items()}
             label = f"chunks/s, bulk {framing} ({shape}, 1 run)"
         if framing == tp["headline_framing"]:
-            rows.append(row(label, values, f">= {TARGETS['throughput_vs_openai']:g}x openai",
-                            verdicts.get("throughput_vs_openai", "")))  # fmt: skip
-            rows.append(row("", {}, f">= {TARGETS['throughput_vs_floor']:g}x floor",
-                            verdicts.get("throughput_vs_floor", "")))  # fmt: skip
+            rows.append(
+                row(
+                    label,
+                    values,
+                    f">= {TARGETS['throughput_vs_openai']:g}x openai",
+                    verdicts.get("throughput_vs_openai", ""),
+                )
+            )
+            rows.append(
+                row("", {}, f">= {TARGETS['throughput_vs_floor']:g}x floor", verdicts.get("throughput_vs_floor", ""))
+            )
         else:
             rows.append(row(label, values, "(information)"))
     tt = m.get("ttft")
     for framing, per in (tt or {}).get("framings", {}).items():
         assert tt is not None
-        rows.append(row(f"TTFT overhead, {framing}, median of {tt['runs']}",
-                        {c: _fmt(v["overhead_ms"], ".2f", " ms") for c, v in per.items()},
-                        f"<= {TARGETS['ttft_overhead_ms']:g} ms", verdicts.get(f"ttft_overhead_{framing}", "")))  # fmt: skip
+        rows.append(
+            row(
+                f"TTFT overhead, {framing}, median of {tt['runs']}",
+                {c: _fmt(v["overhead_ms"], ".2f", " ms") for c, v in per.items()},
+                f"<= {TARGETS['ttft_overhead_ms']:g} ms",
+                verdicts.get(f"ttft_overhead_{framing}", ""),
+            )
+        )
     if "cancel" in m:
         ca = m["cancel"]["clients"]
-        values = {c: f"{v['latency_ms']:.2f} / {v['latency_max_ms']:.2f} ms" + ("" if v["all_server_eof"] else " (no EOF)")
-                  for c, v in ca.items()}  # fmt: skip
-        rows.append(row("cancel a silent stream, median / max", values, f"<= {TARGETS['cancel_latency_ms']:g} ms",
-                        verdicts.get("cancel_latency", "")))  # fmt: skip
+        values = {
+            c: f"{v['latency_ms']:.2f} / {v['latency_max_ms']:.2f} ms" + ("" if v["all_server_eof"] else " (no EOF)")
+            for c, v in ca.items()
+        }
+        rows.append(
+            row(
+                "cancel a silent stream, median / max",
+                values,
+                f"<= {TARGETS['cancel_latency_ms']:g} ms",
+                verdicts.get("cancel_latency", ""),
+            )
+        )
         values = {c: _fmt(v["server_eof_ms"], ".2f", " ms") if v["all_server_eof"] else "never" for c, v in ca.items()}
         rows.append(row("  cancel -> server sees EOF, median", values))
     if "close_race" in m:
         cr = m["close_race"]
-        rows.append(row("cancel()+close() from another thread: consumer stranded",
-                        {"promptkit": f"{cr['consumer_stranded']}/{cr['runs']} runs"}, "0 (a correctness check)",
-                        "BUG" if cr["consumer_stranded"] else "ok"))  # fmt: skip
+        rows.append(
+            row(
+                "cancel()+close() from another thread: consumer stranded",
+                {"promptkit": f"{cr['consumer_stranded']}/{cr['runs']} runs"},
+                "0 (a correctness check)",
+                "BUG" if cr["consumer_stranded"] else "ok",
+            )
+        )
     if "concurrent" in m:
         co = m["concurrent"]
         cc = co["clients"]
         label = f"{co['streams']} streams x {co['deltas']} deltas / {co['pace_ms']:.0f} ms"
-        rows.append(row(f"{label}: completed", {c: f"{v['completed']}/{v['streams']}" for c, v in cc.items()},
-                        "all, threads back, <= 1 MB/stream", verdicts.get("concurrent_streams", "")))  # fmt: skip
-        rows.append(row("  CPU per event", {c: _fmt(v["cpu_us_per_event"], ".0f", " us") for c, v in cc.items()},
-                        f"<= {TARGETS['cpu_vs_floor_2t']:g}x floor_2t", verdicts.get("concurrent_cpu_vs_floor_2t", "")))  # fmt: skip
-        rows.append(row("  wall time (ideal)", {c: f"{v['wall_s']:.2f} s ({v['ideal_wall_s']:.2f})" for c, v in cc.items()}))
-        rows.append(row("  peak RSS growth per stream", {c: _fmt(v["rss_per_stream_kb"], ".0f", " KB") for c, v in cc.items()}))
-        rows.append(row("  threads after / before", {c: f"{v['threads_after']} / {v['threads_before']}" for c, v in cc.items()}))
+        rows.append(
+            row(
+                f"{label}: completed",
+                {c: f"{v['completed']}/{v['streams']}" for c, v in cc.items()},
+                "all, threads back, <= 1 MB/stream",
+                verdicts.get("concurrent_streams", ""),
+            )
+        )
+        rows.append(
+            row(
+                "  CPU per event",
+                {c: _fmt(v["cpu_us_per_event"], ".0f", " us") for c, v in cc.items()},
+                f"<= {TARGETS['cpu_vs_floor_2t']:g}x floor_2t",
+                verdicts.get("concurrent_cpu_vs_floor_2t", ""),
+            )
+        )
+        rows.append(
+            row("  wall time (ideal)", {c: f"{v['wall_s']:.2f} s ({v['ideal_wall_s']:.2f})" for c, v in cc.items()})
+        )
+        rows.append(
+            row("  peak RSS growth per stream", {c: _fmt(v["rss_per_stream_kb"], ".0f", " KB") for c, v in cc.items()})
+        )
+        rows.append(
+            row("  threads after / before", {c: f"{v['threads_after']} / {v['threads_before']}" for c, v in cc.items()})
+        )
     if "imports" in m:
         im = m["imports"]
-        values = {("promptkit" if k == "promptkit" else "openai"): f"{v['ms']:.0f} ms" for k, v in im["modules"].items()}
-        rows.append(row(f"import time (fresh process, median of {im['runs']})", values,
-                        f"<= {TARGETS['import_ms']:g} ms, no tiktoken", verdicts.get("import_time", "")))  # fmt: skip
+        values = {
+            ("promptkit" if k == "promptkit" else "openai"): f"{v['ms']:.0f} ms" for k, v in im["modules"].items()
+        }
+        rows.append(
+            row(
+                f"import time (fresh process, median of {im['runs']})",
+                values,
+                f"<= {TARGETS['import_ms']:g} ms, no tiktoken",
+                verdicts.get("import_time", ""),
+            )
+        )
     return [["metric", *CLIENT_ORDER, "target", "result"]] + rows if rows else []
 
 
@@ -257,9 +367,17 @@ def chart(results: Dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     m = results["metrics"]
-    colors = {"promptkit": "#2a7ab9", "openai": "#999999", "floor": "#6ab04c", "floor_2t": "#3c7a2c",
-              "own": "#2a7ab9", "session": "#e0a030", "proxy": "#9b59b6", "chunked": "#2a7ab9",
-              "close": "#7fb3de"}  # fmt: skip
+    colors = {
+        "promptkit": "#2a7ab9",
+        "openai": "#999999",
+        "floor": "#6ab04c",
+        "floor_2t": "#3c7a2c",
+        "own": "#2a7ab9",
+        "session": "#e0a030",
+        "proxy": "#9b59b6",
+        "chunked": "#2a7ab9",
+        "close": "#7fb3de",
+    }
     fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
     panels = iter(axes.flat)
     mode = "quick" if results["config"]["quick"] else "full"
@@ -267,8 +385,9 @@ def chart(results: Dict[str, Any], path: Path) -> None:
         f"promptkit streaming benchmarks ({mode} mode; {results['meta']['python']}, {results['meta']['cpus']} CPUs)"
     )
 
-    def bars(values: Dict[str, Optional[float]], title: str, unit: str, target: Optional[float] = None,
-             log: bool = False) -> None:  # fmt: skip
+    def bars(
+        values: Dict[str, Optional[float]], title: str, unit: str, target: Optional[float] = None, log: bool = False
+    ) -> None:
         ax = next(panels)
         names = [c for c in CLIENT_ORDER if values.get(c) is not None]
         heights = [float(values[c] or 0.0) for c in names]
@@ -282,16 +401,29 @@ def chart(results: Dict[str, Any], path: Path) -> None:
             ax.axhline(target, color="red", linestyle="--", linewidth=1, label=f"promptkit target {_label(target)}")
             ax.legend(fontsize=8)
 
-    def grouped(groups: Dict[str, Dict[str, Optional[float]]], series: Sequence[str], title: str, unit: str,
-                target: Optional[float], missing: str = "") -> None:  # fmt: skip
+    def grouped(
+        groups: Dict[str, Dict[str, Optional[float]]],
+        series: Sequence[str],
+        title: str,
+        unit: str,
+        target: Optional[float],
+        missing: str = "",
+    ) -> None:
         ax = next(panels)
         width = 0.8 / max(1, len(series))
         top = max([v for g in groups.values() for v in g.values() if v is not None] + [target or 1.0])
         for i, name in enumerate(series):
             xs = [j + i * width for j in range(len(groups))]
             raw = [g.get(name) for g in groups.values()]
-            drawn = ax.bar(xs, [v if v is not None else top for v in raw], width, label=name, color=colors[name],
-                           hatch=["" if v is not None else "//" for v in raw], alpha=0.9)  # fmt: skip
+            drawn = ax.bar(
+                xs,
+                [v if v is not None else top for v in raw],
+                width,
+                label=name,
+                color=colors[name],
+                hatch=["" if v is not None else "//" for v in raw],
+                alpha=0.9,
+            )
             ax.bar_label(drawn, labels=[_label(v) if v is not None else missing for v in raw], fontsize=7)
         ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(groups))], list(groups), fontsize=8)
         if target is not None:
@@ -304,33 +436,63 @@ def chart(results: Dict[str, Any], path: Path) -> None:
         tp = m["throughput"]["clients"]
         floor, oa = _get(tp, "floor", "chunks_per_s"), _get(tp, "openai", "chunks_per_s")
         need = max(TARGETS["throughput_vs_floor"] * (floor or 0), TARGETS["throughput_vs_openai"] * (oa or 0)) or None
-        bars({c: v["chunks_per_s"] for c, v in tp.items()},
-             f"throughput, {m['throughput']['chunks']:,} chunks, bulk {m['throughput']['headline_framing']} (median)",
-             "chunks/s", need)  # fmt: skip
+        bars(
+            {c: v["chunks_per_s"] for c, v in tp.items()},
+            f"throughput, {m['throughput']['chunks']:,} chunks, bulk {m['throughput']['headline_framing']} (median)",
+            "chunks/s",
+            need,
+        )
     if "ttft" in m:
         per = m["ttft"]["framings"]
-        grouped({c: {f: _get(per, f, c, "overhead_ms") for f in per} for c in CLIENT_ORDER if _get(per, "chunked", c)},
-                list(per), "TTFT overhead over a 300 ms first delta (median)", "ms", TARGETS["ttft_overhead_ms"])  # fmt: skip
+        grouped(
+            {c: {f: _get(per, f, c, "overhead_ms") for f in per} for c in CLIENT_ORDER if _get(per, "chunked", c)},
+            list(per),
+            "TTFT overhead over a 300 ms first delta (median)",
+            "ms",
+            TARGETS["ttft_overhead_ms"],
+        )
     if "cancel" in m:
-        bars({c: v["latency_max_ms"] for c, v in m["cancel"]["clients"].items()},
-             "cancel a silent stream (max of runs)", "ms (log)", TARGETS["cancel_latency_ms"], log=True)  # fmt: skip
+        bars(
+            {c: v["latency_max_ms"] for c, v in m["cancel"]["clients"].items()},
+            "cancel a silent stream (max of runs)",
+            "ms (log)",
+            TARGETS["cancel_latency_ms"],
+            log=True,
+        )
     if "cancel_phases" in m:
         cp = m["cancel_phases"]
         kinds = [k for k in SESSION_ORDER if any(k in cells for cells in cp["phases"].values())]
-        grouped({p: {k: _get(cells, k, "latency_max_ms") for k in kinds} for p, cells in cp["phases"].items()},
-                kinds, "promptkit cancel per phase, max (n/c: not cancelled)", "ms",
-                TARGETS["cancel_latency_ms"], missing="n/c")  # fmt: skip
+        grouped(
+            {p: {k: _get(cells, k, "latency_max_ms") for k in kinds} for p, cells in cp["phases"].items()},
+            kinds,
+            "promptkit cancel per phase, max (n/c: not cancelled)",
+            "ms",
+            TARGETS["cancel_latency_ms"],
+            missing="n/c",
+        )
     if "concurrent" in m:
         cc = m["concurrent"]["clients"]
         n = m["concurrent"]["streams"]
-        bars({c: v["rss_per_stream_kb"] for c, v in cc.items()}, f"{n} concurrent streams: peak RSS growth / stream",
-             "KB", TARGETS["rss_per_stream_mb"] * 1024)  # fmt: skip
+        bars(
+            {c: v["rss_per_stream_kb"] for c, v in cc.items()},
+            f"{n} concurrent streams: peak RSS growth / stream",
+            "KB",
+            TARGETS["rss_per_stream_mb"] * 1024,
+        )
         floor_2t = _get(cc, "floor_2t", "cpu_us_per_event")
-        bars({c: v["cpu_us_per_event"] for c, v in cc.items()}, f"{n} concurrent streams: CPU per event", "µs",
-             TARGETS["cpu_vs_floor_2t"] * floor_2t if floor_2t else None)  # fmt: skip
+        bars(
+            {c: v["cpu_us_per_event"] for c, v in cc.items()},
+            f"{n} concurrent streams: CPU per event",
+            "µs",
+            TARGETS["cpu_vs_floor_2t"] * floor_2t if floor_2t else None,
+        )
     if "imports" in m:
-        bars({("promptkit" if k == "promptkit" else "openai"): v["ms"] for k, v in m["imports"]["modules"].items()},
-             "import time (fresh process)", "ms", TARGETS["import_ms"])  # fmt: skip
+        bars(
+            {("promptkit" if k == "promptkit" else "openai"): v["ms"] for k, v in m["imports"]["modules"].items()},
+            "import time (fresh process)",
+            "ms",
+            TARGETS["import_ms"],
+        )
     for ax in panels:
         ax.axis("off")
     fig.tight_layout()

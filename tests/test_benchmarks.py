@@ -146,7 +146,11 @@ def test_only_runs_the_named_measurements(tmp_path: Path) -> None:
     assert set(results["metrics"]) == {"close_race"} and results["targets"] == []
     assert "consumer stranded" in proc.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "nonsense"], cwd=str(ROOT), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "benchmarks", "--only", "nonsense"],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert bad.returncode == 2 and "unknown measurement" in bad.stderr
 

@@ -283,9 +283,10 @@ class MockServer:
 
     Replies are consumed in FIFO order, one per ``POST .../chat/completions``. When the
     queue is empty, ``responder`` chooses the reply, or else a deterministic short story
-    derived from the last user message is streamed. The socket is bound at construction (so :attr:`url` is known at once);
-    serving starts with :meth:`start` or ``with MockServer() as server:``. :meth:`close`
-    stops everything and joins every thread it started (all named ``promptkit-mock-*``).
+    derived from the last user message is streamed. The socket is bound at construction
+    (so :attr:`url` is known at once); serving starts with :meth:`start` or
+    ``with MockServer() as server:``. :meth:`close` stops everything and joins every
+    thread it started (all named ``promptkit-mock-*``).
 
     Args:
         default_delay: seconds between deltas of the default (story) reply.
