@@ -5,6 +5,10 @@
   every chunk read.
 * ``floor``: one thread, urllib3 ``read1`` + split on ``b"\\n\\n"`` +
   ``json.loads``: the least any Python client can do on the same bytes.
+* ``floor_2t``: the same parsing on a worker thread per stream, each content
+  event handed to the consumer through ``queue.Queue(maxsize=10)``: the
+  least a client can do under promptkit's design (a background thread and a
+  bounded queue); the concurrent-streams CPU target compares with it.
 
 Each client measures itself the same way: the clock starts just before the
 request is made, the first-content time is taken when the first non-empty
@@ -15,15 +19,18 @@ is exhausted.
 from __future__ import annotations
 
 import json
+import queue
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
-from benchmarks.server import MODEL, Scenario
+from benchmarks.mock import MODEL, Scenario
 
 __all__ = ["CLIENTS", "BenchClient", "Cancellable", "RunResult", "make_client"]
+
+_END = object()  # the two-thread floor's end-of-stream marker
 
 # time.monotonic: the server's clock too (one CLOCK_MONOTONIC for every process on Linux).
 _perf = time.monotonic
@@ -292,10 +299,70 @@ class FloorClient(BenchClient):
         self._pool.clear()
 
 
+class FloorTwoThreadClient(FloorClient):
+    """The two-thread floor: the floor's parsing on a worker thread, each content event through ``Queue(10)``."""
+
+    name = "floor_2t"
+
+    def run(self, scenario: Scenario) -> RunResult:
+        start = _perf()
+        response = self._open(scenario)
+        events: "queue.Queue[Any]" = queue.Queue(maxsize=10)  # send_stream's buffer_size default
+        put = events.put
+
+        def work() -> None:
+            loads = json.loads
+            read1 = response.read1
+            buf = b""
+            try:
+                while True:
+                    data = read1(65536)
+                    if not data:
+                        break
+                    buf += data
+                    if b"\n\n" not in buf:
+                        continue
+                    *blocks, buf = buf.split(b"\n\n")
+                    for block in blocks:
+                        payload = block[6:]  # b"data: "
+                        if payload == b"[DONE]":
+                            break
+                        choices = loads(payload)["choices"]
+                        if choices:
+                            text = choices[0]["delta"].get("content")
+                            if text:
+                                put(text)
+                response.drain_conn()
+                response.release_conn()
+                put(_END)
+            except BaseException as exc:  # handed to the consumer, which raises it
+                put(exc)
+
+        worker = threading.Thread(target=work, name="floor-2t-worker", daemon=True)
+        worker.start()
+        get = events.get
+        first = None
+        chars = count = 0
+        while True:
+            item = get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            if first is None:
+                first = _perf()
+            count += 1
+            chars += len(item)
+        end = _perf()
+        worker.join()
+        return RunResult(start, first, end, chars, count)
+
+
 CLIENTS: Dict[str, Callable[..., BenchClient]] = {
     "promptkit": PromptkitClient,
     "openai": OpenAIClient,
     "floor": FloorClient,
+    "floor_2t": FloorTwoThreadClient,
 }
 
 

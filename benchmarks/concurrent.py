@@ -59,7 +59,7 @@ def run(client_name: str, base_url: str, *, streams: int, deltas: int, pace: flo
 
     from benchmarks._env import prepare
     from benchmarks.clients import make_client
-    from benchmarks.server import Scenario
+    from benchmarks.mock import Scenario
 
     prepare()
     process = psutil.Process()
@@ -132,7 +132,7 @@ def run(client_name: str, base_url: str, *, streams: int, deltas: int, pace: flo
 def main(argv: Optional[List[str]] = None) -> None:
     """Command line: the client, the server's base URL and the load; prints one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--client", required=True, choices=["promptkit", "openai", "floor"])
+    parser.add_argument("--client", required=True, choices=["promptkit", "openai", "floor", "floor_2t"])
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--deltas", type=int, default=50)

@@ -1,7 +1,12 @@
 """The measurements. Each returns a JSON-ready dict; the runner assembles them.
 
-Every measurement drives the same local server (:mod:`benchmarks.server`)
-with each client (:mod:`benchmarks.clients`). The concurrency and import
+One function per measurement: :func:`throughput`, :func:`ttft`,
+:func:`cancel`, :func:`close_race`, :func:`concurrent` and :func:`imports`
+here, and :func:`benchmarks.cancel_phases.cancel_phases`. Throughput, TTFT
+and the concurrent streams use the server in its own process
+(:class:`benchmarks.mock.ServerProcess`); the cancel measurements, whose
+server only waits, run ``promptkit.testing.MockServer`` in this process and
+ask it directly whether the client hung up. The concurrency and import
 measurements run in fresh child processes, so that one client's memory,
 threads and imports never colour another's numbers.
 """
@@ -14,12 +19,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from typing import Any, Dict, List, Optional, Sequence
 
 from benchmarks._env import REPO_ROOT, child_env
 from benchmarks.clients import BenchClient, make_client
-from benchmarks.server import BenchServer, Scenario
+from benchmarks.mock import MODEL, Scenario, ServerProcess, respond
+from promptkit.testing import MockServer
 
 __all__ = [
     "throughput",
@@ -37,8 +42,8 @@ def _median(values: Sequence[float]) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
-def _clients(server: BenchServer, names: Sequence[str], pool_size: int = 10) -> Dict[str, BenchClient]:
-    return {name: make_client(name, server.base_url, pool_size) for name in names}
+def _clients(base_url: str, names: Sequence[str], pool_size: int = 10) -> Dict[str, BenchClient]:
+    return {name: make_client(name, base_url, pool_size) for name in names}
 
 
 def _close_all(clients: Dict[str, BenchClient]) -> None:
@@ -50,7 +55,7 @@ def _close_all(clients: Dict[str, BenchClient]) -> None:
 
 
 def throughput(
-    server: BenchServer,
+    server: ServerProcess,
     names: Sequence[str],
     *,
     chunks: int,
@@ -58,16 +63,18 @@ def throughput(
     text: str = "abcd",
     framings: Sequence[str] = ("chunked", "close"),
 ) -> Dict[str, Any]:
-    """Chunks per second for a reply of ``chunks`` deltas sent as fast as the server can.
+    """Chunks per second for a reply of ``chunks`` deltas sent back to back (``MockReply(bulk=True)``).
 
-    ``chunked`` (each SSE event its own HTTP chunk, as servers flush them) is
-    the headline number the targets use; ``close``-delimited bodies let a
-    reader take many events per read, which shows what the per-read costs are.
-    Repetitions are interleaved across clients so that drift (thermal, other
-    load) hits them alike. Every run must deliver all ``len(text) * chunks``
-    characters.
+    The rate is ``(chunks - 1) / (end of stream - first content)``: the
+    request's round trip and the server rendering the reply (a few ms for
+    20,000 events) are left out alike for every client. ``chunked`` (each SSE
+    event its own HTTP chunk, as servers flush them) is the headline number
+    the targets use; ``close``-delimited bodies let a reader take many events
+    per read, which shows what the per-read costs are. Repetitions are
+    interleaved across clients so that drift (thermal, other load) hits them
+    alike. Every run must deliver all ``len(text) * chunks`` characters.
     """
-    clients = _clients(server, names)
+    clients = _clients(server.base_url, names)
     out: Dict[str, Any] = {"chunks": chunks, "text": text, "reps": reps, "framings": {}}
     try:
         for client in clients.values():
@@ -78,9 +85,9 @@ def throughput(
             for _ in range(reps):
                 for name, client in clients.items():
                     result = client.run(scenario)
-                    if result.chars != chunks * len(text):
+                    if result.chars != chunks * len(text) or result.first is None:
                         raise RuntimeError(f"{name} delivered {result.chars} characters, expected {chunks * len(text)}")
-                    runs[name].append(chunks / result.elapsed)
+                    runs[name].append((chunks - 1) / (result.end - result.first))
             out["framings"][framing] = {
                 name: {
                     "chunks_per_s": _median(values),
@@ -101,7 +108,7 @@ def throughput(
 
 
 def ttft(
-    server: BenchServer,
+    server: ServerProcess,
     names: Sequence[str],
     *,
     runs: int,
@@ -110,39 +117,26 @@ def ttft(
 ) -> Dict[str, Any]:
     """First-content overhead: (first content delta reaches the consumer) - start - ``delay``.
 
-    The server sends the headers at once, then waits ``delay`` seconds
-    before the first delta. The overhead therefore holds the request round
-    trip, the server's sleep overshoot and the client's delivery cost; the
-    floor shows how much of it any client pays. ``delivery_ms`` is the
-    client's part alone: from the server finishing the write of the first
-    delta to the consumer holding it.
+    The server sends the headers and the role chunk at once, then waits
+    ``delay`` seconds before the deltas. The overhead therefore holds the
+    request round trip, the server's timer overshoot and the client's
+    delivery cost; the floor shows how much of it any client pays.
     """
-    clients = _clients(server, names)
+    clients = _clients(server.base_url, names)
     out: Dict[str, Any] = {"delay_ms": delay * 1000.0, "runs": runs, "framings": {}}
     try:
         for client in clients.values():
             client.run(Scenario(n=5, first_delay=0.01))  # warm-up
         for framing in framings:
             per: Dict[str, List[float]] = {name: [] for name in names}
-            delivery: Dict[str, List[float]] = {name: [] for name in names}
             for _ in range(runs):
                 for name, client in clients.items():
-                    tag = uuid.uuid4().hex
-                    result = client.run(Scenario(n=5, framing=framing, first_delay=delay, id=tag))
+                    result = client.run(Scenario(n=5, framing=framing, first_delay=delay))
                     if result.first is None:
                         raise RuntimeError(f"{name} saw no content")
                     per[name].append((result.first - result.start - delay) * 1000.0)
-                    sent = server.first_sent(tag)
-                    if sent is not None:
-                        delivery[name].append((result.first - sent) * 1000.0)
             out["framings"][framing] = {
-                name: {
-                    "overhead_ms": _median(values),
-                    "delivery_ms": _median(delivery[name]),
-                    "runs_ms": values,
-                    "delivery_runs_ms": delivery[name],
-                }
-                for name, values in per.items()
+                name: {"overhead_ms": _median(values), "runs_ms": values} for name, values in per.items()
             }
     finally:
         _close_all(clients)
@@ -156,9 +150,9 @@ def _promptkit_threads() -> List[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("promptkit-stream")]
 
 
-def _cancel_once(server: BenchServer, client: BenchClient, hold: float, settle: float) -> Dict[str, Any]:
-    tag = uuid.uuid4().hex
-    handle = client.open_cancellable(Scenario(silent=True, hold=hold, id=tag))
+def _cancel_once(server: MockServer, client: BenchClient, hold: float, settle: float) -> Dict[str, Any]:
+    seen = server.disconnects
+    handle = client.open_cancellable(Scenario(silent=hold))
     handle.started.wait(5)
     time.sleep(settle)  # let the consumer block in its read (there is nothing to signal that)
     t0 = _mono()
@@ -168,23 +162,22 @@ def _cancel_once(server: BenchServer, client: BenchClient, hold: float, settle: 
     t_consumer = _mono()
     handle.finish()
     t_end = _mono()
-    eof = server.wait_eof(tag, timeout=hold + 5)
-    server_eof = eof is not None and eof["outcome"] in ("eof", "reset")
+    # The hang-up reaches the server within milliseconds, or never (the body ended after `hold`: no hang-up to see).
+    server_eof = server.wait_for_disconnects(seen + 1, timeout=1.0)
+    t_eof = _mono()  # the wait wakes when the server's connection thread saw the hang-up
     return {
         "latency_ms": (t_end - t0) * 1000.0,
         "cancel_call_ms": (t_stop - t0) * 1000.0,
         "consumer_ended_ms": (t_consumer - t0) * 1000.0,
         "consumer_ended": not handle.thread.is_alive(),
         "consumer_outcome": handle.outcome.get("result", handle.outcome.get("error")),
-        "server_outcome": None if eof is None else eof["outcome"],
         "server_eof": server_eof,
-        "server_eof_ms": (eof["at"] - t0) * 1000.0 if server_eof and eof is not None else None,
+        "server_eof_ms": (t_eof - t0) * 1000.0 if server_eof else None,
         "worker_threads_left": _promptkit_threads() if client.name == "promptkit" else [],
     }
 
 
 def cancel(
-    server: BenchServer,
     names: Sequence[str],
     *,
     runs: int,
@@ -192,69 +185,72 @@ def cancel(
     slow_runs: int,
     settle: float = 0.05,
 ) -> Dict[str, Any]:
-    """Cancel a stream whose server is silent, from a thread other than its consumer.
+    """Cancel a stream whose server went silent after the headers, from a thread other than its consumer.
 
     Latency is from the cancel call until the consumer has seen the end and
     the client's own cleanup has returned (promptkit: ``cancel()``, the
-    consumer receives ``done``, ``close()`` joins the worker). The server
-    reports whether, and when, it saw the client hang up. A client whose
-    consumer only wakes when the server gives up after ``hold`` seconds is
-    measured ``slow_runs`` times only.
+    consumer receives ``done``, ``close()`` joins the worker; openai:
+    ``stream.close()``; floor: ``socket.shutdown``). The server (a
+    ``MockServer`` in this process) reports whether, and when, it saw the
+    client hang up. A client whose consumer only wakes when the server ends
+    the body after ``hold`` seconds is measured ``slow_runs`` times only.
     """
-    clients = _clients(server, names)
     out: Dict[str, Any] = {"hold_s": hold, "clients": {}}
-    try:
-        for name, client in clients.items():
-            _cancel_once(server, client, hold, settle)  # warm-up (promptkit: the first token estimate)
-            samples: List[Dict[str, Any]] = []
-            for _ in range(runs):
-                samples.append(_cancel_once(server, client, hold, settle))
-                if samples[-1]["latency_ms"] >= hold * 1000.0 * 0.9 and len(samples) >= slow_runs:
-                    break
-            latencies = [s["latency_ms"] for s in samples]
-            eofs = [s["server_eof_ms"] for s in samples if s["server_eof_ms"] is not None]
-            out["clients"][name] = {
-                "latency_ms": _median(latencies),
-                "latency_max_ms": max(latencies),
-                "server_eof_ms": _median(eofs),
-                "all_server_eof": all(s["server_eof"] for s in samples),
-                "all_consumers_ended": all(s["consumer_ended"] for s in samples),
-                "threads_left": sorted({n for s in samples for n in s["worker_threads_left"]}),
-                "runs": samples,
-            }
-    finally:
-        _close_all(clients)
+    with MockServer(model=MODEL, responder=respond) as server:
+        clients = _clients(server.url, names)
+        try:
+            for name, client in clients.items():
+                _cancel_once(server, client, hold, settle)  # warm-up (promptkit: the first token estimate)
+                samples: List[Dict[str, Any]] = []
+                for _ in range(runs):
+                    samples.append(_cancel_once(server, client, hold, settle))
+                    if samples[-1]["latency_ms"] >= hold * 1000.0 * 0.9 and len(samples) >= slow_runs:
+                        break
+                latencies = [s["latency_ms"] for s in samples]
+                eofs = [s["server_eof_ms"] for s in samples if s["server_eof_ms"] is not None]
+                out["clients"][name] = {
+                    "latency_ms": _median(latencies),
+                    "latency_max_ms": max(latencies),
+                    "server_eof_ms": _median(eofs),
+                    "all_server_eof": all(s["server_eof"] for s in samples),
+                    "all_consumers_ended": all(s["consumer_ended"] for s in samples),
+                    "threads_left": sorted({n for s in samples for n in s["worker_threads_left"]}),
+                    "runs": samples,
+                }
+        finally:
+            _close_all(clients)
     return out
 
 
-def close_race(server: BenchServer, *, runs: int, wait: float = 1.0, settle: float = 0.05) -> Dict[str, Any]:
+def close_race(*, runs: int, wait: float = 1.0, settle: float = 0.05) -> Dict[str, Any]:
     """promptkit only: ``cancel(); close()`` from another thread while a consumer iterates.
 
-    ``close()`` collects the terminal event itself when it finds none taken
-    yet, so it can take the ``done`` the blocked consumer was about to get,
-    leaving the consumer blocked in ``queue.get()`` for good. This counts how
-    often that happens. A stranded consumer is released afterwards by
-    re-queueing the terminal event (private access, for the benchmark only).
+    ``close()`` must never take the terminal event that the blocked consumer
+    is waiting for (that would leave the consumer blocked in ``queue.get()``
+    for good). This counts how often the consumer is still blocked ``wait``
+    seconds later. A stranded consumer is released afterwards by re-queueing
+    the terminal event (private access, for the benchmark only).
     """
-    client = make_client("promptkit", server.base_url)
     stranded = 0
-    try:
-        for _ in range(runs):
-            tag = uuid.uuid4().hex
-            handle = client.open_cancellable(Scenario(silent=True, hold=5.0, id=tag))
-            stream = handle.handle
-            handle.started.wait(5)
-            time.sleep(settle)
-            stream.cancel()
-            stream.close()
-            handle.thread.join(wait)
-            if handle.thread.is_alive():
-                stranded += 1
-                stream._control.queue.put(stream._terminal)  # release it (see docstring)
-                handle.thread.join(5)
-            server.wait_eof(tag, timeout=5)
-    finally:
-        client.close()
+    with MockServer(model=MODEL, responder=respond) as server:
+        client = make_client("promptkit", server.url)
+        try:
+            for _ in range(runs):
+                seen = server.disconnects
+                handle = client.open_cancellable(Scenario(silent=5.0))
+                stream = handle.handle
+                handle.started.wait(5)
+                time.sleep(settle)
+                stream.cancel()
+                stream.close()
+                handle.thread.join(wait)
+                if handle.thread.is_alive():
+                    stranded += 1
+                    stream._control.queue.put(stream._terminal)  # release it (see docstring)
+                    handle.thread.join(5)
+                server.wait_for_disconnects(seen + 1, timeout=5)
+        finally:
+            client.close()
     return {"runs": runs, "consumer_stranded": stranded, "wait_s": wait}
 
 
@@ -262,7 +258,7 @@ def close_race(server: BenchServer, *, runs: int, wait: float = 1.0, settle: flo
 
 
 def concurrent(
-    server: BenchServer,
+    server: ServerProcess,
     names: Sequence[str],
     *,
     streams: int,
@@ -270,7 +266,11 @@ def concurrent(
     pace: float,
     timeout: float = 180.0,
 ) -> Dict[str, Any]:
-    """Run :mod:`benchmarks.concurrent` in a fresh process per client."""
+    """Run :mod:`benchmarks.concurrent` in a fresh process per client (``floor_2t`` included).
+
+    The streams are paced ``pace`` seconds apart (``MockReply(delay=pace)``);
+    the headline is process CPU per content event.
+    """
     out: Dict[str, Any] = {"streams": streams, "deltas": deltas, "pace_ms": pace * 1000.0, "clients": {}}
     for name in names:
         command = [

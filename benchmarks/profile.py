@@ -44,7 +44,7 @@ if __package__ in (None, ""):  # run as a script
 
 from benchmarks._env import REPO_ROOT, child_env, prepare  # noqa: E402
 from benchmarks.clients import make_client  # noqa: E402
-from benchmarks.server import BenchServer, Scenario, render_body  # noqa: E402
+from benchmarks.mock import MODEL, Scenario, ServerProcess  # noqa: E402
 
 __all__ = ["run", "main"]
 
@@ -130,7 +130,7 @@ def _workload(base_url: Optional[str], chunks: int, reps: int) -> Dict[str, Any]
     prepare()
     with contextlib.ExitStack() as stack:
         if base_url is None:
-            base_url = stack.enter_context(BenchServer()).base_url
+            base_url = stack.enter_context(ServerProcess()).base_url
         client = make_client("promptkit", base_url)
         client.run(Scenario(n=200))
         elapsed = [client.run(Scenario(n=chunks)).elapsed for _ in range(reps)]
@@ -253,7 +253,13 @@ def stages(base_url: str, chunks: int) -> Dict[str, Any]:
     from promptkit._types import StreamEvent
 
     text = "abcd"
-    body = render_body(chunks, text, "close")
+    request: Dict[str, Any] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": Scenario(n=chunks, text=text, framing="close").message()}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    body = requests.post(base_url + "/chat/completions", json=request, timeout=60).content  # the same bytes
     events = [block + b"\n\n" for block in body.split(b"\n\n") if block]
     datas = [e[6:-2].decode() for e in events if e[6:-2] != b"[DONE]"]
     parsed = [json.loads(d) for d in datas]
@@ -428,7 +434,7 @@ def run(
     prepare()
     with contextlib.ExitStack() as stack:
         if base_url is None:
-            base_url = stack.enter_context(BenchServer()).base_url
+            base_url = stack.enter_context(ServerProcess()).base_url
         summary: Dict[str, Any] = {"chunks": chunks}
         summary["cprofile"] = cprofile_run(base_url, chunks)
         summary["pyspy"] = pyspy_run(base_url, chunks, reps)

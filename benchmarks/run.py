@@ -1,21 +1,24 @@
-"""Run every benchmark, print one table, write results.json and results.png.
+"""Run the benchmarks, print one table, write results.json and results.png.
 
 Usage (from the repository root)::
 
-    python -m benchmarks                 # the full run (about two minutes)
-    python -m benchmarks --quick         # a few seconds: smaller numbers, fewer runs
+    python -m benchmarks                 # every measurement (a few minutes)
+    python -m benchmarks --quick         # seconds: smaller numbers, fewer runs
+    python -m benchmarks --only cancel_phases,imports   # some measurements only
     python -m benchmarks --out /tmp/r.json --no-chart
     python -m benchmarks --profile       # also profile the per-chunk path (benchmarks/profile.txt)
     python benchmarks/run.py ...         # the same
 
-The server always runs in its own process and is stopped however the run
-ends. Timing numbers are for this machine only; compare clients within one
-run, not runs across machines.
+The server runs in its own process (``promptkit.testing.MockServer``, see
+:mod:`benchmarks.mock`) and is stopped however the run ends. Timing numbers
+are for this machine only; compare clients within one run, not runs across
+machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -23,20 +26,22 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import measure  # noqa: E402
 from benchmarks._env import prepare  # noqa: E402
+from benchmarks.cancel_phases import cancel_phases  # noqa: E402
+from benchmarks.mock import ServerProcess  # noqa: E402
 from benchmarks.report import chart, evaluate, table  # noqa: E402
-from benchmarks.server import BenchServer  # noqa: E402
 
-__all__ = ["main", "CONFIGS"]
+__all__ = ["main", "CONFIGS", "MEASUREMENTS"]
 
 HERE = Path(__file__).resolve().parent
 CLIENT_NAMES = ("promptkit", "openai", "floor")
+CONCURRENT_NAMES = ("promptkit", "openai", "floor", "floor_2t")
 
 CONFIGS: Dict[str, Dict[str, Any]] = {
     "full": {
@@ -48,6 +53,8 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
         "cancel_slow_runs": 3,
         "cancel_hold": 2.0,
         "close_race_runs": 20,
+        "phase_runs": 5,
+        "phase_bound": 2.0,
         "streams": 200,
         "deltas": 50,
         "pace": 0.02,
@@ -62,6 +69,8 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
         "cancel_slow_runs": 1,
         "cancel_hold": 0.5,
         "close_race_runs": 3,
+        "phase_runs": 1,
+        "phase_bound": 0.5,
         "streams": 20,
         "deltas": 20,
         "pace": 0.01,
@@ -70,11 +79,55 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def _throughput(server: Any, c: Dict[str, Any]) -> Any:
+    return measure.throughput(server, CLIENT_NAMES, chunks=c["chunks"], reps=c["reps"])
+
+
+def _ttft(server: Any, c: Dict[str, Any]) -> Any:
+    return measure.ttft(server, CLIENT_NAMES, runs=c["ttft_runs"], delay=c["ttft_delay"])
+
+
+def _cancel(server: Any, c: Dict[str, Any]) -> Any:
+    return measure.cancel(CLIENT_NAMES, runs=c["cancel_runs"], hold=c["cancel_hold"], slow_runs=c["cancel_slow_runs"])
+
+
+def _close_race(server: Any, c: Dict[str, Any]) -> Any:
+    return measure.close_race(runs=c["close_race_runs"])
+
+
+def _cancel_phases(server: Any, c: Dict[str, Any]) -> Any:
+    return cancel_phases(runs=c["phase_runs"], bound=c["phase_bound"])
+
+
+def _concurrent(server: Any, c: Dict[str, Any]) -> Any:
+    return measure.concurrent(server, CONCURRENT_NAMES, streams=c["streams"], deltas=c["deltas"], pace=c["pace"])
+
+
+def _imports(server: Any, c: Dict[str, Any]) -> Any:
+    return measure.imports(("promptkit", "openai"), runs=c["import_runs"])
+
+
+# name -> (progress label, whether it needs the server process, the step)
+MEASUREMENTS: Dict[str, Any] = {
+    "throughput": (lambda c: f"throughput: {c['chunks']:,} chunks x {c['reps']}", True, _throughput),
+    "ttft": (lambda c: f"time to first token: {c['ttft_runs']} runs per framing", True, _ttft),
+    "cancel": (lambda c: f"cancel latency, silent stream: {c['cancel_runs']} runs", False, _cancel),
+    "close_race": (lambda c: f"cancel()+close() from another thread: {c['close_race_runs']} runs", False, _close_race),
+    "cancel_phases": (
+        lambda c: f"cancel latency per phase and session: {c['phase_runs']} runs, {c['phase_bound']:g} s bound",
+        False,
+        _cancel_phases,
+    ),
+    "concurrent": (lambda c: f"{c['streams']} concurrent streams (a fresh process per client)", True, _concurrent),
+    "imports": (lambda c: f"import time: {c['import_runs']} fresh processes per module", False, _imports),
+}
+
+
 def _versions() -> Dict[str, Optional[str]]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: Dict[str, Optional[str]] = {}
-    for name in ("promptkit", "openai", "httpx", "httpx2", "requests", "urllib3"):
+    for name in ("promptkit", "openai", "httpx", "requests", "urllib3", "proxy.py"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -82,56 +135,21 @@ def _versions() -> Dict[str, Optional[str]]:
     return out
 
 
-def run_all(config: Dict[str, Any]) -> Dict[str, Any]:
-    """Every measurement, with one server process for the whole run; records each step's seconds."""
+def run_all(config: Dict[str, Any], only: Optional[List[str]] = None) -> Dict[str, Any]:
+    """The selected measurements (all by default), in order; records each step's seconds."""
     metrics: Dict[str, Any] = {}
     steps: Dict[str, float] = {}
-
-    def step(name: str, label: str, work: Callable[[], Any]) -> None:
-        print(f"  {label} ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        metrics[name] = work()
-        steps[name] = round(time.perf_counter() - t0, 2)
-
-    with BenchServer() as server:
-        step(
-            "throughput",
-            f"throughput: {config['chunks']:,} chunks x {config['reps']}",
-            lambda: measure.throughput(server, CLIENT_NAMES, chunks=config["chunks"], reps=config["reps"]),
-        )
-        step(
-            "ttft",
-            f"time to first event: {config['ttft_runs']} runs per framing",
-            lambda: measure.ttft(server, CLIENT_NAMES, runs=config["ttft_runs"], delay=config["ttft_delay"]),
-        )
-        step(
-            "cancel",
-            f"cancel latency: {config['cancel_runs']} runs",
-            lambda: measure.cancel(
-                server,
-                CLIENT_NAMES,
-                runs=config["cancel_runs"],
-                hold=config["cancel_hold"],
-                slow_runs=config["cancel_slow_runs"],
-            ),
-        )
-        step(
-            "close_race",
-            f"cancel()+close() from another thread: {config['close_race_runs']} runs",
-            lambda: measure.close_race(server, runs=config["close_race_runs"]),
-        )
-        step(
-            "concurrent",
-            f"{config['streams']} concurrent streams (a fresh process per client)",
-            lambda: measure.concurrent(
-                server, CLIENT_NAMES, streams=config["streams"], deltas=config["deltas"], pace=config["pace"]
-            ),
-        )
-    step(
-        "imports",
-        f"import time: {config['import_runs']} fresh processes per module",
-        lambda: measure.imports(("promptkit", "openai"), runs=config["import_runs"]),
-    )
+    names = [name for name in MEASUREMENTS if only is None or name in only]
+    with contextlib.ExitStack() as stack:
+        server = None
+        if any(MEASUREMENTS[name][1] for name in names):
+            server = stack.enter_context(ServerProcess())
+        for name in names:
+            label, _, work = MEASUREMENTS[name]
+            print(f"  {label(config)} ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            metrics[name] = work(server, config)
+            steps[name] = round(time.perf_counter() - t0, 2)
     metrics["step_seconds"] = steps
     return metrics
 
@@ -161,15 +179,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--chart", type=Path, default=None, help="the PNG (default: the --out path with .png)")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG")
     parser.add_argument("--profile", action="store_true", help="also profile promptkit's per-chunk path")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated measurements to run (default: all): {','.join(MEASUREMENTS)}",
+    )
     args = parser.parse_args(argv)
+    only = None if args.only is None else [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(only or ()) - set(MEASUREMENTS))
+    if unknown:
+        parser.error(f"unknown measurement(s) {', '.join(unknown)}; choose from {', '.join(MEASUREMENTS)}")
 
     prepare()
     mode = "quick" if args.quick else "full"
-    config = dict(CONFIGS[mode], quick=args.quick)
+    config = dict(CONFIGS[mode], quick=args.quick, only=only)
     print(f"promptkit benchmarks ({mode} mode)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     git_before = _git_state()
-    metrics = run_all(config)
+    metrics = run_all(config, only)
     results: Dict[str, Any] = {
         "meta": {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -24,13 +24,16 @@ pytest.importorskip("psutil", reason="the benchmarks sample memory with psutil: 
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = ("promptkit", "openai", "floor")
+PHASES = ("connecting", "headers", "backoff", "retry_after", "streaming", "tool")
 TARGETS = {
     "throughput_vs_openai",
     "throughput_vs_floor",
     "ttft_overhead_chunked",
     "ttft_overhead_close",
     "cancel_latency",
+    *(f"cancel_phase_{phase}" for phase in PHASES),
     "concurrent_streams",
+    "concurrent_cpu_vs_floor_2t",
     "import_time",
 }
 
@@ -79,7 +82,7 @@ def test_quick_mode_writes_every_metric(quick_run: Dict[str, Any]) -> None:
     for framing in ("chunked", "close"):
         for client in CLIENTS:
             row = m["ttft"]["framings"][framing][client]
-            assert _number(row["overhead_ms"]) and _number(row["delivery_ms"])
+            assert _number(row["overhead_ms"])
 
     for client in CLIENTS:
         row = m["cancel"]["clients"][client]
@@ -87,8 +90,23 @@ def test_quick_mode_writes_every_metric(quick_run: Dict[str, Any]) -> None:
         assert isinstance(row["all_server_eof"], bool) and isinstance(row["all_consumers_ended"], bool)
     assert isinstance(m["close_race"]["consumer_stranded"], int)
 
+    phases = m["cancel_phases"]
+    assert tuple(phases["phases"]) == PHASES
+    sessions = {"own", "session", "proxy"} - set(phases["skipped_sessions"])
+    assert {"own", "session"} <= sessions
+    for phase in PHASES:
+        assert set(phases["phases"][phase]) == sessions
+        for cell in phases["phases"][phase].values():
+            assert cell["runs"] >= 1 and isinstance(cell["all_cancelled"], bool)
+            assert cell["all_cancelled"] == (cell["note"] == "")
+            for sample in cell["samples"]:
+                assert sample["in_phase"] is True, (phase, sample)  # every handshake completed
+                assert sample["latency_ms"] is None or _number(sample["latency_ms"])
+    # Whatever the cancel API, a turn cancelled while a stream exists ends as "cancelled".
+    assert all(cell["all_cancelled"] for cell in phases["phases"]["streaming"].values())
+
     assert m["concurrent"]["streams"] > 0
-    for client in CLIENTS:
+    for client in (*CLIENTS, "floor_2t"):
         row = m["concurrent"]["clients"][client]
         assert isinstance(row["all_completed"], bool) and isinstance(row["threads_back"], bool)
         for key in (
@@ -111,6 +129,30 @@ def test_quick_mode_reports_every_target(quick_run: Dict[str, Any]) -> None:
     assert {t["name"] for t in targets} == TARGETS
     assert all(isinstance(t["pass"], bool) and t["target"] and t["value"] for t in targets)
     assert isinstance(quick_run["results"]["all_pass"], bool)
+
+
+def test_only_runs_the_named_measurements(tmp_path: Path) -> None:
+    out = tmp_path / "only.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "close_race", "--out", str(out), "--no-chart"],
+        cwd=str(ROOT),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert set(results["metrics"]) == {"close_race"} and results["targets"] == []
+    assert "consumer stranded" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "nonsense"],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "unknown measurement" in bad.stderr
 
 
 def test_run_py_works_as_a_script() -> None:

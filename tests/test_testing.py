@@ -506,3 +506,88 @@ def test_close_is_idempotent_and_server_can_be_unused() -> None:
     with pytest.raises(RuntimeError):
         srv.start()
     assert mock_threads() == []
+
+
+# --------------------------------------------------------------------------- benchmark support: responder, bulk
+
+
+def http_chunks(body: bytes) -> List[bytes]:
+    """The payloads of a chunked body, one per HTTP chunk, up to the terminating zero-size chunk."""
+    out = []
+    while True:
+        size, _, rest = body.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            return out
+        out.append(rest[:n])
+        assert rest[n:n + 2] == b"\r\n"
+        body = rest[n + 2:]
+
+
+def test_responder_chooses_the_reply_when_the_queue_is_empty() -> None:
+    seen: List[Any] = []
+
+    def responder(body: Dict[str, Any]) -> Optional[MockReply]:
+        seen.append(body)
+        text = body["messages"][-1]["content"]
+        if text == "fail":
+            raise ValueError("no scenario")
+        return None if text == "story" else MockReply.text(text.upper())
+
+    with MockServer(responder=responder) as srv:
+        srv.enqueue(MockReply.text("queued first"))
+        for message, expected in [("hi there", "queued first"), ("hi there", "HI THERE")]:
+            _, body = post(srv, payload(messages=[{"role": "user", "content": message}]))
+            assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks(body)) == expected
+        _, body = post(srv, payload(messages=[{"role": "user", "content": "story"}]))
+        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks(body)).endswith(".")
+        resp, body = post(srv, payload(messages=[{"role": "user", "content": "fail"}]))
+        assert resp.status == 500 and "no scenario" in json.loads(body)["error"]["message"]
+    assert [b["messages"][-1]["content"] for b in seen] == ["hi there", "story", "fail"]  # not for the queued reply
+
+
+def test_bulk_reply_frames_every_event_as_its_own_chunk() -> None:
+    with MockServer() as srv:
+        bodies = []
+        for bulk in (False, True):
+            srv.enqueue(MockReply.text("abcd" * 50, chunk_size=4, bulk=bulk))
+            sock = raw_request(srv, payload(usage=True))
+            data = b""
+            while not data.endswith(b"\r\n0\r\n\r\n"):
+                piece = sock.recv(65536)
+                assert piece
+                data += piece
+            sock.close()
+            bodies.append(http_chunks(data.partition(b"\r\n\r\n")[2]))
+    for pieces in bodies:  # the same event stream either way: one HTTP chunk per SSE event
+        assert all(p.endswith(b"\n\n") and p.count(b"\n\n") == 1 for p in pieces)
+        parsed = [json.loads(p[6:]) for p in pieces if p != b"data: [DONE]\n\n"]
+        assert [c["choices"][0]["delta"].get("content") for c in parsed if c["choices"]][1:51] == ["abcd"] * 50
+        assert parsed[-1]["usage"]["completion_tokens"] == 50
+    assert len(bodies[0]) == len(bodies[1]) == 54  # role, 50 deltas, finish, usage, [DONE]
+
+
+def test_bulk_reply_still_pauses_for_first_delay(server: MockServer) -> None:
+    srv = server
+    srv.enqueue(MockReply.text("abcd" * 10, chunk_size=4, first_delay=60, bulk=True))
+    conn = http.client.HTTPConnection("127.0.0.1", port_of(srv), timeout=10)
+    conn.request("POST", "/v1/chat/completions", json.dumps(payload()))
+    resp = conn.getresponse()
+    first = json.loads(read_event(resp)[6:])  # the role chunk went before the pause
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    srv.close()  # releases the pause: the deltas were never sent
+    with pytest.raises((http.client.IncompleteRead, OSError)):
+        resp.read()
+    conn.close()
+
+
+def test_wait_for_disconnects(server: MockServer) -> None:
+    server.enqueue(MockReply.stall(), MockReply.stall())
+    assert not server.wait_for_disconnects(1, timeout=0.01)
+    for n in (1, 2):
+        sock = raw_request(server, payload())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.close()
+        assert server.wait_for_disconnects(n)
+    assert server.disconnects == 2
+    assert not server.wait_for_disconnects(3, timeout=0.01)

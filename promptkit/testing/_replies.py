@@ -83,6 +83,10 @@ class MockReply:
       once); default: the server's.
     * ``keepalive_comments``: ``: keep-alive`` lines sent before the first chunk;
       ``include_done``: end with ``data: [DONE]``; ``headers``: extra response headers.
+    * ``bulk``: send the events that have no delay between them back to back in one
+      write (each is still its own HTTP chunk when chunked), so the server goes as fast
+      as the socket takes them and a client's reading is what limits the rate (for
+      throughput benchmarks). Without it, each event is its own write.
 
     Without ``"stream": true`` in the request, these replies are sent as one
     ``chat.completion`` JSON object instead.
@@ -102,14 +106,16 @@ class MockReply:
     def text(cls, text: str, *, chunk_size: Optional[int] = None, delay: float = 0.0, first_delay: float = 0.0,
              usage: _Usage = True, model: Optional[str] = None, finish_reason: Optional[str] = "stop",
              reasoning: Optional[str] = None, framing: Optional[str] = None, keepalive_comments: int = 0,
-             include_done: bool = True, headers: Optional[Mapping[str, str]] = None) -> "MockReply":
+             include_done: bool = True, headers: Optional[Mapping[str, str]] = None,
+             bulk: bool = False) -> "MockReply":
         """An assistant text reply.
 
         Args:
             text: the content, streamed as word-sized deltas (long words in ~4-character pieces).
-            chunk_size: split the content into deltas of exactly this many characters instead.
+            chunk_size: split the content into deltas of exactly this many characters instead
+                (``text="abcd" * n, chunk_size=4`` streams ``n`` equal deltas).
             delay, first_delay, usage, model, finish_reason, reasoning, framing, keepalive_comments,
-                include_done, headers: see the class docstring.
+                include_done, headers, bulk: see the class docstring.
         """
         return cls._of("text", dict(locals()))
 
@@ -118,7 +124,8 @@ class MockReply:
                    split_arguments: int = 8, delay: float = 0.0, first_delay: float = 0.0, usage: _Usage = True,
                    model: Optional[str] = None, finish_reason: Optional[str] = "tool_calls",
                    reasoning: Optional[str] = None, framing: Optional[str] = None, keepalive_comments: int = 0,
-                   include_done: bool = True, headers: Optional[Mapping[str, str]] = None) -> "MockReply":
+                   include_done: bool = True, headers: Optional[Mapping[str, str]] = None,
+                   bulk: bool = False) -> "MockReply":
         """A reply calling tools, streamed as standard ``tool_calls`` deltas.
 
         Args:
@@ -126,7 +133,7 @@ class MockReply:
             content: text streamed before the calls.
             split_arguments: the arguments text is sent in fragments of this many characters.
             delay, first_delay, usage, model, finish_reason, reasoning, framing, keepalive_comments,
-                include_done, headers: see the class docstring.
+                include_done, headers, bulk: see the class docstring.
         """
         calls = tuple(dict(c) for c in calls)
         return cls._of("tool_calls", dict(locals(), text=content or "", chunk_size=None))

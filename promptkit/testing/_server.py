@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Set, Union
 
 from ._replies import (
     log,
@@ -127,7 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
               chunk: Callable[..., bytes], include_usage: bool, seq: int) -> None:
         """Render a text or tool_calls reply, streamed or as one ``chat.completion`` object."""
         reasoning = [{"reasoning_content": p} for p in _pieces(o["reasoning"] or "", None)]
-        deltas: List[Dict[str, Any]] = reasoning + [{"content": p} for p in _pieces(o["text"], o["chunk_size"])]
+        pieces = _pieces(o["text"], o["chunk_size"])
+        tool_deltas: List[Dict[str, Any]] = []
         calls = []
         for i, call in enumerate(o.get("calls", ())):
             args = call.get("arguments", {})
@@ -136,9 +137,9 @@ class _Handler(BaseHTTPRequestHandler):
                           "function": {"name": call["name"], "arguments": args}})
             first = {"index": i, **calls[-1], "function": {"name": call["name"], "arguments": ""}}
             step = max(1, o["split_arguments"])
-            deltas += [{"tool_calls": [first]}] + [{"tool_calls": [{"index": i, "function": {
+            tool_deltas += [{"tool_calls": [first]}] + [{"tool_calls": [{"index": i, "function": {
                 "arguments": args[j:j + step]}}]} for j in range(0, len(args), step)]
-        usage = _usage(o, req, len(deltas), len(reasoning))
+        usage = _usage(o, req, len(reasoning) + len(pieces) + len(tool_deltas), len(reasoning))
         if not req.get("stream"):
             message: Dict[str, Any] = {"role": "assistant", "content": o["text"] or None, "refusal": None}
             if o["reasoning"]:
@@ -150,17 +151,23 @@ class _Handler(BaseHTTPRequestHandler):
             if usage is not None:
                 body["usage"] = usage
             return self._whole(200, _dumps(body), _JSON_TYPE, o["headers"])
+        # A long reply repeats its pieces (benchmarks send thousands of equal deltas): render each distinct one once.
+        rendered = {p: chunk({"content": p}) for p in dict.fromkeys(pieces)}
+        out = [chunk(d) for d in reasoning] + list(map(rendered.__getitem__, pieces)) + [chunk(d) for d in tool_deltas]
         items: List[_Item] = [b": keep-alive\n\n"] * o["keepalive_comments"]
         items += [chunk({"role": "assistant", "content": ""}), o["first_delay"]]
-        for i, delta in enumerate(deltas):
-            items += [o["delay"], chunk(delta)] if i else [chunk(delta)]
+        if o["delay"] > 0:
+            for i, data in enumerate(out):
+                items += [o["delay"], data] if i else [data]
+        else:
+            items += out
         if o["finish_reason"] is not None:
             items.append(chunk({}, o["finish_reason"]))
         if include_usage and usage is not None:
             items.append(_sse(dict(base, choices=[], usage=usage)))
         if o["include_done"]:
             items.append(b"data: [DONE]\n\n")
-        self._stream(200, o["headers"], o["framing"] or self.server.mock.framing, items)
+        self._stream(200, o["headers"], o["framing"] or self.server.mock.framing, items, bulk=o["bulk"])
 
     def _whole(self, status: int, data: bytes, ctype: str, extra: Optional[Mapping[str, str]]) -> None:
         self.send_response(status)
@@ -171,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _stream(self, status: int, extra: Optional[Mapping[str, str]], framing: str, items: List[_Item],
-                end: str = "done") -> None:
+                end: str = "done", bulk: bool = False) -> None:
         if framing == "length":
             return self._whole(status, b"".join(i for i in items if isinstance(i, bytes)), _SSE_TYPE, extra)
         chunked = framing == "chunked"
@@ -184,12 +191,14 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()  # wfile is unbuffered: each write below is one sendall, seen by the client at once
-        for item in items:
-            if isinstance(item, bytes):
-                if item:  # an empty HTTP chunk would end the body
-                    self.wfile.write(b"%X\r\n%s\r\n" % (len(item), item) if chunked else item)
-            elif item > 0:
-                self._pause(item)
+        for batch in _batches(items, bulk):
+            if isinstance(batch, float):
+                self._pause(batch)
+            elif chunked:  # each event its own HTTP chunk; a bulk batch repeats its events, so frame each once
+                frames = {event: b"%X\r\n%s\r\n" % (len(event), event) for event in set(batch)}
+                self.wfile.write(b"".join(map(frames.__getitem__, batch)))
+            else:
+                self.wfile.write(b"".join(batch))
         if end == "stall":
             return self._block()
         if end == "reset":
@@ -231,9 +240,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.mock._note_disconnect(None)
 
 
+def _batches(items: List[_Item], bulk: bool) -> Iterator[Union[List[bytes], float]]:
+    """A reply script as writes: each event alone, or (``bulk``) the events between two pauses together."""
+    batch: List[bytes] = []
+    for item in items:
+        if isinstance(item, bytes):
+            if item:  # an empty HTTP chunk would end the body
+                batch.append(item)
+                if not bulk:
+                    yield batch
+                    batch = []
+        elif item > 0:
+            if batch:
+                yield batch
+                batch = []
+            yield float(item)
+    if batch:
+        yield batch
+
+
 class _Server(socketserver.TCPServer):
     # TCPServer, not HTTPServer: HTTPServer.server_bind does a (possibly slow) reverse DNS lookup.
-    request_queue_size = 128  # benchmarks connect many clients at once; a full backlog costs a 1 s SYN retry
+    request_queue_size = 1024  # benchmarks connect hundreds of clients at once; a full backlog costs a 1 s SYN retry
 
     def __init__(self, mock: "MockServer") -> None:
         self.mock = mock
@@ -254,26 +282,33 @@ class MockServer:
     """A local OpenAI-compatible chat-completions server, serving in background threads.
 
     Replies are consumed in FIFO order, one per ``POST .../chat/completions``. When the
-    queue is empty, a deterministic short story derived from the last user message is
-    streamed. The socket is bound at construction (so :attr:`url` is known at once);
-    serving starts with :meth:`start` or ``with MockServer() as server:``. :meth:`close`
-    stops everything and joins every thread it started (all named ``promptkit-mock-*``).
+    queue is empty, ``responder`` chooses the reply, or else a deterministic short story
+    derived from the last user message is streamed. The socket is bound at construction
+    (so :attr:`url` is known at once); serving starts with :meth:`start` or
+    ``with MockServer() as server:``. :meth:`close` stops everything and joins every
+    thread it started (all named ``promptkit-mock-*``).
 
     Args:
         default_delay: seconds between deltas of the default (story) reply.
         model: the model reported when neither the reply nor the request names one.
         api_key: when set, requests without ``Authorization: Bearer <api_key>`` get a 401.
         framing: the default framing of streamed replies: ``"chunked"``, ``"close"`` or ``"length"``.
+        responder: a function from a request's parsed JSON body to the :class:`MockReply` to send
+            when the queue is empty (called on the connection's thread; it may return ``None`` for
+            the story). It lets each request pick its own reply, e.g. from a scenario the client put
+            in its last message, when many clients share one server.
 
     Attributes:
         disconnected: a ``threading.Event`` set when a client disconnects while a reply is being sent.
     """
 
     def __init__(self, default_delay: float = 0.0, model: str = "gpt-4o-mini", api_key: Optional[str] = None,
-                 framing: str = "chunked") -> None:
+                 framing: str = "chunked",
+                 responder: Optional[Callable[[Dict[str, Any]], Optional[MockReply]]] = None) -> None:
         if framing not in _FRAMINGS:
             raise ValueError(f"framing must be one of {_FRAMINGS}, got {framing!r}")
         self.default_delay, self.model, self.api_key, self.framing = default_delay, model, api_key, framing
+        self.responder = responder
         self.disconnected = threading.Event()
         self._stop = threading.Event()  # one Event releases every delay and stall
         self._lock = threading.Lock()
@@ -372,6 +407,11 @@ class MockServer:
         with self._cond:
             return self._cond.wait_for(lambda: len(self._requests) >= n, timeout)
 
+    def wait_for_disconnects(self, n: int, timeout: float = 5.0) -> bool:
+        """Wait until clients disconnected mid-reply at least ``n`` times in all; return ``False`` on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._disconnects >= n, timeout)
+
     # Internals, called from the connection threads.
 
     def _spawn(self, sock: socket.socket, address: Any) -> None:
@@ -415,10 +455,19 @@ class MockServer:
         with self._lock:
             if self._queue:
                 return self._queue.popleft()
+        if self.responder is not None:
+            try:
+                reply = self.responder(body)
+            except Exception as exc:  # a bug in the test: answer it visibly rather than drop the connection
+                log.error("the MockServer responder raised", exc_info=True)
+                return MockReply.error(500, f"the MockServer responder raised {exc!r}")
+            if reply is not None:
+                return reply
         return MockReply.text(_story(body.get("messages")), delay=self.default_delay)
 
     def _note_disconnect(self, exc: Optional[BaseException]) -> None:
         log.debug("client disconnected mid-reply: %r", exc)
-        with self._lock:
+        with self._cond:
             self._disconnects += 1
+            self._cond.notify_all()
         self.disconnected.set()
