@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import attrs
 
-from .pricing import format_cost
+from ._money import format_cost
 
 __all__ = ["Usage", "ToolCall", "ToolResult", "Choice", "Response", "StreamEvent", "Timeout", "EVENT_TYPES"]
 

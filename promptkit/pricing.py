@@ -22,6 +22,7 @@ import attrs
 
 from ._secrets import log_text
 from ._errors import ConfigurationError
+from ._money import format_cost
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._types import Usage
@@ -462,23 +463,3 @@ class GenAIPricesTable(PriceTable):
                 _warn_unknown(str(model), " (not in genai-prices either)")
             return 0.0, False
         return found, True
-
-
-def format_cost(cost: float, known: bool = True) -> str:
-    """Format a USD cost as ``Response.summary()`` and the CLI show it.
-
-    Two significant digits below $1 (``"$0.000047"``, ``"$0.000084"``,
-    ``"$0.0032"``, ``"$0.41"``), cents from $1 on (``"$1.23"``, ``"$1,234.50"``):
-    a small cost never rounds to a misleading ``"$0.0001"`` or ``"$0.0000"``.
-    ``0`` is ``"$0.00"`` and an unknown cost ``"n/a"``.
-    """
-    if not known or not math.isfinite(cost):
-        return "n/a"
-    if cost <= 0:
-        return "$0.00" if cost == 0 else f"-{format_cost(-cost)}"
-    if cost >= 0.995:  # rounds to $1.00 or more: cents
-        return f"${cost:,.2f}"
-    decimals = 1 - math.floor(math.log10(cost))
-    rounded = round(cost, decimals)
-    decimals = max(2, 1 - math.floor(math.log10(rounded)))  # 0.0996 rounds up to 0.10, not 0.100
-    return f"${rounded:.{decimals}f}"
