@@ -627,6 +627,26 @@ def test_websocket_stop_cancels_while_another_thread_sends(mock: MockServer, sto
     assert [t["finish_reason"] for t in web.history()["turns"]] == ["cancelled", "cancelled", "stop"]
 
 
+def test_websocket_stop_and_a_closed_socket_reach_a_turn_still_waiting_for_headers(
+        mock: MockServer, store: RecordingStore, web: WebClient, flask_url: str) -> None:
+    # The model server accepts and never answers: the turn waits for its headers, no Stream exists yet.
+    mock.enqueue(MockReply.stall(before_headers=True), MockReply.stall(before_headers=True))
+    seen = len(mock.requests)
+    with websocket_to(flask_url, web) as ws:
+        ws.send(json.dumps({"action": "send_message", "message": "first"}))
+        assert mock.wait_for_requests(seen + 1, timeout=CANCEL_WAIT)
+        ws.send(json.dumps({"action": "stop"}))
+        done = recv_json(ws)
+        assert done["type"] == "done" and done["final"]["finish_reason"] == "cancelled"
+        assert mock.disconnected.wait(CANCEL_WAIT)  # the upstream request was shut down, not left waiting
+        mock.disconnected.clear()
+        ws.send(json.dumps({"action": "send_message", "message": "second"}))
+        assert mock.wait_for_requests(seen + 2, timeout=CANCEL_WAIT)
+        ws.sock.shutdown(socket.SHUT_RDWR)  # the tab is gone while the turn still waits for headers
+    assert mock.disconnected.wait(CANCEL_WAIT)
+    assert [t["finish_reason"] for t in web.history()["turns"]] == []  # nothing reached the user: nothing committed
+
+
 def test_websocket_bad_frames_and_a_client_that_leaves_mid_reply(mock: MockServer, store: RecordingStore,
                                                                   web: WebClient, flask_url: str) -> None:
     mock.enqueue(MockReply.stall(after_text="Half"))

@@ -6,7 +6,7 @@ import itertools
 import json
 import logging
 import threading
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from .._conversation import Conversation
 from .._errors import ConversationBusyError, PromptKitError
@@ -28,30 +28,54 @@ class WebSocketRequestError(PromptKitError, ValueError):
 
 
 class _Turn:
-    """One turn being relayed: its stream and the thread sending its events."""
+    """One turn being relayed, on a thread of its own: it opens the turn, then sends its events.
 
-    def __init__(self, stream: Stream, send: Callable[[str], None]) -> None:
-        self.stream = stream
-        self.thread = start_thread(_pump, f"ws-relay-{next(_ids)}", stream, send)
+    Opening runs on that thread too, so the receiving thread sees a "stop" (or
+    the socket closing) while the turn still connects, waits for its headers or
+    backs off; it cancels through :meth:`Conversation.cancel`, which reaches
+    every phase.
+    """
+
+    def __init__(self, conv: Conversation, message: str, options: Dict[str, Any],
+                 send: Callable[[str], None], send_error: Callable[[BaseException], None]) -> None:
+        self.conv = conv
+        self.stopped = False
+        self.ended = threading.Event()  # the terminal event (or the error raised before a stream) was taken
+        self.thread = start_thread(self._run, f"ws-relay-{next(_ids)}", message, options, send, send_error)
 
     @property
     def running(self) -> bool:
         return self.thread.is_alive()
 
+    def _run(self, message: str, options: Dict[str, Any], send: Callable[[str], None],
+             send_error: Callable[[BaseException], None]) -> None:
+        try:
+            stream = self.conv.send_stream(message, **options)
+        except Exception as exc:  # raised before a stream existed: one error frame, the socket stays open
+            self.ended.set()
+            send_error(exc)
+            return
+        if self.stopped:  # a stop that came before the turn could be reached by conv.cancel()
+            stream.cancel()
+        _pump(stream, send, self.ended)
+
     def stop(self, wait: bool) -> None:
-        if not self.stream.done:
-            self.stream.cancel()
+        if not self.ended.is_set():
+            self.stopped = True
+            self.conv.cancel()
         if wait:
             self.thread.join(_JOIN_WAIT)
             if self.thread.is_alive():  # pragma: no cover - only if a send blocks for good
                 logger.warning("a WebSocket relay thread is still sending %.0f s after its turn was cancelled", _JOIN_WAIT)
 
 
-def _pump(stream: Stream, send: Callable[[str], None]) -> None:
+def _pump(stream: Stream, send: Callable[[str], None], ended: threading.Event) -> None:
     """Send every event of ``stream`` as a JSON text frame; a failed send cancels the stream."""
     events = iter(stream)
     try:
         for event in events:
+            if event.is_terminal:
+                ended.set()
             send(json_frame(event))
     except Exception as exc:  # the socket closed under us: nobody is left to read the reply
         logger.debug("WebSocket send failed, cancelling the turn: %r", exc)
@@ -168,17 +192,12 @@ def relay_websocket(
                 continue
             if turn is not None and turn.running:
                 # A turn whose terminal event was taken is only finishing its last send: wait for it.
-                if not turn.stream.done and not turn.stream.cancelled:
+                if not turn.ended.is_set() and not turn.stopped:
                     send_error(ConversationBusyError(f"conversation {conv.id} already has a turn in flight; send \"stop\" first"))
                     continue
                 turn.stop(wait=True)  # a stopped turn finishes relaying first: its frames never interleave with ours
-            try:
-                stream = conv.send_stream(message, **send_options)
-            except Exception as exc:  # raised before a stream existed: one error frame, the socket stays open
-                send_error(exc)
-                continue
             started += 1
-            turn = _Turn(stream, send)
+            turn = _Turn(conv, message, send_options, send, send_error)
     finally:
         if turn is not None:
             turn.stop(wait=True)
