@@ -251,6 +251,8 @@ def stages(base_url: str, chunks: int) -> Dict[str, Any]:
     from promptkit._stream import StreamControl
     from promptkit._transport import Transport
     from promptkit._types import StreamEvent
+    from promptkit._timeouts import TimeoutPlan
+    from promptkit._types import Timeout
 
     text = "abcd"
     request: Dict[str, Any] = {
@@ -286,7 +288,7 @@ def stages(base_url: str, chunks: int) -> Dict[str, Any]:
     transport = Transport(base_url=base_url, api_key=None)
 
     def stream_reads(changing: bool) -> None:
-        http = transport.open(payload, connect_timeout=10, read_timeout=30)
+        http = transport.open(payload, TimeoutPlan.start(Timeout(connect=10, idle=30)))
         start = time.monotonic()
         while http.read1(30.0 - (time.monotonic() - start) if changing else 30.0):
             pass
@@ -319,12 +321,13 @@ def stages(base_url: str, chunks: int) -> Dict[str, Any]:
     )
     content_events = [StreamEvent("content", content=text) for _ in range(chunks)]
 
-    def control_queue() -> Any:
-        control = StreamControl(10)
-        control.queue.emit = control.emit  # type: ignore[attr-defined]
-        return control.queue
+    class _ControlChannel:
+        def __init__(self) -> None:
+            control = StreamControl(10)
+            self.emit = control.emit
+            self.get = control.channel.get
 
-    out["StreamControl.emit -> Queue(10).get, across threads"] = _handoff(control_queue, content_events, "emit") * per
+    out["StreamControl.emit -> channel(10).get, across threads"] = _handoff(_ControlChannel, content_events, "emit") * per
     out["queue.SimpleQueue put -> get, across threads (for comparison)"] = (
         _handoff(queue.SimpleQueue, content_events) * per
     )

@@ -58,6 +58,7 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
         "streams": 200,
         "deltas": 50,
         "pace": 0.02,
+        "concurrent_rounds": 5,
         "import_runs": 5,
     },
     "quick": {
@@ -74,6 +75,7 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
         "streams": 20,
         "deltas": 20,
         "pace": 0.01,
+        "concurrent_rounds": 1,
         "import_runs": 1,
     },
 }
@@ -100,7 +102,9 @@ def _cancel_phases(server: Any, c: Dict[str, Any]) -> Any:
 
 
 def _concurrent(server: Any, c: Dict[str, Any]) -> Any:
-    return measure.concurrent(server, CONCURRENT_NAMES, streams=c["streams"], deltas=c["deltas"], pace=c["pace"])
+    return measure.concurrent(
+        server, CONCURRENT_NAMES, streams=c["streams"], deltas=c["deltas"], pace=c["pace"], rounds=c["concurrent_rounds"]
+    )
 
 
 def _imports(server: Any, c: Dict[str, Any]) -> Any:

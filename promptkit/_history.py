@@ -147,9 +147,14 @@ class History:
         return staged
 
     def commit(self, messages: List[Dict[str, Any]], response: Response) -> None:
-        """Record a turn that ended with ``done``: its messages, its totals, its unanswered tool calls."""
+        """Record a turn that ended with ``done``: its messages, its totals, its unanswered tool calls.
+
+        The history takes ``messages`` over: the caller (the turn) must not change them afterwards.
+        """
         with self._lock:
-            self._messages.extend(copy.deepcopy(messages))
+            # The turn built these dicts for this commit and keeps none of them: no copy needed
+            # (readers get deep copies from messages()).
+            self._messages.extend(messages)
             self._usage = self._usage + response.usage
             self._cost += response.cost
             self._last = response

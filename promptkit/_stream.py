@@ -2,11 +2,11 @@
 
 A worker thread runs a turn (reading the HTTP body, parsing, running tool
 rounds) and puts :class:`~promptkit._types.StreamEvent` objects into a bounded
-``queue.Queue``; the consumer takes them by iterating the :class:`Stream` or
+:class:`_Channel`; the consumer takes them by iterating the :class:`Stream` or
 calling :meth:`Stream.result`. A slow consumer slows the socket read
 (backpressure); a cancelled one never strands the worker: cancelling lifts
-the queue bound and shuts the socket down, so a worker blocked in ``put`` or
-in ``recv`` wakes at once.
+the channel's bound and shuts the socket down, so a worker blocked in ``put``
+or in ``recv`` wakes at once.
 
 The worker never holds a reference to the :class:`Stream` object, so an
 abandoned stream is garbage collected, and collection cancels it.
@@ -19,7 +19,8 @@ import itertools
 import logging
 import sys
 import threading
-from queue import Empty, Full, Queue
+from collections import deque
+from queue import Empty
 from typing import Any, Callable, Dict, Generator, List, Optional, Tuple, cast
 
 from ._sse_out import SSEFrames
@@ -31,7 +32,120 @@ __all__ = ["Stream", "StreamControl", "start_thread"]
 logger = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
-_PUT_POLL = 0.25  # the worker re-checks the cancel flag at least this often when the queue is full
+_PUT_POLL = 0.25  # a safety net: a cancel wakes a worker waiting for room at once
+_BATCH = 64  # events one channel slot may hold when the consumer lags behind
+
+
+class _Channel:
+    """The hand-off from the worker to the consumer: at most ``bound`` slots, one lock.
+
+    A slot holds a list of events (what one or more reads produced) or, last,
+    the terminal event. While the consumer has not taken the newest slot, a
+    new batch joins it (up to :data:`_BATCH` events): the consumer gets those
+    events no later than it would have as slots of their own, with one hand-off
+    instead of many. So a burst costs a few hand-offs, not one per event, and
+    a consumer that keeps up (an empty channel) gets each read at once.
+
+    Each side waits on a lock of its own that the other side releases: fewer
+    lock operations per hand-off than ``queue.Queue``'s conditions.
+    """
+
+    __slots__ = ("_items", "_lock", "_bound", "_consumer", "_producer", "_consumer_waits", "_producer_waits")
+
+    def __init__(self, bound: int) -> None:
+        self._items: "deque[Any]" = deque()
+        self._lock = threading.Lock()
+        self._bound = bound
+        # Held while nobody waits; a waiter blocks acquiring it, the other side releases it.
+        self._consumer = threading.Lock()
+        self._consumer.acquire()
+        self._producer = threading.Lock()
+        self._producer.acquire()
+        self._consumer_waits = False
+        self._producer_waits = False
+
+    def put(self, events: List[StreamEvent], cancelled: Callable[[], bool]) -> bool:
+        """Hand ``events`` (a list the channel now owns) over; wait while every slot is full.
+
+        Returns ``False`` (and drops them) once ``cancelled()``.
+        """
+        while True:
+            with self._lock:
+                items = self._items
+                if items:
+                    newest = items[-1]
+                    if newest.__class__ is list and len(newest) < _BATCH:
+                        newest.extend(events)
+                        return True
+                if len(items) < self._bound:
+                    items.append(events)
+                    if self._consumer_waits:
+                        self._consumer_waits = False
+                        self._consumer.release()
+                    return True
+                if cancelled():
+                    return False
+                self._producer_waits = True
+            self._wait(self._producer, _PUT_POLL, consumer=False)
+            if cancelled():
+                return False
+
+    def close(self, terminal: StreamEvent) -> None:
+        """Add the terminal event: it always fits, and nothing joins it."""
+        with self._lock:
+            self._items.append(terminal)
+            if self._consumer_waits:
+                self._consumer_waits = False
+                self._consumer.release()
+
+    def unbound(self) -> None:
+        """Lift the bound (a cancel): a worker waiting for room goes on at once."""
+        with self._lock:
+            self._bound = sys.maxsize
+            if self._producer_waits:
+                self._producer_waits = False
+                self._producer.release()
+
+    def get(self, timeout: Optional[float] = None) -> Any:
+        """The next slot, waiting for one (at most ``timeout`` seconds: then ``queue.Empty``)."""
+        while True:
+            with self._lock:
+                items = self._items
+                if items:
+                    item = items.popleft()
+                    if self._producer_waits:
+                        self._producer_waits = False
+                        self._producer.release()
+                    return item
+                self._consumer_waits = True
+            if not self._wait(self._consumer, timeout, consumer=True):
+                raise Empty
+
+    def _wait(self, waiter: "threading.Lock", timeout: Optional[float], *, consumer: bool) -> bool:
+        """Block until the other side releases ``waiter``; ``False`` on a timeout."""
+        if waiter.acquire(True, -1 if timeout is None else timeout):
+            return True
+        with self._lock:
+            if consumer and self._consumer_waits:
+                self._consumer_waits = False
+                return False
+            if not consumer and self._producer_waits:
+                self._producer_waits = False
+                return False
+        waiter.acquire()  # released as the wait timed out: take it back, so it blocks the next wait
+        return True
+
+    def take_terminal(self) -> Optional[StreamEvent]:
+        """The terminal event if it is in the channel, which then holds only it (what was read
+        ahead of it after a cancel is dropped); ``None`` otherwise."""
+        with self._lock:
+            items = self._items
+            if items and items[-1].__class__ is not list:
+                terminal: StreamEvent = items[-1]
+                items.clear()
+                items.append(terminal)  # a consumer in another thread may still be waiting for it
+                return terminal
+            return None
 
 
 class StreamControl:
@@ -41,11 +155,10 @@ class StreamControl:
     the Stream itself.
     """
 
-    __slots__ = ("queue", "_cancelled", "cancel_error", "_lock", "_http", "_wake", "_delivered")
+    __slots__ = ("channel", "_cancelled", "cancel_error", "_lock", "_http", "_wake", "_delivered")
 
     def __init__(self, buffer_size: int) -> None:
-        # Items are events, or lists of the events one read produced (see emit_many).
-        self.queue: "Queue[Any]" = Queue(maxsize=buffer_size)
+        self.channel = _Channel(buffer_size)
         self._cancelled = False
         self.cancel_error: Optional[BaseException] = None
         self._lock = threading.Lock()
@@ -72,10 +185,7 @@ class StreamControl:
             http = self._http
         self._wake.set()
         # Lift the bound so a worker blocked in put() returns now; nobody consumes in order any more.
-        queue = self.queue
-        with queue.mutex:
-            queue.maxsize = sys.maxsize
-            queue.not_full.notify_all()
+        self.channel.unbound()
         if http is not None:
             http.abort()
 
@@ -118,29 +228,21 @@ class StreamControl:
 
         Returns ``False`` (and drops the event) once the stream is cancelled.
         """
-        put = self.queue.put
-        while not self._cancelled:
-            try:
-                put(event, True, _PUT_POLL)
-                return True
-            except Full:  # check the flag and wait again
-                continue
-        return False
+        return not self._cancelled and self.channel.put([event], self._is_cancelled)
+
+    def _is_cancelled(self) -> bool:
+        return self._cancelled
 
     def emit_many(self, events: List[StreamEvent]) -> bool:
-        """Queue several events as one item (one queue operation for everything a read produced).
+        """Hand over the events one read produced, in one operation; the channel owns the list now.
 
         Returns ``False`` (and drops them) once the stream is cancelled.
         """
-        return self.emit(events[0] if len(events) == 1 else events)  # type: ignore[arg-type]
+        return not self._cancelled and self.channel.put(events, self._is_cancelled)
 
     def finish(self, terminal: StreamEvent) -> None:
         """Queue the terminal event; it is never dropped."""
-        queue = self.queue
-        with queue.mutex:
-            # The terminal event must always fit, even in a full queue nobody reads.
-            queue.maxsize = sys.maxsize
-        queue.put(terminal)
+        self.channel.close(terminal)
 
     def sleep(self, seconds: float) -> bool:
         """Wait ``seconds`` unless cancelled first; returns ``False`` when cancelled."""
@@ -313,7 +415,7 @@ class Stream:
         """Events in order (``None`` every ``heartbeat`` seconds of silence, when given)."""
         if self._move(_State.CONSUMING) is not _State.NEW:
             return  # ENDED: the terminal event was already taken or collected; there is nothing more
-        get = self._control.queue.get
+        get = self._control.channel.get
         deliver = self._control.deliver
         # Local, not the state: close() from another thread may end the state, and this
         # consumer must still receive its terminal event.
@@ -324,7 +426,7 @@ class Stream:
                     item = get()
                 else:
                     try:
-                        item = get(True, heartbeat)
+                        item = get(heartbeat)
                     except Empty:
                         yield None
                         continue
@@ -423,16 +525,9 @@ class Stream:
         thread called close() is waiting for it, and must get it. Anything
         else queued was read ahead after the cancel, which drops it anyway.
         """
-        queue = self._control.queue
-        while True:
-            try:
-                item = queue.get_nowait()
-            except Empty:  # the worker has not finished (a timeout), or the consumer took the terminal
-                return
-            if item.__class__ is not list and item.is_terminal:
-                self._move(_State.ENDED, item)
-                queue.put(item)
-                return
+        terminal = self._control.channel.take_terminal()
+        if terminal is not None:
+            self._move(_State.ENDED, terminal)
 
     @property
     def control(self) -> StreamControl:

@@ -52,11 +52,10 @@ def test_commit_adds_messages_totals_and_the_last_response() -> None:
     assert history.last is second
 
 
-def test_committed_and_read_messages_are_copies() -> None:
+def test_read_messages_are_copies() -> None:
+    # commit() takes over the turn's own dicts (the turn keeps none); every read is a deep copy.
     history = History()
-    messages = turn("a")
-    history.commit(messages, reply())
-    messages[0]["content"] = "changed by the caller"
+    history.commit(turn("a"), reply())
     read = history.messages()
     read[0]["content"] = "changed by a reader"
     assert history.messages() == turn("a")

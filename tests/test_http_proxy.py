@@ -78,3 +78,21 @@ def test_a_promptkit_turn_streams_through_the_proxy(http_proxy: str, server: Moc
     assert server.disconnected.wait(10), "the cancel did not reach the server through the proxy"
     assert came_through_the_proxy(server)
     assert conv.messages[-1] == {"role": "assistant", "content": "Hello from behind a proxy"}
+
+
+def test_an_owned_session_takes_the_proxy_from_the_environment(
+    http_proxy: str, server: MockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # promptkit reads HTTP_PROXY and NO_PROXY once, when the Client is made (requests would on every request).
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)  # lower case wins over upper case: none may be left over
+    monkeypatch.setenv("HTTP_PROXY", http_proxy)
+    with promptkit.Client(base_url=server.url, api_key="sk-test") as client:
+        monkeypatch.delenv("HTTP_PROXY")  # read already: a later change does not affect this client
+        assert client.conversation().send("hi").content
+    assert came_through_the_proxy(server)
+    monkeypatch.setenv("HTTP_PROXY", http_proxy)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with promptkit.Client(base_url=server.url, api_key="sk-test") as client:
+        assert client.conversation().send("hi").content
+    assert not came_through_the_proxy(server)  # NO_PROXY names the server: straight there

@@ -246,12 +246,18 @@ def test_authorization_is_not_sent_to_another_host_after_a_redirect(server: Mock
 # -- TLS ---------------------------------------------------------------------------------------
 
 
+def _verifies(session: requests.Session) -> bool:
+    """Verification on: requests' default, or the CA bundle the environment names (read once by promptkit)."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return session.verify is True or (bundle is not None and session.verify == bundle)
+
+
 def test_tls_verification_is_on_for_an_owned_session(sessions_made: List[requests.Session]) -> None:
     client = promptkit.Client(base_url="https://api.example.invalid/v1", api_key="sk-test")
     try:
         assert len(sessions_made) == 1
         session = sessions_made[0]
-        assert session.verify is True
+        assert _verifies(session)
         assert session.cert is None
         adapter = session.get_adapter("https://api.example.invalid/v1/chat/completions")
         assert isinstance(adapter, HTTPAdapter)
@@ -290,7 +296,7 @@ def test_verify_false_is_never_set_by_promptkit(server: MockServer, sessions_mad
     with promptkit.Client(base_url=server.url, api_key="sk-test") as client:
         server.enqueue(MockReply.text("ok"))
         assert client.conversation().send("q").content == "ok"
-        assert len(sessions_made) == 1 and sessions_made[0].verify is True
+        assert len(sessions_made) == 1 and _verifies(sessions_made[0])
 
 
 # -- retry logging and Retry-After ----------------------------------------------------------------

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gc
 import threading
+from queue import Empty
 from typing import Any, Callable, List
 
 import pytest
 
+
 from promptkit._errors import APIConnectionError, CallbackError, StreamError, UsageError
-from promptkit._stream import Stream, StreamControl
+from promptkit._stream import _BATCH, _Channel, Stream, StreamControl
 from promptkit._types import Response, StreamEvent
 
 
@@ -107,23 +109,58 @@ def test_break_cancels_and_result_returns_cancelled() -> None:
     assert resp.finish_reason == "cancelled" and resp.content == "first"
 
 
-def test_slow_consumer_applies_backpressure() -> None:
-    produced: List[int] = []
-    blocked = threading.Event()
+def test_a_full_channel_blocks_the_worker_until_the_consumer_takes_a_slot() -> None:
+    # The cancelled() check runs when every slot is full, just before the worker waits: the handshake.
+    channel = _Channel(2)
+    full = threading.Event()
 
+    def cancelled() -> bool:
+        full.set()
+        return False
+
+    for n in range(2 * _BATCH):  # the consumer took nothing: each put joins the newest slot, then a new slot
+        assert channel.put([StreamEvent("content", content=str(n))], cancelled)
+    assert not full.is_set()
+    blocked = threading.Thread(target=channel.put, args=([StreamEvent("content", content="x")], cancelled))
+    blocked.start()
+    assert full.wait(5.0)  # both slots hold _BATCH events: the worker waits (backpressure)
+    assert blocked.is_alive()
+    first = channel.get()
+    assert [e.content for e in first] == [str(n) for n in range(_BATCH)]
+    blocked.join(5.0)
+    assert not blocked.is_alive()
+    assert [e.content for e in channel.get()] == [str(n) for n in range(_BATCH, 2 * _BATCH)]
+    assert [e.content for e in channel.get()] == ["x"]  # the newest slot was full: a slot of its own
+
+
+def test_a_consumer_that_keeps_up_gets_each_read_as_its_own_slot() -> None:
+    channel = _Channel(10)
+    got: List[Any] = []
+    waiting = threading.Event()
+
+    def consume() -> None:
+        waiting.set()
+        got.append(channel.get(5.0))
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    assert waiting.wait(5.0)
+    assert channel.put([StreamEvent("content", content="a")], lambda: False)
+    consumer.join(5.0)
+    assert [e.content for e in got[0]] == ["a"]
+    with pytest.raises(Empty):
+        channel.get(0.01)  # nothing more: a timed get says so
+
+
+def test_slow_consumer_gets_every_event_in_order() -> None:
     def run(control: StreamControl) -> Response:
-        for n in range(50):
-            if control.queue.full():
-                blocked.set()
+        for n in range(1000):
             if not control.emit(StreamEvent("content", content=str(n))):
                 break
-            produced.append(n)
         return Response(finish_reason="stop")
 
     stream = Stream(run, buffer_size=3)
-    assert blocked.wait(5.0)  # the worker found the buffer full: it is waiting for the consumer
-    assert len(produced) <= 4
-    assert len([e for e in stream if e.type == "content"]) == 50
+    assert [e.content for e in stream if e.type == "content"] == [str(n) for n in range(1000)]
 
 
 def test_cancel_wakes_a_worker_blocked_on_a_full_queue() -> None:
