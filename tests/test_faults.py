@@ -4,12 +4,16 @@ Every test checks the same invariants:
 
 * the stream ends with exactly one terminal event (``done`` or ``error``), last;
 * the error type (raised by ``send_stream`` before the headers, an ``error`` event after);
-* the worker thread has ended (``stream.close(timeout=5)`` returns and ``stream.done``);
+* the worker thread has ended (after ``stream.close(timeout)`` no ``promptkit-stream-*``
+  thread is left, and ``stream.done``);
 * the socket was closed (the server saw the disconnect) or returned to the pool (reused);
 * the history is unchanged after an error, and holds the partial turn after a cancel.
 
-Synchronisation uses Events, joins and waits with timeouts, never sleeps. The
-timing bounds are deliberately generous: precise figures belong to benchmarks.
+Synchronisation uses Events, joins and the MockServer's waits, never sleeps, and no
+test asserts how long something took (latency is measured by the benchmarks). A
+behaviour that ends a wait (a timeout, a cancel) is tested against a server that would
+otherwise keep the client waiting far longer than :data:`GUARD`: without the behaviour
+the guarded wait fails. Which deadline ended a turn is told by the error's ``kind``.
 """
 
 from __future__ import annotations
@@ -21,14 +25,21 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, TypeVar
 
 import pytest
 
 import promptkit
+from promptkit.pricing import PriceTable
 from promptkit.testing import MockReply, MockServer
-from promptkit._types import StreamEvent
+from promptkit import StreamEvent
 
+T = TypeVar("T")
+
+# How long a test waits for something that happens at once when the behaviour under test
+# works. Only a missing behaviour (a timeout not applied, a cancel that does not wake the
+# worker) comes near it: a server a test means to outwait stalls for much longer.
+GUARD = 30.0
 
 
 # -- helpers -----------------------------------------------------------------
@@ -90,17 +101,45 @@ def assert_one_terminal(events: Sequence[StreamEvent]) -> None:
     assert events[-1].is_terminal
 
 
-def assert_finished(stream: promptkit.Stream) -> None:
-    """The worker has exited and the terminal event was collected."""
-    started = time.monotonic()
-    stream.close(timeout=5)
-    assert time.monotonic() - started < 5
+def assert_finished(stream: promptkit.Stream, *, besides: Sequence[str] = ()) -> None:
+    """The worker has exited and the terminal event was collected.
+
+    ``besides`` names the workers of other streams the test still has running.
+    """
+    stream.close(timeout=GUARD)  # returns as soon as the worker has exited
     assert stream.done
-    assert not stream._thread.is_alive()
+    assert [name for name in stream_threads() if name not in besides] == [], "the stream's worker is still running"
 
 
-def wait_for(condition: Any, timeout: float = 5.0) -> bool:
-    """Poll ``condition`` (state kept by another thread) until it holds or ``timeout`` passes."""
+def within_guard(call: Callable[[], T]) -> T:
+    """Return ``call()``, made in a helper thread, or fail if it has not returned within :data:`GUARD`.
+
+    For a call that only a timeout or a cancel ends: without it the test fails instead of hanging.
+    """
+    outcome: List[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # re-raised in the test's thread
+            outcome.append((False, exc))
+
+    helper = threading.Thread(target=run, name="test-guarded-call", daemon=True)
+    helper.start()
+    helper.join(GUARD)
+    if not outcome:
+        pytest.fail(f"still waiting after {GUARD:.0f} s: nothing ended the wait")
+    returned, value = outcome[0]
+    if not returned:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def wait_for(condition: Any, timeout: float = GUARD) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes, for state that no Event signals.
+
+    (The kernel's state of a socket, a running usage estimate; test_hostile uses it.)
+    """
     deadline = time.monotonic() + timeout
     tick = threading.Event()
     while not condition():
@@ -110,8 +149,13 @@ def wait_for(condition: Any, timeout: float = 5.0) -> bool:
     return True
 
 
+def stream_workers() -> List[threading.Thread]:
+    """The live stream worker threads (each Stream's worker is named ``promptkit-stream-<n>``)."""
+    return [t for t in threading.enumerate() if t.name.startswith("promptkit-stream")]
+
+
 def stream_threads() -> List[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("promptkit-stream")]
+    return [t.name for t in stream_workers()]
 
 
 def content_of(events: Sequence[StreamEvent]) -> str:
@@ -188,19 +232,19 @@ def test_reset_before_content_is_retried_then_succeeds(server: MockServer, clien
 
 def test_silent_after_first_token_is_an_idle_timeout(server: MockServer) -> None:
     with make_client(server, timeout=promptkit.Timeout(idle=0.3)) as client:
-        server.enqueue(MockReply.stall(after_text="Hello"))
+        server.enqueue(MockReply.stall(after_text="Hello"))  # then silent until the client leaves
         conv = client.conversation()
-        stream = conv.send_stream("q")
         started = time.monotonic()
-        events = collect(stream)
+        stream = conv.send_stream("q")
+        events = within_guard(lambda: collect(stream))  # only the idle timeout ends this turn
         elapsed = time.monotonic() - started
         assert content_of(events) == "Hello"
         error = events[-1].error
         assert isinstance(error, promptkit.APITimeoutError) and error.kind == "idle"
         assert error.partial is not None and error.partial.content == "Hello"
-        assert 0.25 <= elapsed < 5
+        assert elapsed >= 0.25  # a lower bound only a timer that did not wait its 0.3 s could break
         assert_finished(stream)
-        assert server.disconnected.wait(5)  # the stalled upstream request was dropped
+        assert server.disconnected.wait(GUARD)  # the stalled upstream request was dropped
         assert len(server.requests) == 1
         assert conv.messages == []
 
@@ -208,20 +252,18 @@ def test_silent_after_first_token_is_an_idle_timeout(server: MockServer) -> None
 @pytest.mark.parametrize("max_retries", [0, 1])
 def test_silent_before_headers_raises_from_send_stream(server: MockServer, max_retries: int) -> None:
     with make_client(server, timeout=promptkit.Timeout(idle=0.3), max_retries=max_retries) as client:
-        server.enqueue(*[MockReply.stall(before_headers=True)] * (max_retries + 1))
+        server.enqueue(*[MockReply.stall(before_headers=True)] * (max_retries + 1))  # never any headers
         conv = client.conversation()
-        started = time.monotonic()
         with pytest.raises(promptkit.APITimeoutError) as info:
-            conv.send_stream("q")
-        assert time.monotonic() - started < 5
+            within_guard(lambda: conv.send_stream("q"))  # only the idle timeout ends the wait
         assert info.value.kind == "idle"  # Timeout.idle also bounds the wait for the headers
         assert info.value.attempts == max_retries + 1
         assert info.value.partial is None
         assert len(server.requests) == max_retries + 1
         assert stream_threads() == []  # no stream was started
-        assert server.wait_for_requests(max_retries + 1)
         # every timed-out connection was closed: the server saw each hang up
-        assert wait_for(lambda: server.disconnects == max_retries + 1)
+        assert server.wait_for_disconnects(max_retries + 1, timeout=GUARD)
+        assert server.disconnects == max_retries + 1
         assert client_sockets(server) == []
         assert conv.messages == []
         # and the conversation is free for the next turn
@@ -232,50 +274,48 @@ def test_silent_before_headers_raises_from_send_stream(server: MockServer, max_r
 
 def test_keepalive_comments_do_not_reset_idle(server: MockServer) -> None:
     with make_client(server, timeout=promptkit.Timeout(idle=0.3), max_retries=0) as client:
-        server.enqueue(MockReply.keepalive_only(2.0, interval=0.05))
+        # comments every 50 ms for 4 GUARDs: if they reset the idle timer, nothing ends the turn in time
+        server.enqueue(MockReply.keepalive_only(4 * GUARD, interval=0.05))
         conv = client.conversation()
         stream = conv.send_stream("q")
-        started = time.monotonic()
-        events = collect(stream)
-        elapsed = time.monotonic() - started
+        events = within_guard(lambda: collect(stream))
         assert [e.type for e in events] == ["error"]
         error = events[-1].error
-        assert isinstance(error, promptkit.APITimeoutError) and error.kind == "idle"
-        assert elapsed < 1.5, f"idle timeout fired after {elapsed:.2f}s: the comments reset it"
+        assert isinstance(error, promptkit.APITimeoutError) and error.kind == "idle", f"the comments reset idle: {error!r}"
         assert_finished(stream)
-        assert server.disconnected.wait(5)
+        assert server.disconnected.wait(GUARD)
         assert len(server.requests) == 1
         assert conv.messages == []
 
 
 def test_total_deadline(server: MockServer) -> None:
-    words = " ".join(f"w{i}" for i in range(100))
+    # a word every 0.1 s (never idle) for 4 GUARDs: only the total deadline ends the turn in time
+    words = " ".join(f"w{i}" for i in range(int(40 * GUARD)))
     with make_client(server, timeout=promptkit.Timeout(total=0.5, idle=5)) as client:
         server.enqueue(MockReply.text(words, delay=0.1))
         conv = client.conversation()
         started = time.monotonic()
         stream = conv.send_stream("q")
-        events = collect(stream)
+        events = within_guard(lambda: collect(stream))
         elapsed = time.monotonic() - started
         error = events[-1].error
         assert isinstance(error, promptkit.APITimeoutError) and error.kind == "total"
         assert error.partial is not None and error.partial.content == content_of(events) != ""
-        assert 0.4 <= elapsed < 5
+        assert elapsed >= 0.4  # a lower bound only a deadline that did not wait its 0.5 s could break
         assert_finished(stream)
-        assert server.disconnected.wait(5)
+        assert server.disconnected.wait(GUARD)
         assert len(server.requests) == 1  # after content: never retried
         assert conv.messages == []
 
 
 def test_total_deadline_while_waiting_for_headers_says_total(server: MockServer) -> None:
     # Regression: the error said kind="idle" ("timed out waiting for response headers").
-    with make_client(server, timeout=promptkit.Timeout(total=0.5, idle=5), max_retries=2) as client:
+    # idle is longer than the guard: only the total deadline can end the wait for the headers in time
+    with make_client(server, timeout=promptkit.Timeout(total=0.5, idle=2 * GUARD), max_retries=2) as client:
         server.enqueue(*[MockReply.stall(before_headers=True)] * 3)
         conv = client.conversation()
-        started = time.monotonic()
         with pytest.raises(promptkit.APITimeoutError) as info:
-            conv.send_stream("q")
-        assert time.monotonic() - started < 4  # bounded by the total deadline, not idle=5
+            within_guard(lambda: conv.send_stream("q"))
         assert stream_threads() == []
         assert conv.messages == []
         assert info.value.kind == "total", str(info.value)
@@ -283,19 +323,20 @@ def test_total_deadline_while_waiting_for_headers_says_total(server: MockServer)
 
 def test_bytes_trickling_without_a_whole_event_do_not_reset_idle(server: MockServer) -> None:
     # A slow-loris body: one byte every 20 ms never completes an event, so the idle timer runs out.
+    # The event is padded (JSON allows trailing blanks) to take 4 GUARDs to send: if the bytes reset
+    # the idle timer, nothing ends the turn in time.
     event = _event({"content": "never completes"})
+    event = event[:-2] + b" " * int(4 * GUARD / 0.02) + event[-2:]
     with make_client(server, timeout=promptkit.Timeout(idle=0.3), max_retries=0) as client:
         server.enqueue(MockReply.raw([event[i:i + 1] for i in range(len(event))], delay=0.02))
         conv = client.conversation()
         stream = conv.send_stream("q")
-        started = time.monotonic()
-        events = collect(stream)
-        elapsed = time.monotonic() - started
+        events = within_guard(lambda: collect(stream))
+        assert [e.type for e in events] == ["error"]
         error = events[-1].error
-        assert isinstance(error, promptkit.APITimeoutError) and error.kind == "idle"
-        assert elapsed < 1.5, f"idle fired after {elapsed:.2f}s: partial lines reset it"
+        assert isinstance(error, promptkit.APITimeoutError) and error.kind == "idle", f"partial lines reset idle: {error!r}"
         assert_finished(stream)
-        assert server.disconnected.wait(5)
+        assert server.disconnected.wait(GUARD)
         assert conv.messages == []
 
 
@@ -477,7 +518,7 @@ def test_callback_raising_cancels_upstream(server: MockServer, client: promptkit
     assert_finished(stream)
     with pytest.raises(promptkit.CallbackError):
         stream.result()  # one outcome, again
-    assert server.disconnected.wait(5)
+    assert server.disconnected.wait(GUARD)
     assert client_sockets(server) == []
     assert conv.messages == [{"role": "system", "content": "s"}]
 
@@ -486,14 +527,14 @@ def test_abandoned_stream_is_collected_and_cancelled(server: MockServer, client:
     server.enqueue(MockReply.stall(after_text="Partial"))
     conv = client.conversation()
     stream = conv.send_stream("q")
+    (worker,) = stream_workers()
     events = iter(stream)  # kept, so that reading one event does not end the stream
     first = next(events)
     assert first.type == "content"
-    worker = stream._thread
     del stream, events, first
     gc.collect()
-    assert server.disconnected.wait(5)
-    worker.join(5)
+    assert server.disconnected.wait(GUARD)
+    worker.join(GUARD)
     assert not worker.is_alive()
     assert client_sockets(server) == []
     assert conv.messages == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "Partial"}]
@@ -502,80 +543,78 @@ def test_abandoned_stream_is_collected_and_cancelled(server: MockServer, client:
     assert conv.send("again").content == "Still works."
 
 
-def test_abandoned_unread_stream_frees_the_conversation_at_once(
-    server: MockServer, client: promptkit.Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_abandoned_unread_stream_frees_the_conversation_at_once(server: MockServer) -> None:
     # Regression: Stream.__del__ only cancels, so the dropped turn held the conversation until its
     # worker committed, and a send() right after raised ConversationBusyError. The cancelled
-    # turn's last step (estimating its usage) is made slow, so that the race always goes one way.
-    import promptkit._accounting
+    # turn's last step (pricing its usage) is made slow, through a PriceTable of the public
+    # pricing= option, so that the race always goes one way.
+    class SlowOncePrices(PriceTable):
+        slowed = False
 
-    real = promptkit._accounting.estimate_usage
-    slow_once = threading.Event()
+        def cost(self, usage: promptkit.Usage, model: str, *, warn: bool = True) -> Any:
+            if warn and not self.slowed:  # the turn's own pricing, not a running estimate
+                self.slowed = True
+                threading.Event().wait(0.3)  # a slow price lookup, not a synchronisation
+            return super().cost(usage, model, warn=warn)
 
-    def slow_estimate(*args: Any, **kwargs: Any) -> Any:
-        if not slow_once.is_set():
-            slow_once.set()
-            threading.Event().wait(0.3)  # a slow token count, not a synchronisation
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(promptkit._accounting, "estimate_usage", slow_estimate)
-    server.enqueue(MockReply.stall(after_text="never read"), MockReply.text("next"))
-    conv = client.conversation()
-    stream = conv.send_stream("q")
-    worker = stream._thread
-    del stream  # never iterated: nothing but the stream itself refers to it
-    gc.collect()
-    try:
-        assert conv.send("again").content == "next"
-    finally:
-        worker.join(5)
-
-
-def test_cancel_from_another_thread_during_a_silent_read(server: MockServer, client: promptkit.Client) -> None:
-    server.enqueue(MockReply.stall(after_text="waiting"))
-    conv = client.conversation()
-    stream = conv.send_stream("q")
-    events = iter(stream)
-    assert next(events).content == "waiting"
-    wait_until_blocked_in_recv(stream._thread)
-    cancel_returned: List[float] = []
-
-    def cancel() -> None:
-        t0 = time.monotonic()
-        stream.cancel()
-        cancel_returned.append(time.monotonic() - t0)
-
-    canceller = threading.Thread(target=cancel)
-    started = time.monotonic()
-    canceller.start()
-    rest = list(events)  # blocks until the worker, woken by the cancel, queues done
-    latency = time.monotonic() - started
-    canceller.join(5)
-    assert not canceller.is_alive()
-    assert_one_terminal(rest)
-    assert [e.type for e in rest] == ["done"]
-    final = rest[-1].final
-    assert final.finish_reason == "cancelled" and final.content == "waiting"
-    assert cancel_returned[0] < 1.0  # cancel() returns at once
-    assert latency < 2.0, f"cancel took {latency:.3f}s to end the stream"
-    assert_finished(stream)
-    assert server.disconnected.wait(5)
-    assert client_sockets(server) == []
-    assert conv.messages == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "waiting"}]
-    print(f"cancel latency during a silent read: {latency * 1000:.2f} ms")
+    prices = SlowOncePrices()
+    with make_client(server, pricing=prices) as client:
+        server.enqueue(MockReply.stall(after_text="never read"), MockReply.text("next"))
+        conv = client.conversation()
+        stream = conv.send_stream("q")
+        (worker,) = stream_workers()
+        del stream  # never iterated: nothing but the stream itself refers to it
+        gc.collect()
+        try:
+            assert conv.send("again").content == "next"
+        finally:
+            worker.join(GUARD)
+    assert prices.slowed  # the cancelled turn did go through the slow step
 
 
-def wait_until_blocked_in_recv(thread: threading.Thread, timeout: float = 5.0) -> None:
-    """Wait until ``thread`` is blocked reading its socket (its top Python frame is SocketIO.readinto)."""
-    deadline = time.monotonic() + timeout
-    idle = threading.Event()
+def test_cancel_from_another_thread_during_a_silent_read(server: MockServer) -> None:
+    # The server stays silent after "waiting" and the idle timeout is longer than the guard: only a
+    # cancel that wakes the worker's blocked read ends the turn in time.
+    with make_client(server, timeout=promptkit.Timeout(idle=2 * GUARD)) as client:
+        server.enqueue(MockReply.stall(after_text="waiting"))
+        conv = client.conversation()
+        stream = conv.send_stream("q")
+        (worker,) = stream_workers()
+        events = iter(stream)
+        assert next(events).content == "waiting"
+        wait_until_blocked_in_recv(worker)
+        canceller = threading.Thread(target=stream.cancel, name="test-canceller")
+        canceller.start()
+        rest = within_guard(lambda: list(events))  # ends when the worker, woken by the cancel, queues done
+        canceller.join(GUARD)
+        assert not canceller.is_alive()  # cancel() returned
+        assert_one_terminal(rest)
+        assert [e.type for e in rest] == ["done"]
+        final = rest[-1].final
+        assert final.finish_reason == "cancelled" and final.content == "waiting"
+        assert_finished(stream)
+        assert server.disconnected.wait(GUARD)
+        assert client_sockets(server) == []
+        assert conv.messages == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "waiting"}]
+
+
+def wait_until_blocked_in_recv(thread: threading.Thread) -> None:
+    """Wait until ``thread`` is blocked reading its socket, so that a cancel must wake a blocked read.
+
+    The worker reads the body through urllib3's ``HTTPResponse.read1`` -> http.client ->
+    the socket's buffered reader, whose blocking call is ``SocketIO.readinto`` (socket.py):
+    while the server is silent that is the thread's top Python frame (``sys._current_frames``,
+    a documented CPython function, is the only way to see another thread's stack). The state
+    has no event, so it is polled, within :data:`GUARD`.
+    """
+    deadline = time.monotonic() + GUARD
+    tick = threading.Event()
     while time.monotonic() < deadline:
-        frame = sys._current_frames().get(thread.ident)
+        frame = sys._current_frames().get(thread.ident)  # type: ignore[arg-type]
         if frame is not None and frame.f_code.co_name == "readinto" and frame.f_code.co_filename.endswith("socket.py"):
             return
-        idle.wait(0.001)
-    raise AssertionError("the worker never blocked in a socket read")
+        tick.wait(0.001)
+    pytest.fail("the worker never blocked in a socket read")
 
 
 @pytest.mark.parametrize("case", ["retry", "tool_round_same_connection", "tool_round_new_connection"])
@@ -589,7 +628,8 @@ def test_cancel_while_the_worker_waits_for_headers_is_prompt(server: MockServer,
         """Look a city up."""
         return "sunny"
 
-    with make_client(server, timeout=promptkit.Timeout(idle=1.2), max_retries=1) as client:
+    # The header wait is longer than the guard: only a cancel that reaches it ends the turn in time.
+    with make_client(server, timeout=promptkit.Timeout(idle=2 * GUARD), max_retries=1) as client:
         if case == "retry":  # the first response breaks after its headers, before any content
             server.enqueue(MockReply.reset(), MockReply.stall(before_headers=True))
             conv = client.conversation()
@@ -599,17 +639,11 @@ def test_cancel_while_the_worker_waits_for_headers_is_prompt(server: MockServer,
                            MockReply.stall(before_headers=True))
             conv = client.conversation(tools=[lookup])
         stream = conv.send_stream("q")
-        assert server.wait_for_requests(2, timeout=5)  # the worker is now waiting for the second headers
-        started = time.monotonic()
+        assert server.wait_for_requests(2, timeout=GUARD)  # the worker is now waiting for the second headers
         stream.cancel()
-        stream.close(timeout=0.6)
-        elapsed = time.monotonic() - started
-        try:
-            assert not stream._thread.is_alive(), "the worker is still waiting for the second request's headers"
-            assert elapsed < 0.6
-            assert stream.result().finish_reason == "cancelled"
-        finally:
-            stream.close(timeout=5)
+        stream.close(timeout=GUARD)
+        assert stream_threads() == [], "the worker is still waiting for the second request's headers"
+        assert stream.result().finish_reason == "cancelled"
 
 
 def test_cancel_does_not_kill_another_stream_that_reused_the_connection(server: MockServer) -> None:
@@ -623,7 +657,7 @@ def test_cancel_does_not_kill_another_stream_that_reused_the_connection(server: 
     def slow_lookup(city: str) -> str:
         """Look a city up, slowly."""
         tool_started.set()
-        release_tool.wait(5)
+        release_tool.wait(GUARD)
         return "sunny"
 
     with make_client(server) as client:
@@ -631,10 +665,12 @@ def test_cancel_does_not_kill_another_stream_that_reused_the_connection(server: 
                        MockReply.text("B one two three", delay=0.3))
         conv_a = client.conversation(tools=[slow_lookup])
         stream_a = conv_a.send_stream("a")
+        workers_a = stream_threads()
         try:
-            assert tool_started.wait(5)  # A's first round is over; its connection is back in the pool
+            assert tool_started.wait(GUARD)  # A's first round is over; its connection is back in the pool
             conv_b = client.conversation()
             stream_b = conv_b.send_stream("b")  # B takes the pooled connection
+            workers_b = [name for name in stream_threads() if name not in workers_a]
             assert server.connections_opened == 1
             events_b = iter(stream_b)
             assert next(events_b).content == "B"
@@ -642,7 +678,7 @@ def test_cancel_does_not_kill_another_stream_that_reused_the_connection(server: 
         finally:
             release_tool.set()
         assert stream_a.result().finish_reason == "cancelled"
-        assert_finished(stream_a)
+        assert_finished(stream_a, besides=workers_b)
         rest = list(events_b)
         assert_one_terminal(rest)
         assert_finished(stream_b)
@@ -808,14 +844,17 @@ def test_json_body_with_status_200_raises_from_send_stream(server: MockServer, c
 
 def test_done_is_not_delayed_by_a_server_lingering_after_done(server: MockServer, client: promptkit.Client) -> None:
     # Regression: after [DONE] the worker drained the body for up to 2 s before it queued done.
+    # The server keeps the body open after [DONE] for longer than the guard: done must come
+    # without waiting for the body's end, and the connection that never ended is closed.
     body = _event({"content": "quick"}, "stop") + b"data: [DONE]\n\n"
-    server.enqueue(MockReply.raw([body, b": bye\n\n"], delay=1.5))
-    stream = client.conversation().send_stream("q")
+    server.enqueue(MockReply.raw([body, b": bye\n\n"], delay=2 * GUARD))
+    conv = client.conversation()
+    stream = conv.send_stream("q")
     events = iter(stream)
     assert next(events).content == "quick"
-    started = time.monotonic()
-    rest = list(events)
-    waited = time.monotonic() - started
-    assert rest[-1].type == "done"
-    stream.close(timeout=5)
-    assert waited < 0.75, f"done came {waited:.2f}s after [DONE]"
+    rest = within_guard(lambda: list(events))
+    assert [e.type for e in rest] == ["done"] and rest[-1].final.content == "quick"
+    assert_finished(stream)
+    assert server.wait_for_disconnects(1, timeout=GUARD)  # not pooled: the lingering body was cut off
+    assert client_sockets(server) == []
+    assert conv.messages[-1] == {"role": "assistant", "content": "quick"}
