@@ -286,6 +286,18 @@ def concurrent(
         median["cpu_us_per_event_runs"] = [r.get("cpu_us_per_event") for r in results]
         median["all_completed"] = all(r.get("all_completed") for r in results)  # in every round, not only the median one
         out["clients"][name] = median
+    # Runs next to each other share the machine's state: the ratio of a round's two runs is
+    # steadier than the ratio of two medians. The target is judged on the median of those ratios.
+    if "floor_2t" in runs:
+        for name, results in runs.items():
+            ratios = [
+                a["cpu_us_per_event"] / b["cpu_us_per_event"]
+                for a, b in zip(results, runs["floor_2t"])
+                if a.get("cpu_us_per_event") and b.get("cpu_us_per_event")
+            ]
+            if ratios:
+                out["clients"][name]["cpu_vs_floor_2t_runs"] = ratios
+                out["clients"][name]["cpu_vs_floor_2t"] = sorted(ratios)[len(ratios) // 2]
     return out
 
 

@@ -316,6 +316,11 @@ class Conversation:
         finally:
             self._end_turn()
 
+    @property
+    def renews(self) -> bool:
+        """Whether :meth:`renew` has a store's turn lock to keep alive."""
+        return self._binding is not None
+
     def renew(self) -> None:
         """Keep the store's turn lock alive between tool rounds."""
         if self._binding is not None:

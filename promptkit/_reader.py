@@ -53,12 +53,16 @@ def read_body(
     feed = parser.feed
     accumulate = acc.feed
     idle = plan.idle
+    no_deadline = plan.deadline is None
     last = _monotonic()
     fresh = True  # an event just arrived: the read may wait the whole idle time
     while True:
         # While events flow, the wait stays exactly `idle` (no settimeout per read);
         # after a comment-only read it shrinks to what is left of the idle time.
-        wait, kind = plan.wait(None if fresh or idle is None else idle - (_monotonic() - last))
+        if fresh and no_deadline:
+            wait, kind = idle, "idle"  # the common case, without a call per read
+        else:
+            wait, kind = plan.wait(None if fresh or idle is None else idle - (_monotonic() - last))
         if wait is not None and wait <= 0:
             raise plan.error(kind)
         try:

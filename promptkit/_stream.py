@@ -417,6 +417,7 @@ class Stream:
             return  # ENDED: the terminal event was already taken or collected; there is nothing more
         get = self._control.channel.get
         deliver = self._control.deliver
+        callbacks = self._has_callbacks
         # Local, not the state: close() from another thread may end the state, and this
         # consumer must still receive its terminal event.
         last = False
@@ -432,12 +433,13 @@ class Stream:
                         continue
                 # An item is one event, or a list of the events one read produced.
                 for event in item if item.__class__ is list else (item,):
-                    last = event.type == "done" or event.type == "error"
+                    kind = event.type
+                    last = kind == "done" or kind == "error"
                     if last:
                         self._move(_State.ENDED, event)
                     elif not deliver(event):
                         continue  # cancelled: what was read ahead is not shown (nor committed)
-                    if self._has_callbacks:
+                    if callbacks:
                         self._dispatch(event)
                     yield event
                     if last:

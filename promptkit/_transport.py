@@ -89,6 +89,7 @@ class HTTPStream:
     def __init__(self, response: requests.Response) -> None:
         self._response = response
         raw = response.raw
+        raw.decode_content = True  # gzip and deflate are decoded as they arrive (requests asks urllib3 not to)
         self._read = raw.read1
         # The socket, to give each read its own timeout (None for a mocked response).
         self._sock: Any = getattr(raw.connection, "sock", None)
@@ -116,7 +117,7 @@ class HTTPStream:
                 pass  # already shut down: the read below reports it
             self._timeout = timeout
         try:
-            return self._read(size, decode_content=True)  # type: ignore[no-any-return]
+            return self._read(size)  # type: ignore[no-any-return]
         except Exception as exc:  # socket, http.client and urllib3 errors (decoding included)
             if self._aborted:
                 return b""

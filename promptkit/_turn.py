@@ -62,6 +62,10 @@ class TurnSink(Protocol):
         """The turn ended with an error, or was cancelled before anything reached the user:
         record nothing but the tokens it consumed."""
 
+    @property
+    def renews(self) -> bool:
+        """Whether :meth:`renew` does anything (a store's turn lock to keep alive)."""
+
     def renew(self) -> None:
         """The turn goes on to another round: keep any turn lock alive."""
 
@@ -252,12 +256,14 @@ class Turn:
         self._emitted = False
         control.attach(http)
         emit_many = control.emit_many
+        # Only a store's turn lock or a budget needs a look after each read.
+        after_read = self._after_read if self._budget is not None or self._sink.renews else None
         for events, last in read_body(control, http, acc, self._plan):
             if not self._emitted:
                 self._first_output()
             emit_many(events)
-            if not last:
-                self._after_read()
+            if after_read is not None and not last:
+                after_read()
 
     def _release(self, control: StreamControl) -> None:
         """Close the current response (pooled if read to its end) and stop aborting it on cancel."""
