@@ -191,7 +191,9 @@ class Conversation:
         before that (HTTP status, connection, timeouts, a non-stream body) are
         raised here after retries. Later errors arrive as the stream's single
         ``error`` event. ``message=None`` continues after pending tool calls
-        were answered with :meth:`add_tool_result`.
+        were answered with :meth:`add_tool_result`. A :meth:`cancel` from
+        another thread while this still waits makes it return at once, with a
+        Stream that ends ``done`` with ``finish_reason == "cancelled"``.
         """
         check_text(message, "message", optional=True)
         self._transport.check_open()
