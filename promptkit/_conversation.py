@@ -44,6 +44,21 @@ _CANCELLED_TURN_WAIT = 10.0
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "tools"})
 
 
+class _Opening:
+    """A turn that has no Stream yet, as :meth:`Transport.track` sees it: ``Client.close()`` cancels it."""
+
+    __slots__ = ("_control", "__weakref__")
+
+    def __init__(self, control: StreamControl) -> None:
+        self._control = control
+
+    def cancel(self) -> None:
+        self._control.cancel()
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        self._control.cancel()  # the caller's own thread opens the turn: nothing to wait for here
+
+
 class Conversation:
     """A chat with history. Create one with :meth:`promptkit.Client.conversation`.
 
@@ -220,6 +235,8 @@ class Conversation:
             new_messages = self._history.start(message)
             control = StreamControl(buffer_size)
             self._active = control  # from here on, cancel() reaches this turn, whatever it is waiting for
+            opening = _Opening(control)
+            self._transport.track(opening)  # and so does Client.close(), before the Stream exists
             turn = Turn(
                 transport=self._transport,
                 settings=settings,

@@ -216,3 +216,18 @@ def test_cancel_with_no_turn_in_flight_does_nothing(server: MockServer) -> None:
         assert conv.send("q").finish_reason == "stop"
         conv.cancel()  # after the turn ended: the next one is not affected
         assert conv.send("q").finish_reason == "stop"
+
+
+def test_closing_the_client_cancels_a_turn_still_waiting_for_headers(server: MockServer) -> None:
+    server.enqueue(MockReply.stall(before_headers=True))
+    client = promptkit.Client(base_url=server.url, api_key="sk-test", timeout=LONG)
+    conv = client.conversation()
+    turn = Turn(conv)
+    assert server.wait_for_requests(1, timeout=GUARD)
+    assert not turn.returned.is_set()
+    client.close()  # from another thread, as a shutting-down web worker does
+    response = turn.result()
+    assert response.finish_reason == "cancelled" and conv.messages == []
+    assert server.disconnected.wait(GUARD)
+    with pytest.raises(promptkit.ClientClosedError):
+        conv.send("again")
