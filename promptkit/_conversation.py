@@ -253,8 +253,7 @@ class Conversation:
             raise
         try:
             stream = Stream(
-                turn.run,
-                buffer_size=buffer_size,
+                turn.run,  # its buffer is the control's, made above with buffer_size slots
                 on_content=on_content,
                 on_tool_call=on_tool_call,
                 on_tool_result=on_tool_result,

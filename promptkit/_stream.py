@@ -228,7 +228,7 @@ class StreamControl:
 
         Returns ``False`` (and drops the event) once the stream is cancelled.
         """
-        return not self._cancelled and self.channel.put([event], self._is_cancelled)
+        return self.emit_many([event])
 
     def _is_cancelled(self) -> bool:
         return self._cancelled
