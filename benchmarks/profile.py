@@ -246,7 +246,7 @@ def stages(base_url: str, chunks: int) -> Dict[str, Any]:
     """Each step of the per-chunk path timed alone on the same bytes (µs per chunk, best of 3)."""
     import requests
 
-    from promptkit._accumulator import Accumulator
+    from promptkit._dialects.chat_decoder import Accumulator
     from promptkit._sse import SSEParser
     from promptkit._stream import StreamControl
     from promptkit._transport import Transport

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from ._accumulator import Accumulator
+from ._dialects import Decoder
 from .pricing import PriceTable
 from ._tokens import CompletionCounter, count_messages, estimate_usage
 from ._types import Usage
@@ -31,7 +31,7 @@ class _Live:
 
     __slots__ = ("acc", "prompt", "counter", "seen")
 
-    def __init__(self, acc: Accumulator, prompt: int, counter: CompletionCounter) -> None:
+    def __init__(self, acc: Decoder, prompt: int, counter: CompletionCounter) -> None:
         self.acc = acc
         self.prompt = prompt
         self.counter = counter
@@ -56,10 +56,10 @@ class TurnAccount:
         self.cost = 0.0
         self.cost_known = True
         self._sources: Set[str] = set()  # "server" / "table" / "unknown", one per kind of round counted
-        self._counted: List[Accumulator] = []  # rounds whose usage is in the totals
+        self._counted: List[Decoder] = []  # rounds whose usage is in the totals
         self._live: Optional[_Live] = None
 
-    def count(self, acc: Accumulator, prompt: Messages) -> None:
+    def count(self, acc: Decoder, prompt: Messages) -> None:
         """Add a finished or stopped round once: the server's usage, else an estimate from ``prompt`` and the output."""
         if any(done is acc for done in self._counted):
             return
@@ -99,7 +99,7 @@ class TurnAccount:
             return "mixed"
         return sources.pop() if sources else "table"
 
-    def progress(self, acc: Optional[Accumulator], prompt: Callable[[], Messages]) -> Tuple[Usage, float]:
+    def progress(self, acc: Optional[Decoder], prompt: Callable[[], Messages]) -> Tuple[Usage, float]:
         """The totals plus an estimate of ``acc``, the round in progress (when it is not counted yet)."""
         with self._lock:
             if acc is None or any(done is acc for done in self._counted):

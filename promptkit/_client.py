@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional, Sequence
 from urllib.parse import urlparse
 
 from ._conversation import Conversation
+from ._dialects import dialect_for
 from ._secrets import check_api_key, safe_url
 from ._validate import check_model
 from ._errors import ConfigurationError
@@ -43,6 +44,10 @@ class Client:
         max_retries: retries before any content (connection errors, 408, 409, 429, 5xx).
         session: a ``requests.Session`` to use (its TLS settings and adapters are
             kept, and it is not closed by :meth:`close`). One is created otherwise.
+        api: the wire dialect: ``"chat"`` (Chat Completions, ``/chat/completions``,
+            the default) or ``"responses"`` (the OpenAI Responses API,
+            ``/responses``). Events, responses, usage, cost and history are the
+            same on every dialect.
         pool_size: connections kept open to the server (created sessions only).
         pricing: price overrides ``{model: {"input", "cached_input", "output"}}``,
             a :class:`~promptkit.pricing.PriceTable`, or ``"genai-prices"``.
@@ -67,6 +72,7 @@ class Client:
         max_retries: int = 2,
         session: Optional[Any] = None,
         *,
+        api: str = "chat",
         pool_size: int = 10,
         pricing: Any = None,
         headers: Optional[Mapping[str, str]] = None,
@@ -96,6 +102,7 @@ class Client:
                 "no API key: pass api_key=... or set OPENAI_API_KEY "
                 "(a key is optional only for other servers, given with base_url)"
             )
+        dialect = dialect_for(api)
         if model is None:
             model = os.environ.get("PROMPTKIT_MODEL", "").strip() or DEFAULT_MODEL
         check_model(model)
@@ -118,15 +125,23 @@ class Client:
         self.limits = Limits() if limits is None else limits
         from ._transport import Transport  # requests loads with the first Client, not with `import promptkit`
 
+        self.api = api
+        self._dialect = dialect
         self._transport = Transport(
-            base_url=base_url, api_key=api_key, session=session, pool_size=pool_size, headers=headers
+            base_url=base_url,
+            api_key=api_key,
+            session=session,
+            pool_size=pool_size,
+            headers=headers,
+            path=dialect.path,
+            auth_headers=dialect.auth_headers(api_key),
         )
         # What the client shows of its URL: never the credentials of a user:password@ part.
         self.base_url = self._transport.base_url
 
     def __repr__(self) -> str:
         key = "set" if self._has_key else "none"
-        return f"Client(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+        return f"Client(base_url={self.base_url!r}, model={self.model!r}, api={self.api!r}, api_key={key})"
 
     def conversation(
         self,
@@ -180,6 +195,7 @@ class Client:
             max_rounds=self._max_rounds if max_rounds is None else max_rounds,
             tool_workers=self._tool_workers,
             limits=self.limits,
+            dialect=self._dialect,
         )
         return Conversation(
             transport=self._transport,

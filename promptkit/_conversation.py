@@ -85,6 +85,7 @@ class Conversation:
             if key in _RESERVED_PARAMS:
                 raise ConfigurationError(f"{key!r} is set by promptkit and cannot be passed as a request parameter")
         check_params(settings.params)
+        settings.dialect.check_params(settings.params)
         check_text(system_prompt, "system_prompt", optional=True)
         if conversation_id is not None:
             check_text(conversation_id, "conversation_id")
@@ -193,6 +194,7 @@ class Conversation:
         message: Optional[str] = None,
         *,
         on_content: Optional[Callable[[str], Any]] = None,
+        on_reasoning: Optional[Callable[[str], Any]] = None,
         on_tool_call: Optional[Callable[[ToolCall], Any]] = None,
         on_tool_result: Optional[Callable[[ToolResult], Any]] = None,
         on_error: Optional[Callable[[BaseException], Any]] = None,
@@ -255,6 +257,7 @@ class Conversation:
             stream = Stream(
                 turn.run,  # its buffer is the control's, made above with buffer_size slots
                 on_content=on_content,
+                on_reasoning=on_reasoning,
                 on_tool_call=on_tool_call,
                 on_tool_result=on_tool_result,
                 on_error=on_error,

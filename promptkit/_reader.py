@@ -1,4 +1,4 @@
-"""Reading one response body: bytes -> server-sent events -> chunks -> stream events.
+"""Reading one response body: bytes -> server-sent events -> JSON payloads -> the dialect's decoder -> stream events.
 
 The per-chunk hot path. It runs on the stream's worker thread, enforces the
 idle and total deadlines of the turn's :class:`~promptkit._timeouts.TimeoutPlan`,
@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
 from ._timeouts import TimeoutPlan
-from ._accumulator import Accumulator
+from ._dialects import Decoder
 from ._errors import StreamError, StreamTruncatedError
 from ._limits import json_excess
 from ._sse import SSEParser
@@ -30,21 +30,23 @@ _loads = json.loads
 
 
 def read_body(
-    control: StreamControl, http: "HTTPStream", acc: Accumulator, plan: TimeoutPlan
+    control: StreamControl, http: "HTTPStream", acc: Decoder, plan: TimeoutPlan
 ) -> Iterator[Tuple[List[StreamEvent], bool]]:
-    """Read ``http`` into ``acc`` until ``[DONE]``, EOF or cancel; yield the events of each read.
+    """Read ``http`` into ``acc`` until ``[DONE]``, the decoder's end, EOF or cancel; yield the events of each read.
 
     Each item is ``(events, last)``: never empty, ``last`` for the batch that ends the reply. The events a read produced before an in-band error
     are yielded before the error is raised. The caller emits each batch (one
-    queue operation). After ``[DONE]`` the body's end is read and the
-    connection released; at EOF the accumulator's closing events come last.
+    queue operation). After ``[DONE]``, or the event after which the decoder
+    says the reply ended (``acc.ended``: the Responses API's
+    ``response.completed``), the body's end is read and the connection
+    released; at EOF the decoder's closing events come last.
 
     Raises:
         APITimeoutError: the idle time or the total deadline passed (its kind says which).
         APIConnectionError: the connection broke.
         StreamError: an in-band error, a malformed chunk, a crossed
             :class:`~promptkit.Limits` bound (``acc.limits``), or
-            (StreamTruncatedError) EOF before ``[DONE]`` without a finish_reason.
+            (StreamTruncatedError) EOF before the reply was complete (``acc.complete``).
     """
     limits = acc.limits
     max_depth = limits.max_json_depth
@@ -77,8 +79,8 @@ def read_body(
             tail = parser.close()
             if tail is not None and tail.data == "[DONE]":
                 break
-            if acc.finish_reason is None:
-                raise StreamTruncatedError("the stream ended before [DONE] and without a finish_reason")
+            if not acc.complete:
+                raise StreamTruncatedError(acc.truncation)
             break  # a finished reply whose server omitted [DONE]
         events = feed(data)
         if not events:
@@ -117,16 +119,20 @@ def read_body(
                 else:
                     failure = StreamError(f"malformed chunk (not JSON: {reason}): {text[:200]!r}", body=text, retryable=True)
                 break
-            if sse.event == "error" and not (isinstance(chunk, dict) and "error" in chunk):
+            if sse.event == "error" and not (isinstance(chunk, dict) and ("error" in chunk or chunk.get("type") == "error")):
                 failure = StreamError(f"the server sent an error event: {text[:300]}", body=chunk)
                 break
             try:
                 produced = accumulate(chunk)
+                if produced:
+                    out.extend(produced)
+                if acc.ended:  # the decoder's protocol says the reply is over: read no further
+                    out.extend(acc.finish())
+                    done = True
+                    break
             except StreamError as error:
                 failure = error
                 break
-            if produced:
-                out.extend(produced)
         if out:  # what came before an in-band error is delivered before the error
             yield out, done
         if failure is not None:

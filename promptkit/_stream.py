@@ -329,6 +329,7 @@ class Stream:
         *,
         buffer_size: int = 10,
         on_content: Optional[Callable[[str], Any]] = None,
+        on_reasoning: Optional[Callable[[str], Any]] = None,
         on_tool_call: Optional[Callable[[Any], Any]] = None,
         on_tool_result: Optional[Callable[[Any], Any]] = None,
         on_error: Optional[Callable[[BaseException], Any]] = None,
@@ -341,6 +342,7 @@ class Stream:
         self._progress = progress
         self._callbacks: Dict[str, Optional[Callable[[Any], Any]]] = {
             "content": on_content,
+            "reasoning": on_reasoning,
             "tool_call": on_tool_call,
             "tool_result": on_tool_result,
             "error": on_error,
@@ -455,6 +457,8 @@ class Stream:
             return
         if event.type == "content":
             arg: Any = event.content
+        elif event.type == "reasoning":
+            arg = event.reasoning
         elif event.type == "tool_call":
             arg = event.tool_call
         elif event.type == "tool_result":

@@ -1,6 +1,7 @@
 """HTTP: the boundary between promptkit and requests/urllib3 (the one module that imports requests).
 
-It opens a streaming POST to ``{base_url}/chat/completions`` and hands back an
+It opens a streaming POST to the wire dialect's endpoint under ``base_url``
+(``/chat/completions``, ``/responses``) and hands back an
 :class:`HTTPStream` whose :meth:`~HTTPStream.read1` returns whatever bytes
 have arrived, so each token reaches the user at once. Every third-party
 exception is turned into a promptkit error here, once, complete when it is
@@ -58,9 +59,6 @@ _PLAIN_HEADERS = frozenset({"user-agent", "accept-encoding", "accept", "connecti
 _MESSAGE_LIMIT = 1000  # of a server's error message, in an exception's text
 _DRAIN_TIMEOUT = 0.1
 _DRAIN_BYTES = 65536  # what may follow [DONE] (a blank line, a usage chunk): more is a flood, not an ending
-# Base URLs whose server rejected ``stream_options``; shared by every client in the process.
-_NO_STREAM_OPTIONS: Set[str] = set()
-_NO_STREAM_OPTIONS_LOCK = threading.Lock()
 
 
 def _status_error_class(status: int) -> type:
@@ -213,7 +211,7 @@ def _quiet_pool_full(host: str, pool_size: int) -> None:
 
 
 class Transport:
-    """Sends chat-completions requests for one base URL and API key.
+    """Sends one wire dialect's requests (its ``path`` and ``auth_headers``) for one base URL and API key.
 
     Thread-safe: one connection pool serves every thread. A session passed in
     is used as is (its TLS settings, proxies and adapters are the caller's);
@@ -228,12 +226,14 @@ class Transport:
         session: Optional[requests.Session] = None,
         pool_size: int = 10,
         headers: Optional[Mapping[str, str]] = None,
+        path: str = "/chat/completions",
+        auth_headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         parts = urlsplit(base_url)
         # A query string (legacy Azure's ?api-version=) stays after the endpoint's path.
         root = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
         self.base_url = safe_url(root)  # what messages, logs and reprs show: never credentials
-        self.url = root + "/chat/completions" + (f"?{parts.query}" if parts.query else "")
+        self.url = root + path + (f"?{parts.query}" if parts.query else "")
         self._target = f"{connect_target(self.base_url)} ({self.base_url})"
         extra = check_headers(headers)
         # The caller's header values, a supplied session's own headers included, are treated as secrets.
@@ -266,8 +266,7 @@ class Transport:
             "User-Agent": f"promptkit/{__version__}",
         }
         self._headers.update(extra)
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._headers.update(auth_headers or {})
         # An owned session's request differs from turn to turn by its body only: prepared once,
         # copied per turn (requests' full preparation costs about 75 us a turn). A caller's
         # session is prepared in full each time: its auth, hooks and cookies apply.
@@ -333,22 +332,6 @@ class Transport:
         if body is not None:
             error.body = redact.value(body)  # type: ignore[attr-defined]
 
-    # -- stream_options ----------------------------------------------------
-    @property
-    def sends_stream_options(self) -> bool:
-        """Whether requests to this base URL include ``stream_options`` (a server may have refused it)."""
-        return self.base_url not in _NO_STREAM_OPTIONS
-
-    def refused_stream_options(self, error: BaseException) -> bool:
-        """Whether ``error`` is a 400/422 naming ``stream_options``; if so, later requests to
-        this base URL leave it out (recorded for every client in the process)."""
-        if not isinstance(error, BadRequestError) or "stream_options" not in str(error.body):
-            return False
-        logger.info("%s rejected stream_options; retrying without it", self.base_url)
-        with _NO_STREAM_OPTIONS_LOCK:
-            _NO_STREAM_OPTIONS.add(self.base_url)
-        return True
-
     # -- one attempt -------------------------------------------------------
     def open(self, payload: Mapping[str, Any], plan: TimeoutPlan, control: Optional[Any] = None) -> HTTPStream:
         """One attempt: POST and return the stream once 2xx ``text/event-stream`` headers are in.
@@ -365,8 +348,6 @@ class Transport:
             ConfigurationError: the request cannot be sent (a bad header or URL).
             StreamError: 2xx with another content type (a JSON or HTML body).
         """
-        if "stream_options" in payload and not self.sends_stream_options:
-            payload = {k: v for k, v in payload.items() if k != "stream_options"}
         try:
             body = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
         except (TypeError, ValueError, RecursionError) as exc:  # inputs are checked up front: a last guard

@@ -2,7 +2,7 @@
 
 Runs on the stream's worker thread. It reads each HTTP body as bytes arrive,
 frames them as server-sent events, folds the chunks into an
-:class:`~promptkit._accumulator.Accumulator`, and emits events. When a round
+:class:`~promptkit._dialects.Decoder` of the turn's wire dialect, and emits events. When a round
 ends with tool calls that all have handlers, it runs them and starts the next
 round on the same stream. It retries a dropped or silent connection only
 before that request has produced any output, and never after.
@@ -25,14 +25,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import attrs
 
 from ._secrets import log_text
 from ._timeouts import TimeoutPlan
 from ._accounting import TurnAccount
-from ._accumulator import Accumulator
+from ._dialects import Decoder, Dialect, dialect_for
+from ._dialects.base import assistant_message
 from ._errors import APIError, APITimeoutError, BudgetExceededError, ToolError
 from ._limits import DEFAULT_LIMITS, Limits
 from ._pool import run_parallel
@@ -83,6 +84,7 @@ class TurnSettings:
     tool_workers: int = 4
     include_usage: bool = True
     limits: Limits = DEFAULT_LIMITS
+    dialect: Dialect = attrs.field(factory=lambda: dialect_for("chat"))
 
 
 @attrs.define
@@ -94,6 +96,7 @@ class _Round:
     messages: List[Dict[str, Any]] = attrs.Factory(list)
     rounds: int = 0
     ttft: Optional[float] = None
+    reasoning: List[str] = attrs.Factory(list)  # the reasoning of the finished rounds
 
 
 class Turn:
@@ -121,7 +124,7 @@ class Turn:
         self._totals = _Round(messages=list(new_messages))
         self._http: Optional["HTTPStream"] = None
         self._attempt = 1
-        self._acc: Optional[Accumulator] = None  # the current round's
+        self._acc: Optional[Decoder] = None  # the current round's
         self._account = TurnAccount(model=settings.model, prices=settings.prices, tools=tools.to_openai() or None)
         self._reported = False  # the sink hears exactly once how the turn ended
         self._budget = budget  # USD this turn may spend, or None
@@ -131,14 +134,15 @@ class Turn:
     # -- requests --------------------------------------------------------
     def payload(self) -> Dict[str, Any]:
         """The request body for the next round."""
-        body: Dict[str, Any] = {"model": self._settings.model, "messages": self._history + self._totals.messages}
-        body.update(self._settings.params)
-        body["stream"] = True
-        if self._settings.include_usage:
-            body["stream_options"] = {"include_usage": True}
-        if len(self._tools):
-            body["tools"] = self._tools.to_openai()
-        return body
+        settings = self._settings
+        return settings.dialect.payload(
+            model=settings.model,
+            messages=self._history + self._totals.messages,
+            params=settings.params,
+            tools=self._tools.to_openai() if len(self._tools) else [],
+            include_usage=settings.include_usage,
+            base_url=self._transport.base_url,
+        )
 
     def start(self, control: StreamControl) -> None:
         """Open the first request, retrying under the policy, and return once its headers are in.
@@ -173,7 +177,7 @@ class Turn:
                 if acc.finish_reason != "tool_calls" and not calls:
                     return self._end(acc)
                 totals.tool_calls.extend(calls)
-                assistant = _assistant_message(acc.content, calls)
+                assistant = acc.assistant_message(calls)
                 if not calls or not all(self._runs(c) for c in calls):
                     return self._end(acc, assistant)  # pending calls: the application answers them
                 if totals.rounds >= self._settings.max_rounds:
@@ -189,6 +193,7 @@ class Turn:
                 if self._plan.expired():
                     raise self._plan.error("total")
                 self._content_before += len(acc.content)
+                totals.reasoning.append(acc.reasoning)
                 self._acc = None
                 self._sink.renew()
         except (APIError, BudgetExceededError) as error:
@@ -232,8 +237,8 @@ class Turn:
                 if control.cancelled:
                     return
                 self._transport.redact_error(error)  # before it is logged below
-                if not self._emitted and self._transport.refused_stream_options(error):
-                    continue  # the same attempt again, without stream_options
+                if not self._emitted and self._settings.dialect.refused(error, self._transport.base_url):
+                    continue  # the same attempt again, without what the server refused
                 self._backoff(control, error)
 
     def _backoff(self, control: StreamControl, error: APIError) -> None:
@@ -252,7 +257,7 @@ class Turn:
 
     def _read(self, control: StreamControl, http: "HTTPStream") -> None:
         """Read one response body into a new ``self._acc``, emitting each read's events at once."""
-        acc = self._acc = Accumulator(self._settings.limits)
+        acc = self._acc = self._settings.dialect.decoder(self._settings.limits)
         self._emitted = False
         control.attach(http)
         emit_many = control.emit_many
@@ -350,7 +355,7 @@ class Turn:
             ttft_ms=None if totals.ttft is None else (totals.ttft - self._t0) * 1000.0,
             model=(acc.model if acc is not None and acc.model else self._settings.model),
             id=acc.id if acc is not None else "",
-            reasoning=acc.reasoning if acc is not None else "",
+            reasoning="".join(totals.reasoning) + (acc.reasoning if acc is not None else ""),
             refusal=acc.refusal if acc is not None else "",
             tool_results=tuple(totals.tool_results),
             rounds=totals.rounds,
@@ -367,9 +372,9 @@ class Turn:
         else:
             self._sink.fail(partial)
 
-    def _end(self, acc: Accumulator, assistant: Optional[Dict[str, Any]] = None) -> Response:
+    def _end(self, acc: Decoder, assistant: Optional[Dict[str, Any]] = None) -> Response:
         if assistant is None:
-            assistant = _assistant_message(acc.content, ())
+            assistant = acc.assistant_message(())
         self._totals.messages.append(assistant)
         # Calls left for the application end the turn as "tool_calls", whatever the
         # server said (Ollama and some vLLM parsers send "stop").
@@ -394,13 +399,7 @@ class Turn:
             self._report(None, response)
             return response
         if text:
-            self._totals.messages.append(_assistant_message(text, ()))
+            self._totals.messages.append(assistant_message(text, ()))
         self._report(response)
         return response
 
-
-def _assistant_message(content: str, calls: Sequence[ToolCall]) -> Dict[str, Any]:
-    message: Dict[str, Any] = {"role": "assistant", "content": content if content or not calls else None}
-    if calls:
-        message["tool_calls"] = [call.to_message() for call in calls]
-    return message

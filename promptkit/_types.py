@@ -15,7 +15,7 @@ from ._money import format_cost
 
 __all__ = ["Usage", "ToolCall", "ToolResult", "Choice", "Response", "StreamEvent", "Timeout", "EVENT_TYPES"]
 
-EVENT_TYPES = ("content", "tool_call", "tool_result", "error", "done")
+EVENT_TYPES = ("content", "reasoning", "tool_call", "tool_result", "error", "done")
 
 
 def _int(value: Any) -> int:
@@ -62,6 +62,23 @@ class Usage:
             reasoning_tokens=_int(cdet.get("reasoning_tokens")),
             audio_prompt_tokens=_int(pdet.get("audio_tokens")),
             audio_completion_tokens=_int(cdet.get("audio_tokens")),
+        )
+
+    @classmethod
+    def from_responses(cls, data: Mapping[str, Any]) -> "Usage":
+        """Parse a Responses API ``usage`` object (``input_tokens``, ``output_tokens`` and their details)."""
+        prompt = _int(data.get("input_tokens"))
+        completion = _int(data.get("output_tokens"))
+        idet = data.get("input_tokens_details")
+        odet = data.get("output_tokens_details")
+        idet = idet if isinstance(idet, Mapping) else {}
+        odet = odet if isinstance(odet, Mapping) else {}
+        return cls(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=_int(data.get("total_tokens")) or prompt + completion,
+            cached_tokens=_int(idet.get("cached_tokens")),
+            reasoning_tokens=_int(odet.get("reasoning_tokens")),
         )
 
     def __add__(self, other: "Usage") -> "Usage":
@@ -162,8 +179,10 @@ class Response:
     """The result of one turn.
 
     ``content`` is ``""`` when the model sent no text (never ``None``).
-    ``reasoning`` holds ``reasoning_content`` / ``reasoning`` deltas, kept apart
-    from ``content``. ``usage`` and ``cost`` sum every tool round of the turn.
+    ``reasoning`` holds the reasoning the server showed (Chat Completions
+    ``reasoning_content`` / ``reasoning`` deltas, Responses API reasoning
+    summaries or reasoning text), of every tool round, kept apart from
+    ``content``: the concatenation of the turn's ``reasoning`` events. ``usage`` and ``cost`` sum every tool round of the turn.
     ``cost_known`` is ``False`` when the model has no price (``cost`` is then
     0.0). ``cost_source`` says where ``cost`` came from: ``"server"`` (the
     server reported it, as LiteLLM and OpenRouter do), ``"table"`` (computed
@@ -247,8 +266,9 @@ def error_to_dict(error: BaseException) -> Dict[str, Any]:
 class StreamEvent:
     """One event of a stream.
 
-    ``type`` is ``"content"`` (``content`` holds the text delta), ``"tool_call"``
-    (``tool_call``), ``"tool_result"`` (``tool_result``, when promptkit ran a
+    ``type`` is ``"content"`` (``content`` holds the text delta), ``"reasoning"``
+    (``reasoning`` holds a delta of the model's visible reasoning: never mixed
+    into ``content``), ``"tool_call"`` (``tool_call``), ``"tool_result"`` (``tool_result``, when promptkit ran a
     tool handler), ``"error"`` (``error``; terminal) or ``"done"`` (``final``,
     the Response; terminal). Every stream ends with exactly one ``error`` or
     ``done``.
@@ -260,6 +280,7 @@ class StreamEvent:
     tool_result: Optional[ToolResult] = None
     error: Optional[BaseException] = None
     final: Optional[Response] = None
+    reasoning: str = ""
 
     @property
     def is_terminal(self) -> bool:
@@ -270,7 +291,8 @@ class StreamEvent:
         """The JSON-safe shape a WebSocket or SSE relay sends as-is.
 
         Always has the keys ``type``, ``content``, ``tool_call``, ``final`` and
-        ``error``; a ``tool_result`` event adds ``tool_result``. ``error`` is a
+        ``error``; a ``tool_result`` event adds ``tool_result``, a ``reasoning``
+        event ``reasoning``. ``error`` is a
         dict ``{"type", "message"[, "status_code"]}`` or ``None``.
         """
         out: Dict[str, Any] = {
@@ -282,6 +304,8 @@ class StreamEvent:
         }
         if self.tool_result is not None:
             out["tool_result"] = self.tool_result.to_dict()
+        if self.type == "reasoning":
+            out["reasoning"] = self.reasoning
         return out
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from promptkit._accounting import TurnAccount
-from promptkit._accumulator import Accumulator
+from promptkit._dialects.chat_decoder import Accumulator
 from promptkit.pricing import PriceTable
 from promptkit._tokens import count_text
 

@@ -20,7 +20,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import pytest
 
 import promptkit
-from promptkit._accumulator import Accumulator
+from promptkit._dialects.chat_decoder import Accumulator
 from promptkit.testing import MockReply, MockServer
 from tests._processes import example_program
 

@@ -8,7 +8,7 @@ from typing import List, Optional, Union
 import pytest
 
 from promptkit._timeouts import TimeoutPlan
-from promptkit._accumulator import Accumulator
+from promptkit._dialects.chat_decoder import Accumulator
 from promptkit._errors import APITimeoutError, StreamError, StreamTruncatedError
 from promptkit._reader import read_body
 from promptkit._stream import StreamControl

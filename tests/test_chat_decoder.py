@@ -1,4 +1,4 @@
-"""Tests for promptkit._accumulator: real recordings end to end, then crafted quirks.
+"""Tests for promptkit._dialects.chat_decoder: real recordings end to end, then crafted quirks.
 
 Every recording under tests/data/recordings is framed by :class:`SSEParser`
 (whole, three seeded random splits and, for small files, byte by byte), each
@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import attrs
 import pytest
 
-from promptkit._accumulator import Accumulator
+from promptkit._dialects.chat_decoder import Accumulator
 from promptkit._errors import APIError, StreamError
 from promptkit._sse import SSEParser
 from promptkit._types import StreamEvent, ToolCall
@@ -657,7 +657,7 @@ def test_groq_x_groq_usage_only_when_no_top_level_usage() -> None:
     assert acc.usage is not None and acc.usage.total_tokens == 30
 
 
-def test_reasoning_content_is_not_mixed_into_content() -> None:
+def test_reasoning_content_arrives_as_reasoning_events_never_as_content() -> None:
     acc = Accumulator()
     events = feed_all(
         acc,
@@ -670,8 +670,13 @@ def test_reasoning_content_is_not_mixed_into_content() -> None:
     )
     assert acc.content == "Answer"
     assert acc.reasoning == "Let me think."
-    assert events == [StreamEvent("content", content="Answer")]
+    assert events == [
+        StreamEvent("reasoning", reasoning="Let me "),
+        StreamEvent("reasoning", reasoning="think."),
+        StreamEvent("content", content="Answer"),
+    ]
     assert acc.choices()[0].reasoning == "Let me think."
+    assert acc.assistant_message(()) == {"role": "assistant", "content": "Answer", "reasoning_content": "Let me think."}
 
 
 def test_reasoning_field_and_precedence_of_reasoning_content() -> None:
@@ -686,6 +691,13 @@ def test_reasoning_field_and_precedence_of_reasoning_content() -> None:
     )
     assert acc.reasoning == "abc"
     assert acc.content == "x"
+
+
+def test_reasoning_of_other_choices_makes_no_events() -> None:
+    acc = Accumulator()
+    events = feed_all(acc, [{"choices": [{"index": 1, "delta": {"reasoning_content": "hidden"}}]}, chunk({"content": "x"}, finish="stop")])
+    assert [e.type for e in events] == ["content"]
+    assert acc.choices()[1].reasoning == "hidden"
 
 
 def test_refusal_is_kept_apart() -> None:
@@ -852,7 +864,7 @@ def test_other_choices_are_assembled_quietly() -> None:
 import sys  # noqa: E402
 
 from promptkit import Limits  # noqa: E402
-from promptkit import _accumulator as accumulator_module  # noqa: E402
+from promptkit._dialects import chat_decoder as accumulator_module  # noqa: E402
 
 
 def _lines_run(chunks: List[Any], limits: Limits) -> int:
@@ -902,18 +914,18 @@ def test_repeated_finish_chunks_build_each_call_once() -> None:
     acc = Accumulator()
     feed_all(acc, [chunk({"tool_calls": [{"index": i, "id": f"c{i}", "function": fn("f", "{}")}]}) for i in range(50)])
     built = []
-    original = accumulator_module._tool_call
+    original = accumulator_module.tool_call
 
     def counting(*args: Any) -> Any:
         built.append(args[0])
         return original(*args)
 
-    accumulator_module._tool_call = counting  # type: ignore[assignment]
+    accumulator_module.tool_call = counting  # type: ignore[assignment]
     try:
         for _ in range(20):
             acc.feed(chunk({}, "tool_calls"))
     finally:
-        accumulator_module._tool_call = original  # type: ignore[assignment]
+        accumulator_module.tool_call = original  # type: ignore[assignment]
     assert built == [f"c{i}" for i in range(50)]
 
 

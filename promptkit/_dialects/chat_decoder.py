@@ -1,4 +1,4 @@
-"""Chunk assembly: one parsed ``chat.completion.chunk`` in, stream events out.
+"""The Chat Completions decoder: one parsed ``chat.completion.chunk`` in, stream events out.
 
 Pure: no I/O, no threads, no clocks. The :class:`Accumulator` keeps the
 growing assistant message of one request (one tool round) and turns each
@@ -25,14 +25,15 @@ their thinking as a list of parts there, which is skipped. What the reply may ho
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ._errors import StreamError
-from ._shapes import check_usage, malformed
-from ._limits import DEFAULT_LIMITS, Limits, exceeded, json_excess
-from ._types import Choice, StreamEvent, ToolCall, Usage
+from .._errors import StreamError
+from .._shapes import check_usage, malformed
+from .._limits import DEFAULT_LIMITS, Limits, exceeded, json_excess
+from .._types import Choice, StreamEvent, ToolCall, Usage
+from .base import assistant_message
 
-__all__ = ["Accumulator"]
+__all__ = ["Accumulator", "reported_cost", "tool_call"]
 
 # Each stored piece also costs its list slots and object header: counting a
 # little per delta bounds a flood of one-character deltas (see Limits).
@@ -141,7 +142,7 @@ class _ChoiceState:
     def tool_calls(self, limits: Limits, start: int = 0, upto: Optional[int] = None, strict: bool = False) -> List[ToolCall]:
         """Calls ``start:upto`` as ToolCalls (``strict``: arguments over the JSON limits raise)."""
         return [
-            _tool_call(call.id or f"call_{n}", call.name, "".join(call.parts), limits, strict)
+            tool_call(call.id or f"call_{n}", call.name, "".join(call.parts), limits, strict)
             for n, call in enumerate(self.calls[start:upto], start)
         ]
 
@@ -156,7 +157,7 @@ class _ChoiceState:
         )
 
 
-def _tool_call(call_id: str, name: str, text: str, limits: Limits, strict: bool) -> ToolCall:
+def tool_call(call_id: str, name: str, text: str, limits: Limits, strict: bool) -> ToolCall:
     """Build a call, checking its arguments against the JSON limits before anything parses them.
 
     On the reading path (``strict``) arguments over a limit are the server's
@@ -183,7 +184,7 @@ def _error_message(error: Any) -> str:
     return str(error)[:2000]  # the whole object stays in the error's body
 
 
-def _reported_cost(value: Any) -> Optional[float]:
+def reported_cost(value: Any) -> Optional[float]:
     """A server-reported cost: a finite number >= 0 (a bool, a string or NaN is ignored)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
         return float(value)
@@ -206,7 +207,8 @@ class Accumulator:
     """
 
     __slots__ = (
-        "_main", "_others", "usage", "cost", "model", "id", "saw_output", "limits", "_chars", "_max_chars", "_saw_main"
+        "_main", "_others", "usage", "cost", "model", "id", "saw_output", "limits", "_chars", "_max_chars", "_saw_main",
+        "ended",
     )  # fmt: skip
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
@@ -221,6 +223,7 @@ class Accumulator:
         self._chars = 0  # what the reply holds, as Limits.max_reply_chars counts it
         self._max_chars = limits.max_reply_chars
         self._saw_main = False  # some chunk carried choice 0
+        self.ended = False  # Chat Completions ends with [DONE] (the usage chunk follows the finish chunk)
 
     def spend(self, chars: int) -> None:
         """Count a stored piece of ``chars`` characters against max_reply_chars."""
@@ -261,9 +264,9 @@ class Accumulator:
             self.usage = Usage.from_openai(usage)
             # OpenRouter and LiteLLM put the request's USD cost in usage; some LiteLLM
             # versions put it beside usage, at the chunk's top level.
-            cost = _reported_cost(usage.get("cost"))
+            cost = reported_cost(usage.get("cost"))
             if cost is None:
-                cost = _reported_cost(chunk.get("cost"))
+                cost = reported_cost(chunk.get("cost"))
             if cost is not None:
                 self.cost = cost
         error = chunk.get("error")
@@ -313,7 +316,7 @@ class Accumulator:
                 elif text is not None and text.__class__ is not list:
                     raise malformed("delta.content", text, chunk, "a string")
                 # Most deltas are {"content": "..."}: skip the rarer fields then.
-                if (len(delta) > 1 or text is None) and self._feed_extras(state, delta, chunk):
+                if (len(delta) > 1 or text is None) and self._feed_extras(state, delta, chunk, events):
                     self.saw_output = True
         elif delta is not None:
             raise malformed("a choice's delta", delta, chunk, "an object")
@@ -345,8 +348,13 @@ class Accumulator:
             if finish:
                 state.finish_reason = finish
 
-    def _feed_extras(self, state: _ChoiceState, delta: Dict[str, Any], chunk: Any) -> bool:
-        """Fold reasoning, refusal and tool-call deltas in; return whether a tool-call delta came."""
+    def _feed_extras(
+        self, state: _ChoiceState, delta: Dict[str, Any], chunk: Any, events: Optional[List[StreamEvent]] = None
+    ) -> bool:
+        """Fold reasoning, refusal and tool-call deltas in; return whether a tool-call delta came.
+
+        With ``events`` (choice 0), a reasoning delta becomes a ``reasoning`` event.
+        """
         field = "reasoning_content"
         reasoning = delta.get(field)
         if reasoning is None:
@@ -359,6 +367,8 @@ class Accumulator:
                 self.spend(len(reasoning))
                 state.reasoning.append(reasoning)
                 state.output.append(reasoning)
+                if events is not None:
+                    events.append(StreamEvent("reasoning", reasoning=reasoning))
         refusal = delta.get("refusal")
         if refusal is not None:
             if refusal.__class__ is not str:
@@ -402,6 +412,25 @@ class Accumulator:
     def finish_reason(self) -> Optional[str]:
         """The last non-null ``finish_reason`` of choice 0."""
         return self._main.finish_reason
+
+    @property
+    def complete(self) -> bool:
+        """Whether choice 0 finished (a server that omits ``[DONE]`` then ends the body)."""
+        return self._main.finish_reason is not None
+
+    @property
+    def truncation(self) -> str:
+        """Why an early EOF is a truncation."""
+        return "the stream ended before [DONE] and without a finish_reason"
+
+    def assistant_message(self, calls: Sequence[ToolCall]) -> Dict[str, Any]:
+        """The canonical assistant message: text, ``calls``, and ``reasoning_content`` when the model
+        showed reasoning (kept for servers that need it back; see the chat dialect)."""
+        message = assistant_message(self.content, calls)
+        reasoning = self.reasoning
+        if reasoning:
+            message["reasoning_content"] = reasoning
+        return message
 
     @property
     def content(self) -> str:

@@ -1,0 +1,154 @@
+"""promptkit._dialects: the request each dialect builds from the canonical history, and what servers refuse."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+from promptkit import BadRequestError, ConfigurationError, NotFoundError
+from promptkit._dialects import APIS, QUIRKS, dialect_for
+from promptkit._dialects.chat import ChatDialect
+from promptkit._dialects.responses import ResponsesDialect
+
+BASE = "http://127.0.0.1:1/v1"
+TOOL = {"type": "function", "function": {"name": "get", "description": "Get it.", "parameters": {"type": "object", "properties": {}}}}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get", "arguments": '{"q": 1}'}}
+
+
+@pytest.fixture(autouse=True)
+def fresh_quirks() -> Iterator[None]:
+    QUIRKS.forget(BASE)
+    yield
+    QUIRKS.forget(BASE)
+
+
+def chat(messages: List[Dict[str, Any]], **params: Any) -> Dict[str, Any]:
+    return ChatDialect().payload(model="m", messages=messages, params=params, tools=[], include_usage=True, base_url=BASE)
+
+
+def responses(messages: List[Dict[str, Any]], tools: Any = (), **params: Any) -> Dict[str, Any]:
+    return ResponsesDialect().payload(model="m", messages=messages, params=params, tools=list(tools), include_usage=True, base_url=BASE)
+
+
+def test_the_registry_names_every_dialect_and_refuses_others() -> None:
+    assert APIS == ("chat", "responses")
+    assert dialect_for("responses").path == "/responses" and dialect_for("chat").path == "/chat/completions"
+    with pytest.raises(ConfigurationError, match="api must be one of 'chat', 'responses', got 'anthropic-v0'"):
+        dialect_for("anthropic-v0")
+
+
+# --------------------------------------------------------------------------- Chat Completions
+
+
+def test_chat_body_is_the_history_as_it_is() -> None:
+    history = [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]
+    body = chat(history, temperature=0.5)
+    assert body == {
+        "model": "m", "messages": history, "temperature": 0.5, "stream": True, "stream_options": {"include_usage": True}
+    }  # fmt: skip
+    assert body["messages"][0] is history[0]  # no copy of a plain message
+
+
+def test_chat_sends_reasoning_back_only_inside_the_current_tool_loop() -> None:
+    earlier = {"role": "assistant", "content": None, "tool_calls": [CALL], "reasoning_content": "old thought"}
+    current = {"role": "assistant", "content": None, "tool_calls": [CALL], "reasoning_content": "thought", "output_items": [{"type": "reasoning"}]}
+    final = {"role": "assistant", "content": "done", "reasoning_content": "answer thought"}
+    history = [
+        {"role": "user", "content": "a"}, earlier, {"role": "tool", "tool_call_id": "call_1", "content": "1"}, final,
+        {"role": "user", "content": "b"}, current, {"role": "tool", "tool_call_id": "call_1", "content": "2"},
+    ]  # fmt: skip
+    sent = chat(history)["messages"]
+    assert "reasoning_content" not in sent[1] and "reasoning_content" not in sent[3]
+    assert sent[5] == {"role": "assistant", "content": None, "tool_calls": [CALL], "reasoning_content": "thought"}
+    assert all("output_items" not in m for m in sent)
+
+
+def test_chat_refusals_are_remembered_per_base_url() -> None:
+    dialect = ChatDialect()
+    history = [{"role": "user", "content": "a"}, {"role": "assistant", "content": None, "tool_calls": [CALL], "reasoning_content": "t"}]
+    refusal = BadRequestError("400", status_code=400, body={"error": {"message": "Unrecognized field reasoning_content"}})
+    assert dialect.refused(refusal, BASE) is True
+    assert dialect.refused(refusal, BASE) is False  # known already: the error is the server's answer
+    assert "reasoning_content" not in chat(history)["messages"][1]
+    assert dialect.refused(BadRequestError("400", status_code=400, body="stream_options is not supported"), BASE)
+    assert "stream_options" not in chat(history)
+    assert "stream_options" in dialect.payload(
+        model="m", messages=history, params={}, tools=[], include_usage=True, base_url="http://other/v1"
+    )
+    assert not dialect.refused(BadRequestError("400", status_code=400, body="temperature out of range"), BASE)
+
+
+# --------------------------------------------------------------------------- the Responses API
+
+
+def test_responses_input_from_a_plain_chat_history() -> None:
+    history = [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": [{"type": "text", "text": "what?"}, {"type": "image_url", "image_url": {"url": "https://x/c.png"}}]},
+        {"role": "assistant", "content": "let me look", "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]
+    body = responses(history, tools=[TOOL], max_tokens=50, reasoning_effort="low", temperature=0)
+    assert body["input"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": [
+            {"type": "input_text", "text": "what?"}, {"type": "input_image", "image_url": "https://x/c.png", "detail": "auto"}
+        ]},
+        {"role": "assistant", "content": "let me look"},
+        {"type": "function_call", "call_id": "call_1", "name": "get", "arguments": '{"q": 1}'},
+        {"type": "function_call_output", "call_id": "call_1", "output": "42"},
+    ]  # fmt: skip
+    assert body["tools"] == [
+        {"type": "function", "name": "get", "description": "Get it.", "parameters": {"type": "object", "properties": {}}, "strict": False}
+    ]
+    assert body["max_output_tokens"] == 50 and body["reasoning"] == {"effort": "low"} and body["temperature"] == 0
+    assert body["stream"] is True and "max_tokens" not in body and "stream_options" not in body and "include" not in body
+    json.dumps(body)
+
+
+def test_responses_replays_output_items_and_strips_ids_when_nothing_is_stored() -> None:
+    items = [
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "enc"},
+        {"type": "reasoning", "id": "rs_2", "summary": []},
+        {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get", "arguments": "{}"},
+        {"type": "web_search_call", "id": "ws_1"},
+    ]
+    history = [{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [CALL], "output_items": items}]
+    assert responses(history)["input"][1:] == items[:3]  # the server keeps its items: sent as they came
+    body = responses(history, store=False)
+    assert body["input"][1:] == [
+        {"type": "reasoning", "summary": [], "encrypted_content": "enc"},
+        {"type": "function_call", "call_id": "call_1", "name": "get", "arguments": "{}"},
+    ]
+    assert body["include"] == ["reasoning.encrypted_content"] and body["store"] is False
+
+
+def test_responses_learns_that_a_server_keeps_no_items() -> None:
+    dialect = ResponsesDialect()
+    items = [{"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "e"}]
+    history = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "output_items": items}]
+    error = NotFoundError("404", status_code=404, body={"error": {"message": "Item with id 'rs_1' not found. Items are not persisted when `store` is set to false."}})
+    assert dialect.refused(error, BASE) is True
+    assert "id" not in responses(history)["input"][1]
+    assert not dialect.refused(BadRequestError("400", status_code=400, body="bad temperature"), BASE)
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [({"previous_response_id": "resp_1"}, "previous_response_id"), ({"input": []}, "input"), ({"n": 2}, "no 'n'")],
+)
+def test_responses_refuses_params_it_cannot_send(params: Dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        ResponsesDialect().check_params(params)
+
+
+def test_responses_maps_tool_choice_and_response_format() -> None:
+    body = responses(
+        [{"role": "user", "content": "q"}],
+        tool_choice={"type": "function", "function": {"name": "get"}},
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": True}},
+    )
+    assert body["tool_choice"] == {"type": "function", "name": "get"}
+    assert body["text"] == {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}, "strict": True}}
