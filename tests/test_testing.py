@@ -10,13 +10,13 @@ from __future__ import annotations
 import http.client
 import json
 import pathlib
-import socket
 import threading
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
 from promptkit.testing import MockReply, MockServer
+from tests._mock_wire import http_chunks, open_stream, port_of, raw_request, read_until, read_until_eof
 
 RECORDINGS = pathlib.Path(__file__).parent / "data" / "recordings"
 MESSAGES = [{"role": "user", "content": "Say hello."}]
@@ -34,10 +34,6 @@ def server() -> Iterator[MockServer]:
     with MockServer() as srv:
         yield srv
     assert mock_threads() == []
-
-
-def port_of(srv: MockServer) -> int:
-    return int(srv.url.rsplit(":", 1)[1].split("/")[0])
 
 
 def payload(stream: bool = True, usage: bool = False, messages: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
@@ -85,23 +81,6 @@ def read_event(resp: http.client.HTTPResponse) -> str:
         if line in (b"\n", b"\r\n"):
             return "".join(lines)
         lines.append(line.decode())
-
-
-def raw_request(srv: MockServer, body: Dict[str, Any]) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port_of(srv)), timeout=10)
-    data = json.dumps(body).encode()
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
-    return sock
-
-
-def read_until_eof(sock: socket.socket) -> bytes:
-    data = b""
-    while True:
-        piece = sock.recv(65536)
-        if not piece:
-            return data
-        data += piece
 
 
 # --------------------------------------------------------------------------- streaming text
@@ -332,9 +311,7 @@ def test_connection_threads_are_named(server: MockServer) -> None:
 def test_first_event_arrives_before_the_reply_is_finished(server: MockServer) -> None:
     srv = server  # closed explicitly below; the fixture's close() is then a no-op
     srv.enqueue(MockReply.text("never sent in full", first_delay=60))
-    conn = http.client.HTTPConnection("127.0.0.1", port_of(srv), timeout=10)
-    conn.request("POST", "/v1/chat/completions", json.dumps(payload()))
-    resp = conn.getresponse()  # headers were flushed although the reply is still waiting
+    conn, resp = open_stream(srv, payload())  # headers were flushed although the reply is still waiting
     first = json.loads(read_event(resp)[6:])
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     srv.close(timeout=5)  # releases the 60 s first_delay: had it waited, its thread would still be alive below
@@ -347,9 +324,7 @@ def test_first_event_arrives_before_the_reply_is_finished(server: MockServer) ->
 def test_delay_between_deltas_streams_incrementally(server: MockServer) -> None:
     srv = server
     srv.enqueue(MockReply.text("alpha beta gamma", delay=60))
-    conn = http.client.HTTPConnection("127.0.0.1", port_of(srv), timeout=10)
-    conn.request("POST", "/v1/chat/completions", json.dumps(payload()))
-    resp = conn.getresponse()
+    conn, resp = open_stream(srv, payload())
     read_event(resp)  # role chunk
     assert json.loads(read_event(resp)[6:])["choices"][0]["delta"] == {"content": "alpha"}
     srv.close()
@@ -387,9 +362,7 @@ def test_stall_then_client_disconnect_sets_disconnected(server: MockServer) -> N
 
 def test_disconnect_mid_stream_is_quiet_and_counted(server: MockServer, capsys: pytest.CaptureFixture[str]) -> None:
     server.enqueue(MockReply.text(" ".join(["word"] * 2000), delay=0.001))
-    conn = http.client.HTTPConnection("127.0.0.1", port_of(server), timeout=10)
-    conn.request("POST", "/v1/chat/completions", json.dumps(payload()))
-    resp = conn.getresponse()
+    conn, resp = open_stream(server, payload())
     read_event(resp)
     read_event(resp)
     resp.close()  # drops the last reference to the socket: the client is gone mid-stream
@@ -406,9 +379,7 @@ def test_disconnect_mid_stream_is_quiet_and_counted(server: MockServer, capsys: 
 
 def test_disconnect_during_a_long_delay_is_seen_at_once(server: MockServer) -> None:
     server.enqueue(MockReply.text("one two three", delay=60))
-    conn = http.client.HTTPConnection("127.0.0.1", port_of(server), timeout=10)
-    conn.request("POST", "/v1/chat/completions", json.dumps(payload()))
-    resp = conn.getresponse()
+    conn, resp = open_stream(server, payload())
     read_event(resp)
     read_event(resp)  # "one"; the server now waits 60 s before "two"
     resp.close()
@@ -459,11 +430,7 @@ def test_raw_chunks_are_separate_writes(server: MockServer) -> None:
     euro = "€".encode()
     server.enqueue(MockReply.raw([b'data: {"x": "' + euro[:1], euro[1:] + b'"}\r\n\r\n', b"data: [DONE]\r\n\r\n"]))
     sock = raw_request(server, payload())
-    data = b""
-    while not data.endswith(b"0\r\n\r\n"):
-        piece = sock.recv(65536)
-        assert piece
-        data += piece
+    data = read_until(sock, b"0\r\n\r\n")
     sock.close()
     body = data.partition(b"\r\n\r\n")[2]
     assert body.startswith(b"E\r\ndata: {\"x\": \"\xe2\r\n")  # one HTTP chunk per item, split mid-character
@@ -511,19 +478,6 @@ def test_close_is_idempotent_and_server_can_be_unused() -> None:
 # --------------------------------------------------------------------------- benchmark support: responder, bulk
 
 
-def http_chunks(body: bytes) -> List[bytes]:
-    """The payloads of a chunked body, one per HTTP chunk, up to the terminating zero-size chunk."""
-    out = []
-    while True:
-        size, _, rest = body.partition(b"\r\n")
-        n = int(size, 16)
-        if n == 0:
-            return out
-        out.append(rest[:n])
-        assert rest[n:n + 2] == b"\r\n"
-        body = rest[n + 2:]
-
-
 def test_responder_chooses_the_reply_when_the_queue_is_empty() -> None:
     seen: List[Any] = []
 
@@ -552,11 +506,7 @@ def test_bulk_reply_frames_every_event_as_its_own_chunk() -> None:
         for bulk in (False, True):
             srv.enqueue(MockReply.text("abcd" * 50, chunk_size=4, bulk=bulk))
             sock = raw_request(srv, payload(usage=True))
-            data = b""
-            while not data.endswith(b"\r\n0\r\n\r\n"):
-                piece = sock.recv(65536)
-                assert piece
-                data += piece
+            data = read_until(sock, b"\r\n0\r\n\r\n")
             sock.close()
             bodies.append(http_chunks(data.partition(b"\r\n\r\n")[2]))
     for pieces in bodies:  # the same event stream either way: one HTTP chunk per SSE event
@@ -570,9 +520,7 @@ def test_bulk_reply_frames_every_event_as_its_own_chunk() -> None:
 def test_bulk_reply_still_pauses_for_first_delay(server: MockServer) -> None:
     srv = server
     srv.enqueue(MockReply.text("abcd" * 10, chunk_size=4, first_delay=60, bulk=True))
-    conn = http.client.HTTPConnection("127.0.0.1", port_of(srv), timeout=10)
-    conn.request("POST", "/v1/chat/completions", json.dumps(payload()))
-    resp = conn.getresponse()
+    conn, resp = open_stream(srv, payload())
     first = json.loads(read_event(resp)[6:])  # the role chunk went before the pause
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     srv.close()  # releases the pause: the deltas were never sent

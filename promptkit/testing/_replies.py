@@ -90,6 +90,19 @@ class MockReply:
 
     Without ``"stream": true`` in the request, these replies are sent as one
     ``chat.completion`` JSON object instead.
+
+    The server renders every reply in the wire protocol of the request's path. Above is
+    ``POST .../chat/completions``. On ``POST .../responses`` (the OpenAI Responses API) the
+    same reply streams as named events with a ``sequence_number`` and no ``[DONE]`` (so
+    ``include_done`` does not apply): ``response.created``, ``response.in_progress``, then a
+    ``reasoning`` item (summary deltas; ``encrypted_content`` when the request's ``include``
+    names ``"reasoning.encrypted_content"``), a ``message`` item (``output_text`` deltas) and
+    one ``function_call`` item per call, then ``response.completed``. ``finish_reason="length"``
+    ends with ``response.incomplete`` (``max_output_tokens``) and ``None`` with no terminal
+    event. Usage is always in the final response, in Responses names (``input_tokens``, ...);
+    a ``usage`` dict may use the chat or the Responses names. Without ``"stream": true`` the
+    reply is one ``response`` object. The failure kinds keep their meaning:
+    :meth:`in_band_error` sends an ``error`` event and ``response.failed``.
     """
 
     kind: str
@@ -160,17 +173,23 @@ class MockReply:
                       event: Optional[str] = None) -> "MockReply":
         """A 200 event stream: ``after_text`` deltas, then ``data: {"error": {...}}`` and no ``[DONE]``.
 
+        On the Responses API: an ``error`` event ``{"type": "error", "error": {"type", "code",
+        "message", "param"}}`` (the shape OpenAI sends) and then ``response.failed``.
+
         Args:
             message: the error message.
             after_text: content streamed before the error.
             code: the error code.
-            event: an SSE event name for the error (``"error"`` sends ``event: error`` like Groq).
+            event: an SSE event name for the error (``"error"`` sends ``event: error`` like Groq);
+                Chat Completions only.
         """
         return cls._of("in_band_error", dict(locals()))
 
     @classmethod
     def stall(cls, *, after_text: str = "", before_headers: bool = False) -> "MockReply":
-        """Send headers, the role chunk and ``after_text``, then nothing until the client leaves or the server closes.
+        """Send headers, the role chunk (Responses: ``response.created``) and ``after_text``, then nothing more.
+
+        Nothing more until the client leaves or the server closes.
 
         Args:
             after_text: content streamed before stalling.
@@ -185,7 +204,10 @@ class MockReply:
 
     @classmethod
     def truncate(cls, *, after_text: str = "...") -> "MockReply":
-        """Stream ``after_text``, then end the body cleanly with no finish_reason and no ``[DONE]``."""
+        """Stream ``after_text``, then end the body cleanly with no finish_reason and no ``[DONE]``.
+
+        On the Responses API: no ``response.completed`` (nor any other terminal event).
+        """
         return cls._of("truncate", dict(locals()))
 
     @classmethod
@@ -210,7 +232,7 @@ class MockReply:
 
     @classmethod
     def json(cls, body: Mapping[str, Any], status: int = 200) -> "MockReply":
-        """A whole JSON reply, e.g. a hand-written ``chat.completion``."""
+        """A whole JSON reply, e.g. a hand-written ``chat.completion`` or ``response`` object."""
         return cls._of("json", dict(locals()))
 
     @classmethod
@@ -285,10 +307,11 @@ def _story(messages: Any) -> str:
     return " ".join([rng.choice(_OPENERS).format(s=hero), *middles, rng.choice(_ENDINGS)])
 
 
-def _usage(o: Mapping[str, Any], req: Dict[str, Any], completion: int, reasoning: int) -> Optional[Dict[str, Any]]:
+def _usage(o: Mapping[str, Any], messages: Any, completion: int, reasoning: int) -> Optional[Dict[str, Any]]:
+    """Chat-completions usage: plausible counts from the prompt's size, with the reply's overrides applied."""
     if not o["usage"]:
         return None
-    prompt = max(1, len(json.dumps(req.get("messages", []))) // 4)
+    prompt = max(1, len(json.dumps(messages)) // 4)
     usage: Dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
              "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": reasoning}}
     if isinstance(o["usage"], Mapping):

@@ -1,4 +1,4 @@
-"""The mock server itself: a threaded HTTP/1.1 server speaking the chat-completions API."""
+"""The mock server itself: a threaded HTTP/1.1 server; each wire protocol is rendered by its own module."""
 
 from __future__ import annotations
 
@@ -12,27 +12,28 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Set, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
+from ._render import Context, Renderer, Streamed, Whole
+from ._render_chat import ChatRenderer
+from ._render_responses import ResponsesRenderer
 from ._replies import (
     log,
     _SSE_TYPE,
-    _JSON_TYPE,
     _FRAMINGS,
     _Item,
     _Stopped,
     Headers,
     RecordedRequest,
     MockReply,
-    _dumps,
-    _sse,
-    _pieces,
     _merge,
     _story,
-    _usage,
 )
 
 __all__ = ["MockServer"]
+
+# The wire protocols, chosen by the request path (the first is also used for replies to unknown paths).
+_RENDERERS: Tuple[Renderer, ...] = (ChatRenderer(), ResponsesRenderer())
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -51,16 +52,17 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         mock._record(RecordedRequest(self.command, self.path, Headers(self.headers.items()), body, raw))
+        renderer = next((r for r in _RENDERERS if r.matches(self.path)), None)
         if mock.api_key is not None and self.headers.get("Authorization") != f"Bearer {mock.api_key}":
             reply = MockReply.error(401, "Incorrect API key provided.", code="invalid_api_key")
-        elif self.command != "POST" or not self.path.split("?", 1)[0].rstrip("/").endswith("/chat/completions"):
+        elif self.command != "POST" or renderer is None:
             reply = MockReply.error(404, f"Unknown request URL: {self.command} {self.path}", code="unknown_url")
         elif not isinstance(body, dict):
             reply = MockReply.error(400, "We could not parse the JSON body of your request.")
         else:
-            reply = mock._next_reply(body)
+            reply = mock._next_reply(body, renderer)
         try:
-            self._render(reply, body if isinstance(body, dict) else {})
+            self._render(reply, body if isinstance(body, dict) else {}, renderer or _RENDERERS[0])
         except _Stopped:
             self.close_connection = True
         except OSError as exc:  # BrokenPipe / ConnectionReset / EPIPE: the client left mid-reply
@@ -70,104 +72,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
 
-    def _render(self, reply: MockReply, req: Dict[str, Any]) -> None:
-        o, kind, mock = reply.options, reply.kind, self.server.mock
+    def _render(self, reply: MockReply, req: Dict[str, Any], renderer: Renderer) -> None:
+        mock = self.server.mock
         seq = mock._next_seq()
         self._rid = f"req_mock{seq:08d}"
-        if kind == "error":
-            data = o["body"]
-            ctype = o["content_type"] or _JSON_TYPE
-            if data is None:
-                etype = o["type"] or ("server_error" if o["status"] >= 500 else
-                                      "rate_limit_error" if o["status"] == 429 else "invalid_request_error")
-                data = _dumps({"error": {"message": o["message"], "type": etype, "param": None, "code": o["code"]}})
-            else:
-                data = data.encode() if isinstance(data, str) else data
-                html = data.lstrip()[:1] == b"<"
-                ctype = o["content_type"] or ("text/html; charset=utf-8" if html else "text/plain; charset=utf-8")
-            return self._whole(o["status"], data, ctype, o["headers"])
-        if kind == "json":
-            return self._whole(o["status"], _dumps(o["body"]), _JSON_TYPE, None)
-        if kind == "raw":
-            items: List[_Item] = []
-            for piece in o["chunks"]:
-                items += [o["delay"], piece] if items else [piece]
-            return self._stream(o["status"], o["headers"], o["framing"], items)
-        if kind == "stall" and o["before_headers"]:
-            return self._block()
-        options = req.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        base = {"id": f"chatcmpl-mock{seq:08d}", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": o.get("model") or req.get("model") or mock.model, "system_fingerprint": "fp_mock"}
-
-        def chunk(delta: Dict[str, Any], finish: Optional[str] = None) -> bytes:
-            out = dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
-            if include_usage:  # OpenAI sends "usage": null on every chunk once usage was requested
-                out["usage"] = None
-            return _sse(out)
-
-        if kind in ("text", "tool_calls"):
-            return self._chat(o, req, base, chunk, include_usage, seq)
-        # The failure modes: the role chunk and some content, then the kind's own ending.
-        items = [chunk({"role": "assistant", "content": ""})]
-        items += [chunk({"content": p}) for p in _pieces(o.get("after_text", ""), None)]
-        end = "done"
-        if kind == "in_band_error":
-            error = {"message": o["message"], "type": "server_error", "param": None, "code": o["code"]}
-            items.append(_sse({"error": error}, o["event"]))
-        elif kind in ("stall", "reset"):
-            end = kind
-        elif kind == "keepalive_only":
-            count = max(1, round(o["seconds"] / o["interval"])) if o["interval"] > 0 else 1
-            items, end = [b": keep-alive\n\n", o["interval"]] * count, "close"
-        # "length" framing cannot stall or reset half-way, so these fall back to chunked.
-        self._stream(200, None, "close" if mock.framing == "close" else "chunked", items, end)
-
-    def _chat(self, o: Mapping[str, Any], req: Dict[str, Any], base: Dict[str, Any],
-              chunk: Callable[..., bytes], include_usage: bool, seq: int) -> None:
-        """Render a text or tool_calls reply, streamed or as one ``chat.completion`` object."""
-        reasoning = [{"reasoning_content": p} for p in _pieces(o["reasoning"] or "", None)]
-        pieces = _pieces(o["text"], o["chunk_size"])
-        tool_deltas: List[Dict[str, Any]] = []
-        calls = []
-        for i, call in enumerate(o.get("calls", ())):
-            args = call.get("arguments", {})
-            args = args if isinstance(args, str) else json.dumps(args)
-            calls.append({"id": call.get("id") or f"call_mock{seq}_{i}", "type": "function",
-                          "function": {"name": call["name"], "arguments": args}})
-            first = {"index": i, **calls[-1], "function": {"name": call["name"], "arguments": ""}}
-            step = max(1, o["split_arguments"])
-            tool_deltas += [{"tool_calls": [first]}] + [{"tool_calls": [{"index": i, "function": {
-                "arguments": args[j:j + step]}}]} for j in range(0, len(args), step)]
-        usage = _usage(o, req, len(reasoning) + len(pieces) + len(tool_deltas), len(reasoning))
-        if not req.get("stream"):
-            message: Dict[str, Any] = {"role": "assistant", "content": o["text"] or None, "refusal": None}
-            if o["reasoning"]:
-                message["reasoning_content"] = o["reasoning"]
-            if calls:
-                message["tool_calls"] = calls
-            body = dict(base, object="chat.completion", choices=[
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": o["finish_reason"]}])
-            if usage is not None:
-                body["usage"] = usage
-            return self._whole(200, _dumps(body), _JSON_TYPE, o["headers"])
-        # A long reply repeats its pieces (benchmarks send thousands of equal deltas): render each distinct one once.
-        rendered = {p: chunk({"content": p}) for p in dict.fromkeys(pieces)}
-        out = [chunk(d) for d in reasoning] + list(map(rendered.__getitem__, pieces)) + [chunk(d) for d in tool_deltas]
-        items: List[_Item] = [b": keep-alive\n\n"] * o["keepalive_comments"]
-        items += [chunk({"role": "assistant", "content": ""}), o["first_delay"]]
-        if o["delay"] > 0:
-            for i, data in enumerate(out):
-                items += [o["delay"], data] if i else [data]
+        plan = renderer.render(reply, req, Context(seq, mock.model, mock.framing))
+        if isinstance(plan, Whole):
+            self._whole(plan.status, plan.data, plan.content_type, plan.headers)
+        elif isinstance(plan, Streamed):
+            self._stream(plan.status, plan.headers, plan.framing or mock.framing, plan.items, plan.end, plan.bulk)
         else:
-            items += out
-        if o["finish_reason"] is not None:
-            items.append(chunk({}, o["finish_reason"]))
-        if include_usage and usage is not None:
-            items.append(_sse(dict(base, choices=[], usage=usage)))
-        if o["include_done"]:
-            items.append(b"data: [DONE]\n\n")
-        self._stream(200, o["headers"], o["framing"] or self.server.mock.framing, items, bulk=o["bulk"])
+            self._block()
 
     def _whole(self, status: int, data: bytes, ctype: str, extra: Optional[Mapping[str, str]]) -> None:
         self.send_response(status)
@@ -279,14 +194,18 @@ class _Server(socketserver.TCPServer):
 
 
 class MockServer:
-    """A local OpenAI-compatible chat-completions server, serving in background threads.
+    """A local OpenAI-compatible server, serving in background threads.
 
-    Replies are consumed in FIFO order, one per ``POST .../chat/completions``. When the
-    queue is empty, ``responder`` chooses the reply, or else a deterministic short story
-    derived from the last user message is streamed. The socket is bound at construction
-    (so :attr:`url` is known at once); serving starts with :meth:`start` or
-    ``with MockServer() as server:``. :meth:`close` stops everything and joins every
-    thread it started (all named ``promptkit-mock-*``).
+    It answers ``POST .../chat/completions`` (Chat Completions) and ``POST .../responses``
+    (the Responses API), each in its own wire format, and 404 elsewhere. Replies are consumed
+    in FIFO order, one per request on either endpoint. When the queue is empty,
+    ``responder`` chooses the reply, or else a deterministic short story derived from the
+    last user message is streamed (the same conversation gets the same story on both
+    endpoints: a Responses request's ``instructions`` and ``input`` items are read as the
+    equivalent chat messages). The socket is bound at construction (so :attr:`url` is
+    known at once); serving starts with :meth:`start` or ``with MockServer() as server:``.
+    :meth:`close` stops everything and joins every thread it started (all named
+    ``promptkit-mock-*``).
 
     Args:
         default_delay: seconds between deltas of the default (story) reply.
@@ -380,7 +299,7 @@ class MockServer:
         self.close()
 
     def enqueue(self, *replies: Union[MockReply, str]) -> None:
-        """Queue replies for the next chat-completions requests, in order (a str means ``MockReply.text``)."""
+        """Queue replies for the next requests, in order (a str means ``MockReply.text``)."""
         with self._lock:
             self._queue.extend(MockReply.text(r) if isinstance(r, str) else r for r in replies)
 
@@ -451,7 +370,7 @@ class MockServer:
             self._seq += 1
             return self._seq
 
-    def _next_reply(self, body: Dict[str, Any]) -> MockReply:
+    def _next_reply(self, body: Dict[str, Any], renderer: Renderer) -> MockReply:
         with self._lock:
             if self._queue:
                 return self._queue.popleft()
@@ -463,7 +382,7 @@ class MockServer:
                 return MockReply.error(500, f"the MockServer responder raised {exc!r}")
             if reply is not None:
                 return reply
-        return MockReply.text(_story(body.get("messages")), delay=self.default_delay)
+        return MockReply.text(_story(renderer.messages(body)), delay=self.default_delay)
 
     def _note_disconnect(self, exc: Optional[BaseException]) -> None:
         log.debug("client disconnected mid-reply: %r", exc)
