@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Text
 from ._version import __version__
 from ._client import Client
 from ._conversation import Conversation
+from ._dialects import APIS
 from ._errors import AuthenticationError, BadRequestError, ConfigurationError, NotFoundError, PromptKitError
 from .stores import ConversationStore
 from .stores import open_store as open_named_store
@@ -87,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", metavar="PROMPT", help="the system prompt")
     chat.add_argument("--base-url", metavar="URL", help="the server's base URL (default: $OPENAI_BASE_URL, else OpenAI)")
     chat.add_argument("--api-key", metavar="KEY", help="the API key (default: $OPENAI_API_KEY)")
+    chat.add_argument("--api", choices=APIS, default="chat",
+                      help="the wire dialect: chat (Chat Completions, the default) or responses (the Responses API)")
+    chat.add_argument("--show-reasoning", action="store_true",
+                      help="show the model's reasoning (when the server streams it) before its reply")
     chat.add_argument("--store", metavar="SPEC", type=_store_spec,
                       help="keep the history in 'sqlite:PATH' (survives restarts) or 'memory'")
     chat.add_argument("--conversation-id", metavar="ID", help="resume (or start) this conversation of --store")
@@ -170,6 +175,7 @@ class ChatSession:
                  interactive: bool, stdin: Optional[TextIO] = None, stdout: Optional[TextIO] = None,
                  stderr: Optional[TextIO] = None) -> None:
         self.client, self.store, self.interactive, self.json = client, store, interactive, bool(args.json)
+        self.show_reasoning = bool(getattr(args, "show_reasoning", False))
         self.stdin, self.out, self.err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
         # Banners, prompts and cost lines: on the terminal in a text chat, else off stdout, so
         # that piped replies (or --json lines) can be captured as they are.
@@ -305,10 +311,17 @@ class ChatSession:
         """Render the stream's events; returns the Response (``done``) or the error (``error``)."""
         final: Optional[Response] = None
         error: Optional[BaseException] = None
+        thinking = False  # the reasoning shown so far is on an open line
         for event in stream:
             if self.json:
                 self._json(event.to_dict())
+            elif event.type == "reasoning" and self.show_reasoning:
+                self._write(event.reasoning if thinking else f"[reasoning] {event.reasoning}")
+                thinking = True
             elif event.type == "content":  # the CLI offers no tools, so no tool_call events come
+                if thinking:
+                    self._write("\n[answer] ")
+                    thinking = False
                 self._write(event.content)
             if event.type == "done":
                 final = event.final
@@ -423,7 +436,7 @@ def open_client(args: argparse.Namespace, stderr: TextIO) -> Iterator[Client]:
     """A client for the configured server, or for an embedded mock server when none is configured."""
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or None
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or None
-    options: Dict[str, Any] = {} if args.model is None else {"model": args.model}
+    options: Dict[str, Any] = {"api": args.api} if args.model is None else {"model": args.model, "api": args.api}
     if api_key or base_url:
         # A base URL without a key is a keyless local server (Ollama, vLLM): no mock.
         with Client(api_key=api_key, base_url=base_url, **options) as client:

@@ -39,10 +39,11 @@ def chaos_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-def test_llmock_finds_nothing_but_failures_after_content(chaos_server: str) -> None:
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_llmock_finds_nothing_but_failures_after_content(chaos_server: str, api: str) -> None:
     outcomes: List[Any] = []  # per turn: its Response, or the APIError it ended with
     timeout = promptkit.Timeout(connect=5, idle=0.5, total=60)
-    with promptkit.Client(base_url=f"{chaos_server}/v1", api_key="sk-chaos", timeout=timeout, max_retries=4) as client:
+    with promptkit.Client(base_url=f"{chaos_server}/v1", api_key="sk-chaos", timeout=timeout, max_retries=4, api=api) as client:
         for i in range(TURNS):
             conv = client.conversation()
             try:
@@ -97,6 +98,6 @@ def test_llmock_finds_nothing_but_failures_after_content(chaos_server: str) -> N
 
 
 def _turn_of(body: Any) -> int:
-    text = body["messages"][-1]["content"]
+    text = (body["messages"] if "messages" in body else body["input"])[-1]["content"]
     assert text.startswith("question number ")
     return int(text.rsplit(" ", 1)[1])
