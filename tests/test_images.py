@@ -359,3 +359,18 @@ def test_a_stored_conversation_with_images_resumes(tmp_path: Path, server: MockS
     finally:
         store.close()
 
+
+
+def test_the_responses_dialect_takes_the_parts_as_input_items() -> None:
+    # The history's form is the dialects' input: the Responses API needs input_text and input_image.
+    from promptkit._dialects.responses import ResponsesDialect
+
+    png = make.png(1, 1)
+    message = {"role": "user", "content": images.user_content("what?", [png, CAT_URL], detail="low")}
+    items = ResponsesDialect().input([message], "https://api.openai.com/v1", stateless=True)
+    assert items == [{"role": "user", "content": [
+        {"type": "input_text", "text": "what?"},
+        {"type": "input_image", "image_url": data_url(png, "image/png"), "detail": "low"},
+        {"type": "input_image", "image_url": CAT_URL, "detail": "low"},
+    ]}]  # fmt: skip
+    assert tokens.count_messages(items, "gpt-4o") == tokens.count_messages([message], "gpt-4o")
