@@ -26,6 +26,7 @@ from ._client import Client
 from ._conversation import Conversation
 from ._dialects import APIS
 from ._errors import AuthenticationError, BadRequestError, ConfigurationError, NotFoundError, PromptKitError
+from ._images import content_preview
 from .stores import ConversationStore
 from .stores import open_store as open_named_store
 from .stores._spec import _REDIS_SCHEMES, STORE_SPEC_HELP
@@ -366,7 +367,7 @@ class ChatSession:
         lines = ["📜 Conversation History:"]
         for number, message in enumerate(_shown(messages), 1):
             calls = message.get("tool_calls")
-            text = "calls " + ", ".join(c["function"]["name"] for c in calls) if calls else _cut(message.get("content"))
+            text = "calls " + ", ".join(c["function"]["name"] for c in calls) if calls else _cut(content_preview(message.get("content")))
             lines.append(f"  {number}. [{message['role']}] {text}")
         self.say(*lines, *([] if len(lines) > 1 else ["  (no messages yet)"]), "", to=self.out)
 

@@ -22,6 +22,7 @@ import attrs
 
 from ._budget import budget_left, check_max_cost
 from ._history import History
+from ._images import ImageInput, MessageInput, message_content
 from ._system_prompt import SystemPrompt
 from ._validate import check_params, check_text
 from ._errors import ConfigurationError, ConversationBusyError, StoreError
@@ -182,17 +183,19 @@ class Conversation:
         self._history.add_tool_result(call_id, result, is_error=is_error)
 
     # -- turns -------------------------------------------------------------------
-    def send(self, message: Optional[str] = None, **kwargs: Any) -> Response:
+    def send(self, message: Optional[MessageInput] = None, **kwargs: Any) -> Response:
         """Send a message and wait for the whole reply: ``send_stream(...).result()``.
 
-        Raises the turn's error (with ``.partial``) if it fails.
+        Takes the same arguments as :meth:`send_stream`, ``images=[...]``
+        included. Raises the turn's error (with ``.partial``) if it fails.
         """
         return self.send_stream(message, **kwargs).result()
 
     def send_stream(
         self,
-        message: Optional[str] = None,
+        message: Optional[MessageInput] = None,
         *,
+        images: Optional[Sequence[ImageInput]] = None,
         on_content: Optional[Callable[[str], Any]] = None,
         on_reasoning: Optional[Callable[[str], Any]] = None,
         on_tool_call: Optional[Callable[[ToolCall], Any]] = None,
@@ -211,8 +214,22 @@ class Conversation:
         were answered with :meth:`add_tool_result`. A :meth:`cancel` from
         another thread while this still waits makes it return at once, with a
         Stream that ends ``done`` with ``finish_reason == "cancelled"``.
+
+        ``message`` is text, or a list of OpenAI content parts
+        (``{"type": "text", "text": ...}`` and ``{"type": "image_url",
+        "image_url": {"url": <http(s) or data: URL>, "detail"?: ...}}``).
+        ``images`` adds images after the text, in order (without a message,
+        the images alone make the user message): each a file path,
+        ``bytes``, an http(s) URL (sent as is, never fetched here) or a
+        ``data:image/...;base64,`` URL. Files and bytes are sent as data URLs
+        whose type (PNG, JPEG, GIF or WEBP) is read from their first bytes.
+        The user message in history then has a list of parts as its
+        ``content``; without images it stays a plain str. A bad image (an
+        unknown type, a missing or empty file, another URL scheme, over 20 MB)
+        raises :class:`~promptkit.ConfigurationError` naming it, before any
+        network I/O.
         """
-        check_text(message, "message", optional=True)
+        content = message_content(message, images)  # reads image files: before the turn lock and any network I/O
         self._transport.check_open()
         if not isinstance(buffer_size, int) or isinstance(buffer_size, bool) or buffer_size < 1:
             raise ConfigurationError(f"buffer_size must be a positive int, got {buffer_size!r}")
@@ -234,7 +251,7 @@ class Conversation:
             settings = self._settings
             if max_retries is not None:
                 settings = _with_retries(settings, max_retries)
-            new_messages = self._history.start(message)
+            new_messages = self._history.start(content)
             control = StreamControl(buffer_size)
             self._active = control  # from here on, cancel() reaches this turn, whatever it is waiting for
             opening = _Opening(control)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from ._schema import json_fallback
 from ._validate import check_text, to_json
@@ -124,8 +124,11 @@ class History:
                 content = to_json(result, what, default=json_fallback)
             self._results[call_id] = ToolResult(call_id, call.name, content, is_error)
 
-    def start(self, message: Optional[str]) -> List[Dict[str, Any]]:
+    def start(self, message: Union[None, str, List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
         """The messages a new turn adds before the reply: the staged tool results, then the user message.
+
+        ``message`` is the user message's ``content``, already checked: a str,
+        or a list of content parts (text and images) that the history takes over.
 
         Raises:
             ToolError: a pending tool call has no result.

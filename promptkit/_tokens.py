@@ -38,6 +38,7 @@ import re
 import threading
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
+from ._images import Provider, part_tokens
 from ._types import Usage
 
 __all__ = [
@@ -73,8 +74,7 @@ _FUNC_END = 12
 # more for the multi_tool_use.parallel wrapper when several calls are made.
 _PER_TOOL_CALL = 7
 _PARALLEL_WRAPPER = 8
-# An image part: the base cost of a low-detail image (the size is unknown here).
-_IMAGE_PART = 85
+# Image parts count by their pixel size and the provider's rule: see promptkit._images.part_tokens.
 
 _lock = threading.Lock()
 _encoders: Dict[str, Any] = {}  # encoding name -> tiktoken.Encoding, or None once it failed
@@ -254,7 +254,7 @@ def count_text(text: str, model: Optional[str]) -> int:
     return _count(_encoding_for(model), text or "")
 
 
-def _content_tokens(encoding: Any, content: Any) -> int:
+def _content_tokens(encoding: Any, content: Any, provider: Provider = "openai") -> int:
     if isinstance(content, str):
         return _count(encoding, content)
     if not isinstance(content, (list, tuple)):
@@ -270,7 +270,7 @@ def _content_tokens(encoding: Any, content: Any) -> int:
             elif isinstance(part.get("refusal"), str):
                 total += _count(encoding, part["refusal"])
             elif kind in ("image_url", "input_image", "image"):
-                total += _IMAGE_PART
+                total += part_tokens(part, provider)
     return total
 
 
@@ -342,13 +342,17 @@ def count_messages(
     messages: Sequence[Mapping[str, Any]],
     model: Optional[str],
     tools: Optional[Sequence[Any]] = None,
+    *,
+    provider: Provider = "openai",
 ) -> int:
     """Estimate the prompt tokens of a chat request.
 
     Follows OpenAI's cookbook: 3 tokens per message plus the tokens of its
     ``role``, ``content`` and ``name`` (+1 for a name), and 3 to prime the
     reply. Content may be a string or a list of parts (``text`` parts count
-    their text, images 85 tokens, other parts nothing). Assistant
+    their text, image parts by their size and ``provider``'s rule, see
+    :func:`promptkit._images.openai_image_tokens` and
+    :func:`~promptkit._images.anthropic_image_tokens`; other parts nothing). Assistant
     ``tool_calls`` count their names and arguments plus 7 tokens per call
     (and 8 when there are several). Other keys (``tool_call_id``...) are not
     counted. Tools follow the cookbook's num_tokens_for_tools: per function 7
@@ -361,6 +365,8 @@ def count_messages(
         messages: OpenAI message dicts.
         model: the model, which picks the encoding.
         tools: OpenAI tool definitions sent with the request, if any.
+        provider: whose rule counts image parts: ``"openai"`` (GPT-4o
+            family) or ``"anthropic"``.
 
     Returns:
         The estimated prompt token count.
@@ -371,7 +377,7 @@ def count_messages(
         total += _PER_MESSAGE
         for key, value in message.items():
             if key == "content":
-                total += _content_tokens(encoding, value)
+                total += _content_tokens(encoding, value, provider)
             elif key == "tool_calls":
                 total += _tool_calls_in_message(encoding, value)
             elif key in ("role", "name") and isinstance(value, str):
@@ -391,6 +397,7 @@ def estimate_usage(
     tool_call_arguments: Sequence[str] = (),
     tool_call_names: Sequence[str] = (),
     reasoning_text: str = "",
+    provider: Provider = "openai",
 ) -> Usage:
     """Estimate the usage of a turn the server sent no usage for.
 
@@ -403,12 +410,13 @@ def estimate_usage(
         tool_call_names: the name of each tool call received.
         reasoning_text: visible reasoning received (``reasoning_content``);
             counted in ``completion_tokens`` and as ``reasoning_tokens``.
+        provider: whose rule counts image parts (see :func:`count_messages`).
 
     Returns:
         A :class:`~promptkit._types.Usage` with ``estimated=True``.
     """
     encoding = _encoding_for(model)
-    prompt = count_messages(messages, model, tools)
+    prompt = count_messages(messages, model, tools, provider=provider)
     reasoning = _count(encoding, reasoning_text or "")
     completion = (
         _count(encoding, completion_text or "")

@@ -242,6 +242,26 @@ def test_store_resumes_across_two_runs(tmp_path: Path, server: MockServer, spawn
         "Remember the word banana.", "Noted: banana.", "Which word?"]
 
 
+def test_history_shows_images_as_markers(tmp_path: Path, server: MockServer) -> None:
+    # A conversation an application stored with images (list content), listed by the CLI.
+    import promptkit
+
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00"
+    server.enqueue(MockReply.text("A cat."))
+    with promptkit.Client(base_url=server.url, api_key="sk-test") as client:
+        store = promptkit.SQLiteStore(tmp_path / "chats.db")
+        try:
+            client.conversation(conversation_id="pics", store=store).send("what?", images=[png, "https://e.com/c.png"])
+        finally:
+            store.close()
+    proc = run_piped("--base-url", server.url, "--store", f"sqlite:{tmp_path / 'chats.db'}",
+                     "--conversation-id", "pics", input="/history\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "1. [user] what? [image] [image]" in proc.stdout
+    assert "2. [assistant] A cat." in proc.stdout
+    assert "base64" not in proc.stdout
+
+
 def test_401_prints_one_error_line_and_exits_1_interactive(server: MockServer, spawn: Callable[..., "pexpect.spawn"]) -> None:
     server.enqueue(MockReply.error(401, "Incorrect API key provided"))
     child = spawn("--base-url", server.url)

@@ -264,6 +264,23 @@ def test_tool_call_messages_round_trip_exactly(store: Any) -> None:
     assert conv.usage_totals().estimated is True
 
 
+def test_image_content_parts_round_trip_exactly(store: Any) -> None:
+    # A user message with images has a list of parts as its content (data URLs can be megabytes).
+    png = "data:image/png;base64," + "iVBORw0KGgo" * 20000
+    content = [
+        {"type": "text", "text": "what is in these? ☀️"},
+        {"type": "image_url", "image_url": {"url": png}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}},
+    ]
+    messages = [{"role": "user", "content": content}, {"role": "assistant", "content": "A cat."}]
+    turn = StoredTurn(messages=messages, usage=Usage(prompt_tokens=1000), finish_reason="stop", model="m", created_at=3.0)
+    store.append_turn("c", turn, index=0, meta=META)
+    loaded = store.load("c")
+    assert loaded.turns[0] == turn
+    assert loaded.messages()[-2:] == messages
+    assert StoredConversation.from_json(loaded.to_json()) == loaded
+
+
 def test_lock_acquire_release_and_owner_only_release(store: Any) -> None:
     assert store.acquire("c", "alice") is True
     assert store.acquire("c", "bob") is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -266,7 +267,7 @@ def test_count_messages_content_parts_and_tool_calls(cl100k: Any) -> None:
     parts = [{"role": "user", "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": " there"}]}]
     assert tokens.count_messages(parts, "gpt-4") == 3 + n("user") + n("Hello") + n(" there") + 3
     image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:..."}}]}]
-    assert tokens.count_messages(image, "gpt-4") == 3 + n("user") + 85 + 3
+    assert tokens.count_messages(image, "gpt-4") == 3 + n("user") + 765 + 3  # no size to read: taken as 1024x1024
     call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
     one = [{"role": "assistant", "content": None, "tool_calls": [call]}]
     assert tokens.count_messages(one, "gpt-4") == 3 + n("assistant") + n("get_weather") + n('{"city":"Paris"}') + 7 + 3
@@ -274,6 +275,39 @@ def test_count_messages_content_parts_and_tool_calls(cl100k: Any) -> None:
     assert tokens.count_messages(two, "gpt-4") == 3 + n("assistant") + 2 * (n("get_weather") + n('{"city":"Paris"}') + 7) + 8 + 3
     result = [{"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]  # the id is not counted
     assert tokens.count_messages(result, "gpt-4") == 3 + n("tool") + n("sunny") + 3
+
+
+def _image_message(url: str, detail: str = "") -> List[Dict[str, Any]]:
+    ref = {"url": url, **({"detail": detail} if detail else {})}
+    return [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "image_url", "image_url": ref}]}]
+
+
+def _gif_url(width: int, height: int) -> str:
+    # A GIF header (GIF89a spec, section 18): the logical screen size is all the estimate reads.
+    header = b"GIF89a" + width.to_bytes(2, "little") + height.to_bytes(2, "little") + bytes(3) + b";"
+    return "data:image/gif;base64," + base64.b64encode(header).decode()
+
+
+def test_image_parts_count_by_their_size(cl100k: Any) -> None:
+    n = lambda s: len(cl100k.encode_ordinary(s))  # noqa: E731
+    base = 3 + n("user") + n("Hi") + 3
+    assert tokens.count_messages(_image_message(_gif_url(1024, 1024)), "gpt-4o") == base + 765
+    assert tokens.count_messages(_image_message(_gif_url(2048, 4096)), "gpt-4o") == base + 1105
+    assert tokens.count_messages(_image_message(_gif_url(2048, 4096), "low"), "gpt-4o") == base + 85
+    assert tokens.count_messages(_image_message("https://example.com/cat.png"), "gpt-4o") == base + 765
+    # The Anthropic rule: width * height / 750, long edge scaled to 1568, about 1,600 at most.
+    anthropic = {"provider": "anthropic"}
+    assert tokens.count_messages(_image_message(_gif_url(1000, 1000)), "claude", **anthropic) == base + 1334
+    assert tokens.count_messages(_image_message(_gif_url(4000, 4000)), "claude", **anthropic) == base + 1600
+    assert tokens.count_messages(_image_message("https://example.com/cat.png"), "claude", **anthropic) == base + 1600
+    usage = tokens.estimate_usage(model="claude", messages=_image_message(_gif_url(200, 200)), provider="anthropic")
+    assert usage.prompt_tokens == base + 54 and usage.estimated
+
+
+def test_the_same_image_in_every_turn_counts_each_time(cl100k: Any) -> None:
+    one = _image_message(_gif_url(512, 512))
+    history = one * 3  # the same data URL string, as a growing history sends it again each turn
+    assert tokens.count_messages(history, "gpt-4o") - 3 == 3 * (tokens.count_messages(one, "gpt-4o") - 3)
 
 
 WEATHER_TOOL = {
