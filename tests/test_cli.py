@@ -428,3 +428,25 @@ def test_a_model_the_server_does_not_serve_is_one_line_with_a_hint(server: MockS
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "BadRequestError" in lines[0] and "--model or PROMPTKIT_MODEL" in lines[0]
+
+
+def test_api_responses_talks_the_responses_api(server: MockServer) -> None:
+    server.enqueue(MockReply.text("From the Responses API.", reasoning="hidden unless asked"), MockReply.text("Again."))
+    proc = run_piped("--base-url", server.url, "--api", "responses", "--max-tokens", "42", "--system", "Be terse.",
+                     input="hi\n\nagain\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "From the Responses API.\nAgain.\n"  # reasoning is not shown unless asked for
+    assert [r.path for r in server.requests] == ["/v1/responses", "/v1/responses"]
+    body = server.requests[1].body
+    assert body["max_output_tokens"] == 42 and "max_tokens" not in body
+    assert body["input"][:2] == [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]
+
+
+def test_api_responses_in_mock_mode_and_show_reasoning(server: MockServer) -> None:
+    proc = run_piped("--api", "responses", input="hi\n")
+    assert proc.returncode == 0, proc.stderr
+    assert MOCK_NOTE in proc.stderr and len(proc.stdout) > 20
+    server.enqueue(MockReply.text("Four.", reasoning="2 and 2"))
+    proc = run_piped("--base-url", server.url, "--show-reasoning", input="2+2?\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[reasoning] 2 and 2\n[answer] Four.\n"

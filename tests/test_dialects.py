@@ -117,7 +117,7 @@ def test_responses_replays_output_items_and_strips_ids_when_nothing_is_stored() 
     ]
     history = [{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [CALL], "output_items": items}]
     assert responses(history)["input"][1:] == items[:3]  # the server keeps its items: sent as they came
-    body = responses(history, store=False)
+    body = responses(history, extra_body={"store": False})
     assert body["input"][1:] == [
         {"type": "reasoning", "summary": [], "encrypted_content": "enc"},
         {"type": "function_call", "call_id": "call_1", "name": "get", "arguments": "{}"},
@@ -152,3 +152,37 @@ def test_responses_maps_tool_choice_and_response_format() -> None:
     )
     assert body["tool_choice"] == {"type": "function", "name": "get"}
     assert body["text"] == {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}, "strict": True}}
+
+
+def test_encrypted_reasoning_goes_back_when_the_server_keeps_nothing() -> None:
+    import promptkit
+    from promptkit.testing import MockReply, MockServer
+
+    @promptkit.tool
+    def ping() -> str:
+        """Ping."""
+        return "pong"
+
+    with MockServer() as server, promptkit.Client(base_url=server.url, api_key="k", api="responses") as client:
+        server.enqueue(MockReply.tool_calls([{"name": "ping", "arguments": {}}], reasoning="call ping"), MockReply.text("done"))
+        conv = client.conversation(tools=[ping], extra_body={"store": False})
+        assert conv.send("go").content == "done"
+        first, second = (r.body for r in server.requests)
+    assert first["include"] == ["reasoning.encrypted_content"] and first["store"] is False
+    reasoning = [item for item in second["input"] if item.get("type") == "reasoning"]
+    assert len(reasoning) == 1 and reasoning[0]["encrypted_content"] and "id" not in reasoning[0]
+    assert [item.get("type") for item in second["input"][1:]] == ["reasoning", "function_call", "function_call_output"]
+    stored = conv.messages[1]["output_items"][0]
+    assert stored["encrypted_content"] == reasoning[0]["encrypted_content"] and stored["id"].startswith("rs_")
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_extra_body_is_merged_last_and_must_be_a_dict(api: str) -> None:
+    dialect = dialect_for(api)
+    body = dialect.payload(
+        model="m", messages=[{"role": "user", "content": "q"}], params={"temperature": 1, "extra_body": {"store": False, "temperature": 0}},
+        tools=[], include_usage=True, base_url=BASE,
+    )
+    assert body["store"] is False and body["temperature"] == 0 and "extra_body" not in body
+    with pytest.raises(ConfigurationError, match="extra_body must be a dict"):
+        dialect.check_params({"extra_body": ["store"]})

@@ -41,3 +41,22 @@ def test_streaming_example_output_shape() -> None:
         text = line.split("] ", 1)[1]
         assert len(text) <= 53 and (len(text) < 50 or text.endswith("..."))
     assert proc.stderr == ""
+
+
+def test_reasoning_and_images_example_on_each_dialect() -> None:
+    for api in ("chat", "responses"):
+        proc = run_example("reasoning_and_images.py", "--api", api)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert "mock server" in lines[0] and lines[1].startswith("User: What is in this picture?")
+        thinking = lines[2]
+        assert thinking.startswith("Thinking: The picture shows an animal")  # the reasoning streams first...
+        assert lines[3] == "Assistant: A tabby cat sits looking at the camera."  # ...then the answer, apart
+        assert re.fullmatch(r"Reasoning kept: \d+ characters \| Cost: \$\d+\.\d+ \| Latency: \d+ms \| Tokens: \d+", lines[4])
+        assert proc.stderr == ""
+
+
+def test_reasoning_and_images_example_reports_a_bad_image_in_one_line() -> None:
+    proc = run_example("reasoning_and_images.py", "--image", "/no/such/picture.png")
+    assert proc.returncode == 1
+    assert proc.stderr == "error: ConfigurationError: images[0] ('/no/such/picture.png') does not exist\n"

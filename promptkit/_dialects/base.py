@@ -19,10 +19,11 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
+from .._errors import ConfigurationError
 from .._limits import Limits
 from .._types import Choice, StreamEvent, ToolCall, Usage
 
-__all__ = ["Decoder", "Dialect", "ServerQuirks", "QUIRKS", "assistant_message", "bearer_auth"]
+__all__ = ["Decoder", "Dialect", "ServerQuirks", "QUIRKS", "assistant_message", "bearer_auth", "split_extra_body"]
 
 
 class Decoder(Protocol):
@@ -170,3 +171,21 @@ def assistant_message(content: str, calls: Sequence[ToolCall]) -> Dict[str, Any]
 def bearer_auth(api_key: Optional[str]) -> Dict[str, str]:
     """OpenAI's credentials header, ``Authorization: Bearer <key>`` (none without a key)."""
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def split_extra_body(params: Mapping[str, Any]) -> Tuple[Dict[str, Any], Mapping[str, Any]]:
+    """``params`` without ``extra_body``, and ``extra_body``: fields merged into the request body last.
+
+    ``extra_body`` (as in openai-python) sends fields whose names promptkit's own
+    arguments take, such as the Responses API's ``store`` beside the conversation's
+    ``store=``.
+
+    Raises:
+        ConfigurationError: ``extra_body`` is not a mapping.
+    """
+    extra = params.get("extra_body")
+    if extra is None:
+        return dict(params), {}
+    if not isinstance(extra, Mapping):
+        raise ConfigurationError(f"extra_body must be a dict of request fields, got {type(extra).__name__}")
+    return {k: v for k, v in params.items() if k != "extra_body"}, extra

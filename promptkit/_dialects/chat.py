@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 from .._errors import BadRequestError
 from .._limits import Limits
-from .base import QUIRKS, bearer_auth
+from .base import QUIRKS, bearer_auth, split_extra_body
 from .chat_decoder import Accumulator
 
 __all__ = ["ChatDialect", "CHAT_MESSAGE_KEYS"]
@@ -48,7 +48,8 @@ class ChatDialect:
     auth_headers = staticmethod(bearer_auth)
 
     def check_params(self, params: Mapping[str, Any]) -> None:
-        """Every parameter goes through as given: the server judges it."""
+        """Every parameter goes through as given (the server judges it); ``extra_body`` must be a dict."""
+        split_extra_body(params)
 
     def payload(
         self,
@@ -61,6 +62,7 @@ class ChatDialect:
         base_url: str,
     ) -> Dict[str, Any]:
         """The request body (see the module docstring)."""
+        params, extra = split_extra_body(params)
         body: Dict[str, Any] = {"model": model, "messages": self.messages(messages, base_url)}
         body.update(params)
         body["stream"] = True
@@ -68,6 +70,7 @@ class ChatDialect:
             body["stream_options"] = {"include_usage": True}
         if tools:
             body["tools"] = tools
+        body.update(extra)
         return body
 
     def messages(self, messages: Sequence[Mapping[str, Any]], base_url: str) -> List[Mapping[str, Any]]:

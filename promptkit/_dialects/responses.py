@@ -13,7 +13,8 @@ history:
   application) becomes an assistant message and ``function_call`` items;
 * a tool message becomes a ``function_call_output`` item.
 
-With ``store=False`` (the server keeps nothing), the request asks for
+With ``store: false`` (``extra_body={"store": False}``, since ``store=`` is
+the conversation's own store; the server then keeps nothing), the request asks for
 ``reasoning.encrypted_content`` and the replayed items go without their ids
 (which would name items the server never stored); a reasoning item without
 encrypted content is then left out. A server that answers an item id with
@@ -36,7 +37,7 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 from .._errors import BadRequestError, ConfigurationError, NotFoundError
 from .._limits import Limits
-from .base import QUIRKS, bearer_auth
+from .base import QUIRKS, bearer_auth, split_extra_body
 from .responses_decoder import REPLAYED_ITEM_TYPES, ResponsesDecoder
 
 __all__ = ["ResponsesDialect"]
@@ -107,6 +108,7 @@ class ResponsesDialect:
                 raise ConfigurationError(f"{key!r} cannot be passed with api='responses': {why}")
         if params.get("n", 1) != 1:
             raise ConfigurationError("the Responses API has no 'n': it gives one reply per request")
+        split_extra_body(params)
 
     def payload(
         self,
@@ -119,7 +121,8 @@ class ResponsesDialect:
         base_url: str,
     ) -> Dict[str, Any]:
         """The request body (see the module docstring); usage is always reported by this API."""
-        stateless = params.get("store") is False
+        params, extra = split_extra_body(params)
+        stateless = extra.get("store", params.get("store")) is False
         body: Dict[str, Any] = {"model": model, "input": self.input(messages, base_url, stateless=stateless)}
         for key, value in params.items():
             if key == "n":
@@ -146,6 +149,7 @@ class ResponsesDialect:
             body["include"] = include
         if tools:
             body["tools"] = [_tool(tool) for tool in tools]
+        body.update(extra)
         return body
 
     @staticmethod
