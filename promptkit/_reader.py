@@ -119,9 +119,13 @@ def read_body(
                 else:
                     failure = StreamError(f"malformed chunk (not JSON: {reason}): {text[:200]!r}", body=text, retryable=True)
                 break
-            if sse.event == "error" and not (isinstance(chunk, dict) and ("error" in chunk or chunk.get("type") == "error")):
-                failure = StreamError(f"the server sent an error event: {text[:300]}", body=chunk)
-                break
+            event = sse.event
+            if event != "message":
+                if event == "error" and not (isinstance(chunk, dict) and ("error" in chunk or chunk.get("type") == "error")):
+                    failure = StreamError(f"the server sent an error event: {text[:300]}", body=chunk)
+                    break
+                if chunk.__class__ is dict and "type" not in chunk:
+                    chunk["type"] = event  # a server that names the event only in the SSE field
             try:
                 produced = accumulate(chunk)
                 if produced:

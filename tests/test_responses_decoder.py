@@ -307,3 +307,11 @@ def test_the_same_events_whatever_the_reads() -> None:
     data = (RESPONSES / "openai__o3mini_reasoning_summaries_encrypted_long.sse").read_bytes()
     whole = _tuple(read([data]).events)
     assert _tuple(read(_reads(data, "random-7")).events) == whole
+
+
+def test_an_event_named_only_in_the_sse_field_is_understood() -> None:
+    out = run(
+        b'event: response.output_text.delta\ndata: {"item_id": "m", "output_index": 0, "delta": "hi"}\n\n',
+        b'event: response.completed\ndata: {"response": {"id": "r", "status": "completed", "output": []}}\n\n',
+    )
+    assert out.error is None and [e.content for e in out.events] == ["hi"] and out.decoder.finish_reason == "stop"
