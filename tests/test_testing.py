@@ -419,6 +419,20 @@ def test_truncate_ends_cleanly_without_finish_or_done(server: MockServer) -> Non
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in parsed) == "half a sen"
 
 
+def test_failure_replies_stream_their_reasoning_before_the_text(server: MockServer) -> None:
+    server.enqueue(MockReply.truncate(after_text="half", reasoning="think first"),
+                   MockReply.in_band_error("overloaded", reasoning="hmm"))
+    _, body = post(server, payload())
+    assert [c["choices"][0]["delta"] for c in chunks(body)] == [
+        {"role": "assistant", "content": ""}, {"reasoning_content": "think"}, {"reasoning_content": " first"},
+        {"content": "half"}]
+    assert "[DONE]" not in events(body)
+    _, body = post(server, payload())
+    *deltas, error = chunks(body)
+    assert [c["choices"][0]["delta"] for c in deltas] == [{"role": "assistant", "content": ""}, {"reasoning_content": "hmm"}]
+    assert error["error"]["message"] == "overloaded"
+
+
 def test_keepalive_only(server: MockServer) -> None:
     server.enqueue(MockReply.keepalive_only(0.05, interval=0.01))
     resp, body = post(server, payload())

@@ -309,6 +309,23 @@ def test_truncate_ends_cleanly_after_text(server: MockServer) -> None:
     assert "".join(p["delta"] for n, p in events if n.endswith(".delta")) == "half a sen"
 
 
+def test_failure_replies_send_their_reasoning_as_a_whole_item_first(server: MockServer) -> None:
+    reasoning_events = ["response.output_item.added", "response.reasoning_summary_part.added",
+                        "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
+                        "response.reasoning_summary_part.done", "response.output_item.done"]
+    server.enqueue(MockReply.truncate(after_text="half", reasoning="hmm"),
+                   MockReply.in_band_error("boom", after_text="Hi", reasoning="hmm"))
+    events = stream(server)
+    assert types(events) == OPENING + reasoning_events + TEXT_EVENTS + ["response.output_text.delta"]
+    assert events[-1][1]["output_index"] == 1  # the message comes second
+    events = stream(server)
+    assert types(events) == OPENING + reasoning_events + TEXT_EVENTS + [
+        "response.output_text.delta", "error", "response.failed"]
+    output = events[-1][1]["response"]["output"]
+    assert [(item["type"], item.get("status")) for item in output] == [("reasoning", None), ("message", "incomplete")]
+    assert output[0]["summary"] == [{"type": "summary_text", "text": "hmm"}]
+
+
 def test_stall_after_text_is_released_by_close(server: MockServer) -> None:
     srv = server
     srv.enqueue(MockReply.stall(after_text="partial"))

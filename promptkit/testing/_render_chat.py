@@ -38,9 +38,11 @@ class ChatRenderer(Renderer):
         return messages if isinstance(messages, list) else []
 
     def broken(self, kind: str, o: Mapping[str, Any], req: Dict[str, Any], ctx: Context) -> List[_Item]:
-        # The role chunk and some content, then for in_band_error a data: {"error": ...} line (no [DONE]).
+        # The role chunk, any reasoning and some content, then for in_band_error a data: {"error": ...} line
+        # (no [DONE]).
         chunk = _Chunks(req, ctx, {})
         items: List[_Item] = [chunk({"role": "assistant", "content": ""})]
+        items += [chunk({"reasoning_content": p}) for p in _pieces(o.get("reasoning") or "", None)]
         items += [chunk({"content": p}) for p in _pieces(o.get("after_text", ""), None)]
         if kind == "in_band_error":
             error = {"message": o["message"], "type": "server_error", "param": None, "code": o["code"]}

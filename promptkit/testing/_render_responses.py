@@ -263,18 +263,24 @@ class ResponsesRenderer(Renderer):
         return Streamed(200, o["headers"], o["framing"] or ctx.framing, ev.items, bulk=o["bulk"])
 
     def broken(self, kind: str, o: Mapping[str, Any], req: Dict[str, Any], ctx: Context) -> List[_Item]:
-        # response.created and .in_progress, after_text in a message item that never finishes, then for
-        # in_band_error an `error` event and response.failed (the shape OpenAI sends, see the corpus).
+        # response.created and .in_progress, any reasoning as a whole item, after_text in a message item
+        # that never finishes, then for in_band_error an `error` event and response.failed (the shape
+        # OpenAI sends, see the corpus).
         r = _Reply(req, ctx, o)
         ev = _events(req)
         r.open(ev)
+        output: List[Dict[str, Any]] = []
+        reasoning = o.get("reasoning") or ""
+        if reasoning:
+            output.append(r.reasoning(reasoning))
+            r.stream_reasoning(ev, 0, output[0], _pieces(reasoning, None))
         text = o.get("after_text", "")
         if text:
-            r.open_message(ev, 0, _pieces(text, None))
+            r.open_message(ev, len(output), _pieces(text, None))
         if kind == "in_band_error":
             code = o["code"] or "server_error"
             ev.add("error", error={"type": code, "code": code, "message": o["message"], "param": None})
-            output = [r.message(text, "incomplete")] if text else []
+            output += [r.message(text, "incomplete")] if text else []
             error = {"code": code, "message": o["message"]}
             ev.add("response.failed", response=r.response("failed", output, error=error))
         return ev.items

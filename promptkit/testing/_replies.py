@@ -170,7 +170,7 @@ class MockReply:
 
     @classmethod
     def in_band_error(cls, message: str, *, after_text: str = "", code: Optional[str] = None,
-                      event: Optional[str] = None) -> "MockReply":
+                      event: Optional[str] = None, reasoning: Optional[str] = None) -> "MockReply":
         """A 200 event stream: ``after_text`` deltas, then ``data: {"error": {...}}`` and no ``[DONE]``.
 
         On the Responses API: an ``error`` event ``{"type": "error", "error": {"type", "code",
@@ -182,11 +182,13 @@ class MockReply:
             code: the error code.
             event: an SSE event name for the error (``"error"`` sends ``event: error`` like Groq);
                 Chat Completions only.
+            reasoning: reasoning streamed before ``after_text`` (see :meth:`reset`).
         """
         return cls._of("in_band_error", dict(locals()))
 
     @classmethod
-    def stall(cls, *, after_text: str = "", before_headers: bool = False) -> "MockReply":
+    def stall(cls, *, after_text: str = "", before_headers: bool = False,
+              reasoning: Optional[str] = None) -> "MockReply":
         """Send headers, the role chunk (Responses: ``response.created``) and ``after_text``, then nothing more.
 
         Nothing more until the client leaves or the server closes.
@@ -194,17 +196,23 @@ class MockReply:
         Args:
             after_text: content streamed before stalling.
             before_headers: read the request and send nothing at all, not even the status line.
+            reasoning: reasoning streamed before ``after_text`` (see :meth:`reset`).
         """
         return cls._of("stall", dict(locals()))
 
     @classmethod
-    def reset(cls, *, after_text: str = "") -> "MockReply":
-        """Stream ``after_text``, then abort the TCP connection with a RST."""
+    def reset(cls, *, after_text: str = "", reasoning: Optional[str] = None) -> "MockReply":
+        """Stream ``reasoning`` and ``after_text``, then abort the TCP connection with a RST.
+
+        ``reasoning`` (in :meth:`stall`, :meth:`truncate` and :meth:`in_band_error` too) is
+        streamed as in :meth:`text`: ``reasoning_content`` deltas, or on the Responses API a
+        whole reasoning item before the unfinished message.
+        """
         return cls._of("reset", dict(locals()))
 
     @classmethod
-    def truncate(cls, *, after_text: str = "...") -> "MockReply":
-        """Stream ``after_text``, then end the body cleanly with no finish_reason and no ``[DONE]``.
+    def truncate(cls, *, after_text: str = "...", reasoning: Optional[str] = None) -> "MockReply":
+        """Stream ``reasoning`` and ``after_text``, then end the body cleanly with no finish_reason and no ``[DONE]``.
 
         On the Responses API: no ``response.completed`` (nor any other terminal event).
         """
