@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import http.client
 import json
-from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import openai
 import pytest
 
 from promptkit.testing import MockReply, MockServer
-from tests._mock_wire import CHAT, RESPONSES, http_chunks, open_stream, port_of, raw_request, read_until, read_until_eof
-
-Event = Tuple[str, Dict[str, Any]]
+from tests import _mock_wire as wire
+from tests._mock_wire import CHAT, RESPONSES, Event, check_keys, open_stream, only, parse, read_event, types
 
 
 # --------------------------------------------------------------------------- helpers
@@ -39,23 +38,7 @@ def request(text: str = "Say hello.", stream: bool = True, **extra: Any) -> Dict
 
 def post(srv: MockServer, body: Dict[str, Any], path: str = RESPONSES, method: str = "POST",
          headers: Optional[Dict[str, str]] = None) -> Tuple[http.client.HTTPResponse, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port_of(srv), timeout=10)
-    conn.request(method, path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
-    resp = conn.getresponse()
-    data = resp.read()
-    conn.close()
-    return resp, data
-
-
-def parse(body: bytes) -> List[Event]:
-    """(event name, data) of each SSE event; comments dropped. Every event here has both lines."""
-    out = []
-    for block in body.decode("utf-8").split("\n\n"):
-        lines = [line for line in block.split("\n") if line and not line.startswith(":")]
-        if lines:
-            assert len(lines) == 2 and lines[0].startswith("event: ") and lines[1].startswith("data: "), block
-            out.append((lines[0][7:], json.loads(lines[1][6:])))
-    return out
+    return wire.post(srv, body, path, method, headers)
 
 
 def stream(srv: MockServer, body: Optional[Dict[str, Any]] = None) -> List[Event]:
@@ -67,26 +50,6 @@ def stream(srv: MockServer, body: Optional[Dict[str, Any]] = None) -> List[Event
     for n, (name, payload) in enumerate(events):
         assert payload["type"] == name and payload["sequence_number"] == n
     return events
-
-
-def types(events: List[Event]) -> List[str]:
-    return [name for name, _ in events]
-
-
-def only(events: List[Event], name: str) -> Dict[str, Any]:
-    [payload] = [p for n, p in events if n == name]
-    return payload
-
-
-def read_event(resp: http.client.HTTPResponse) -> Event:
-    """Read one SSE event from a streaming response; blocks until it arrives."""
-    block = b""
-    while not block.endswith(b"\n\n"):
-        line = resp.readline()
-        assert line, "body ended before the event was complete"
-        block += line
-    [event] = parse(block)
-    return event
 
 
 TEXT_EVENTS = ["response.output_item.added", "response.content_part.added"]
@@ -327,24 +290,13 @@ def test_failure_replies_send_their_reasoning_as_a_whole_item_first(server: Mock
 
 
 def test_stall_after_text_is_released_by_close(server: MockServer) -> None:
-    srv = server
-    srv.enqueue(MockReply.stall(after_text="partial"))
-    sock = raw_request(srv, request(), RESPONSES)
-    received = b""
-    while b'"delta":"partial"' not in received:  # headers, the opening events and after_text were flushed
-        received += read_until(sock, b"\n\n\r\n")  # up to the end of an event (and of its HTTP chunk)
-    assert b"event: response.created\n" in received
-    srv.close(timeout=5)  # the stall never ends by itself
-    read_until_eof(sock)
-    sock.close()
+    server.enqueue(MockReply.stall(after_text="partial"))
+    assert b"event: response.created\n" in wire.stalled(server, request(), RESPONSES, b'"delta":"partial"')
 
 
 def test_reset_keepalive_only_error_json_and_raw_replies(server: MockServer) -> None:
     server.enqueue(MockReply.reset(after_text="partial"))
-    sock = raw_request(server, request(), RESPONSES)
-    with pytest.raises(ConnectionResetError):
-        read_until_eof(sock)
-    sock.close()
+    wire.expect_reset(server, request(), RESPONSES)
     server.enqueue(MockReply.keepalive_only(0.03, interval=0.01), MockReply.error(429, "slow down"),
                    MockReply.json({"object": "response", "status": "completed"}),
                    MockReply.raw([b"event: x\ndata: {}\n\n"]))
@@ -429,11 +381,6 @@ REAL_KEYS: Dict[str, Tuple[str, str]] = {
 }
 
 
-def check_keys(what: str, keys: FrozenSet[str]) -> None:
-    always, sometimes = (frozenset(s.split()) for s in REAL_KEYS[what])
-    assert always <= keys <= always | sometimes, (what, sorted(keys))
-
-
 def test_every_event_has_the_keys_of_openais(server: MockServer) -> None:
     server.enqueue(MockReply.tool_calls([{"name": "f", "arguments": {"a": 1}}], content="Hi.", reasoning="hm"),
                    MockReply.text("cut", finish_reason="length"), MockReply.in_band_error("no", after_text="a"))
@@ -441,13 +388,13 @@ def test_every_event_has_the_keys_of_openais(server: MockServer) -> None:
     for _ in range(3):
         for name, payload in stream(server, request(include=["reasoning.encrypted_content"])):
             seen.add(name)
-            check_keys(name, frozenset(payload))
+            check_keys(REAL_KEYS, name, payload)
             for item in [payload["item"]] if "item" in payload else []:
-                check_keys("item:" + item["type"], frozenset(item))
+                check_keys(REAL_KEYS, "item:" + item["type"], item)
             if "response" in payload:
-                check_keys("response", frozenset(payload["response"]))
+                check_keys(REAL_KEYS, "response", payload["response"])
                 for item in payload["response"]["output"]:
-                    check_keys("item:" + item["type"], frozenset(item))
+                    check_keys(REAL_KEYS, "item:" + item["type"], item)
     assert seen == set(REAL_KEYS) - {"item:message", "item:reasoning", "item:function_call", "response"}
 
 
@@ -459,10 +406,7 @@ def test_first_delay_comes_after_the_opening_events(server: MockServer) -> None:
     srv.enqueue(MockReply.text("never sent in full", first_delay=60))
     conn, resp = open_stream(srv, request(), RESPONSES)
     assert [read_event(resp)[0], read_event(resp)[0]] == OPENING
-    srv.close(timeout=5)  # releases the 60 s first_delay
-    with pytest.raises((http.client.IncompleteRead, OSError)):
-        resp.read()
-    conn.close()
+    wire.close_mid_reply(srv, conn, resp)  # releases the 60 s first_delay
 
 
 def test_delay_goes_between_deltas(server: MockServer) -> None:
@@ -479,12 +423,8 @@ def test_delay_goes_between_deltas(server: MockServer) -> None:
 def test_bulk_and_length_framing() -> None:
     with MockServer() as srv:
         srv.enqueue(MockReply.text("abcd" * 20, chunk_size=4, bulk=True), MockReply.text("x y", framing="length"))
-        sock = raw_request(srv, request(), RESPONSES)
-        data = read_until(sock, b"\r\n0\r\n\r\n")
-        sock.close()
-        pieces = http_chunks(data.partition(b"\r\n\r\n")[2])
-        assert all(p.count(b"\n\n") == 1 and p.endswith(b"\n\n") for p in pieces)
-        assert [p["delta"] for n, p in parse(b"".join(pieces)) if n.endswith(".delta")] == ["abcd"] * 20
+        events = wire.bulk_events(srv, request(), RESPONSES)
+        assert [p["delta"] for n, p in events if n.endswith(".delta")] == ["abcd"] * 20
         resp, data = post(srv, request())
         assert resp.getheader("Content-Length") == str(len(data))
         assert types(parse(data))[-1] == "response.completed"
@@ -502,12 +442,12 @@ def test_paths_api_key_and_recorded_requests() -> None:
         auth = {"Authorization": "Bearer sk-test"}
         resp, _ = post(srv, body, path="/v1/responses/resp_123", method="GET", headers=auth)
         assert resp.status == 404  # retrieving a stored response is not supported
-        resp, _ = post(srv, body, path="/v1/messages", headers=auth)
+        resp, _ = post(srv, body, path="/v1/embeddings", headers=auth)
         assert resp.status == 404
         resp, data = post(srv, body, path="/v1/responses/?x=1", headers=auth)
         assert resp.status == 200 and only(parse(data), "response.output_text.done")["text"] == "ok"
         requests = srv.requests
-        assert [r.path for r in requests] == ["/v1/responses", "/v1/responses/resp_123", "/v1/messages",
+        assert [r.path for r in requests] == ["/v1/responses", "/v1/responses/resp_123", "/v1/embeddings",
                                               "/v1/responses/?x=1"]
         assert requests[-1].body == body and requests[-1].headers["authorization"] == "Bearer sk-test"
 

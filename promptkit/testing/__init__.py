@@ -1,4 +1,4 @@
-"""An embedded OpenAI-compatible server (Chat Completions and the Responses API) for tests and offline examples.
+"""An embedded LLM API server (Chat Completions, Responses, Anthropic Messages) for tests and offline examples.
 
 A real HTTP/1.1 server on ``127.0.0.1`` (stdlib only), so clients go through the
 same sockets, framing, keep-alive and timeouts as with a remote API::

@@ -103,6 +103,23 @@ class MockReply:
     a ``usage`` dict may use the chat or the Responses names. Without ``"stream": true`` the
     reply is one ``response`` object. The failure kinds keep their meaning:
     :meth:`in_band_error` sends an ``error`` event and ``response.failed``.
+
+    On ``POST .../messages`` (Anthropic's Messages API) the reply streams as Anthropic does:
+    ``message_start``, one ``ping``, then content blocks (``content_block_start``,
+    ``content_block_delta``, ``content_block_stop``): ``reasoning`` as a ``thinking`` block
+    (``thinking_delta`` pieces and one ``signature_delta`` with a mock signature), the text as
+    a ``text`` block (none when the text is empty) and one ``tool_use`` block per call
+    (``input_json_delta`` pieces, the first one ``""``), then ``message_delta`` and
+    ``message_stop``; no ``[DONE]``. ``finish_reason`` maps to ``stop_reason``: ``"stop"`` is
+    ``end_turn`` (``tool_use`` when there are calls), ``"length"`` is ``max_tokens``,
+    ``"content_filter"`` is ``refusal``, other values are sent as they are, and ``None``
+    leaves out ``message_delta`` and ``message_stop``. ``first_delay`` comes after the first
+    block's start and the ping. Usage is in Anthropic names (``input_tokens`` leaves out
+    cached tokens, reported as ``cache_read_input_tokens``); a ``usage`` dict may use the chat
+    or the Anthropic names (``cache_read_input_tokens``, ``cache_creation_input_tokens``, ...),
+    and ``None`` sends no usage at all. Without ``"stream": true`` the reply is one
+    ``message`` object. :meth:`error` replies have Anthropic's error body, and
+    :meth:`in_band_error` sends an ``error`` event.
     """
 
     kind: str
@@ -157,6 +174,10 @@ class MockReply:
               content_type: Optional[str] = None) -> "MockReply":
         """A whole (not streamed) reply, normally an OpenAI error ``{"error": {"message", "type", "code"}}``.
 
+        On Anthropic's Messages API the error is ``{"type": "error", "error": {"type", "message"},
+        "request_id"}``, its type derived from the status (400 ``invalid_request_error``, 401
+        ``authentication_error``, 429 ``rate_limit_error``, 529 ``overloaded_error``, ...).
+
         Args:
             status: the HTTP status (200 is allowed, to test that a client rejects the body).
             message: the error message.
@@ -174,7 +195,9 @@ class MockReply:
         """A 200 event stream: ``after_text`` deltas, then ``data: {"error": {...}}`` and no ``[DONE]``.
 
         On the Responses API: an ``error`` event ``{"type": "error", "error": {"type", "code",
-        "message", "param"}}`` (the shape OpenAI sends) and then ``response.failed``.
+        "message", "param"}}`` (the shape OpenAI sends) and then ``response.failed``. On
+        Anthropic's Messages API: ``event: error`` with ``{"type": "error", "error": {"type":
+        code or "overloaded_error", "message"}}``.
 
         Args:
             message: the error message.
@@ -189,7 +212,8 @@ class MockReply:
     @classmethod
     def stall(cls, *, after_text: str = "", before_headers: bool = False,
               reasoning: Optional[str] = None) -> "MockReply":
-        """Send headers, the role chunk (Responses: ``response.created``) and ``after_text``, then nothing more.
+        """Send headers, the role chunk (Responses: ``response.created``; Anthropic: ``message_start``) and
+        ``after_text``, then nothing more.
 
         Nothing more until the client leaves or the server closes.
 
@@ -214,7 +238,8 @@ class MockReply:
     def truncate(cls, *, after_text: str = "...", reasoning: Optional[str] = None) -> "MockReply":
         """Stream ``reasoning`` and ``after_text``, then end the body cleanly with no finish_reason and no ``[DONE]``.
 
-        On the Responses API: no ``response.completed`` (nor any other terminal event).
+        On the Responses API: no ``response.completed`` (nor any other terminal event). On Anthropic's
+        Messages API: no ``content_block_stop``, ``message_delta`` nor ``message_stop``.
         """
         return cls._of("truncate", dict(locals()))
 
@@ -240,7 +265,7 @@ class MockReply:
 
     @classmethod
     def json(cls, body: Mapping[str, Any], status: int = 200) -> "MockReply":
-        """A whole JSON reply, e.g. a hand-written ``chat.completion`` or ``response`` object."""
+        """A whole JSON reply, e.g. a hand-written ``chat.completion``, ``response`` or ``message`` object."""
         return cls._of("json", dict(locals()))
 
     @classmethod

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
 from ._render import Context, Renderer, Streamed, Whole
+from ._render_anthropic import AnthropicRenderer
 from ._render_chat import ChatRenderer
 from ._render_responses import ResponsesRenderer
 from ._replies import (
@@ -33,7 +34,7 @@ from ._replies import (
 __all__ = ["MockServer"]
 
 # The wire protocols, chosen by the request path (the first is also used for replies to unknown paths).
-_RENDERERS: Tuple[Renderer, ...] = (ChatRenderer(), ResponsesRenderer())
+_RENDERERS: Tuple[Renderer, ...] = (ChatRenderer(), ResponsesRenderer(), AnthropicRenderer())
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -51,10 +52,12 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        mock._record(RecordedRequest(self.command, self.path, Headers(self.headers.items()), body, raw))
+        headers = Headers(self.headers.items())
+        mock._record(RecordedRequest(self.command, self.path, headers, body, raw))
         renderer = next((r for r in _RENDERERS if r.matches(self.path)), None)
-        if mock.api_key is not None and self.headers.get("Authorization") != f"Bearer {mock.api_key}":
-            reply = MockReply.error(401, "Incorrect API key provided.", code="invalid_api_key")
+        protocol = renderer or _RENDERERS[0]
+        if mock.api_key is not None and not protocol.authorized(headers, mock.api_key):
+            reply = MockReply.error(401, protocol.bad_key, code="invalid_api_key")
         elif self.command != "POST" or renderer is None:
             reply = MockReply.error(404, f"Unknown request URL: {self.command} {self.path}", code="unknown_url")
         elif not isinstance(body, dict):
@@ -62,7 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             reply = mock._next_reply(body, renderer)
         try:
-            self._render(reply, body if isinstance(body, dict) else {}, renderer or _RENDERERS[0])
+            self._render(reply, body if isinstance(body, dict) else {}, protocol)
         except _Stopped:
             self.close_connection = True
         except OSError as exc:  # BrokenPipe / ConnectionReset / EPIPE: the client left mid-reply
@@ -74,9 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _render(self, reply: MockReply, req: Dict[str, Any], renderer: Renderer) -> None:
         mock = self.server.mock
-        seq = mock._next_seq()
-        self._rid = f"req_mock{seq:08d}"
-        plan = renderer.render(reply, req, Context(seq, mock.model, mock.framing))
+        ctx = Context(mock._next_seq(), mock.model, mock.framing)
+        self._rid = ctx.request_id
+        plan = renderer.render(reply, req, ctx)
         if isinstance(plan, Whole):
             self._whole(plan.status, plan.data, plan.content_type, plan.headers)
         elif isinstance(plan, Streamed):
@@ -194,23 +197,26 @@ class _Server(socketserver.TCPServer):
 
 
 class MockServer:
-    """A local OpenAI-compatible server, serving in background threads.
+    """A local LLM API server (OpenAI's and Anthropic's wire formats), serving in background threads.
 
-    It answers ``POST .../chat/completions`` (Chat Completions) and ``POST .../responses``
-    (the Responses API), each in its own wire format, and 404 elsewhere. Replies are consumed
-    in FIFO order, one per request on either endpoint. When the queue is empty,
-    ``responder`` chooses the reply, or else a deterministic short story derived from the
-    last user message is streamed (the same conversation gets the same story on both
-    endpoints: a Responses request's ``instructions`` and ``input`` items are read as the
-    equivalent chat messages). The socket is bound at construction (so :attr:`url` is
-    known at once); serving starts with :meth:`start` or ``with MockServer() as server:``.
+    It answers ``POST .../chat/completions`` (Chat Completions), ``POST .../responses``
+    (the Responses API) and ``POST .../messages`` (Anthropic's Messages API), each in its own
+    wire format, and 404 elsewhere. Replies are consumed in FIFO order, one per request on any
+    endpoint. When the queue is empty, ``responder`` chooses the reply, or else a
+    deterministic short story derived from the last user message is streamed (the same
+    conversation gets the same story on every endpoint: a Responses request's
+    ``instructions`` and ``input`` items, and an Anthropic request's ``system`` and
+    ``messages`` blocks, are read as the equivalent chat messages). The socket is bound at
+    construction (so :attr:`url` is known at once); serving starts with :meth:`start` or
+    ``with MockServer() as server:``.
     :meth:`close` stops everything and joins every thread it started (all named
     ``promptkit-mock-*``).
 
     Args:
         default_delay: seconds between deltas of the default (story) reply.
         model: the model reported when neither the reply nor the request names one.
-        api_key: when set, requests without ``Authorization: Bearer <api_key>`` get a 401.
+        api_key: when set, requests without ``Authorization: Bearer <api_key>`` get a 401 (on
+            ``.../messages``, ``x-api-key: <api_key>`` is accepted too).
         framing: the default framing of streamed replies: ``"chunked"``, ``"close"`` or ``"length"``.
         responder: a function from a request's parsed JSON body to the :class:`MockReply` to send
             when the queue is empty (called on the connection's thread; it may return ``None`` for
