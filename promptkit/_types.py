@@ -31,6 +31,12 @@ class Usage:
     ``prompt_tokens=1000, cached_tokens=800`` bills 200 tokens at the input
     price and 800 at the cached-input price. ``estimated`` is ``True`` when the
     server sent no usage and promptkit counted the tokens itself.
+
+    ``cache_write_tokens`` are prompt tokens written to the provider's prompt
+    cache (Anthropic's ``cache_creation_input_tokens``), also included in
+    ``prompt_tokens``; ``cache_write_1h_tokens`` is the part of them written
+    to a 1-hour cache, which costs more. Both are 0 on providers without cache
+    writes.
     """
 
     prompt_tokens: int = 0
@@ -41,10 +47,16 @@ class Usage:
     audio_prompt_tokens: int = 0
     audio_completion_tokens: int = 0
     estimated: bool = False
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @classmethod
     def from_openai(cls, data: Mapping[str, Any]) -> "Usage":
-        """Parse an OpenAI ``usage`` object (tolerating missing or null details)."""
+        """Parse an OpenAI ``usage`` object (tolerating missing or null details).
+
+        ``prompt_tokens_details.cache_write_tokens``, which OpenRouter reports
+        for models with cache writes, becomes ``cache_write_tokens``.
+        """
         prompt = _int(data.get("prompt_tokens"))
         completion = _int(data.get("completion_tokens"))
         total = _int(data.get("total_tokens")) or prompt + completion
@@ -62,6 +74,7 @@ class Usage:
             reasoning_tokens=_int(cdet.get("reasoning_tokens")),
             audio_prompt_tokens=_int(pdet.get("audio_tokens")),
             audio_completion_tokens=_int(cdet.get("audio_tokens")),
+            cache_write_tokens=_int(pdet.get("cache_write_tokens")),
         )
 
     @classmethod
@@ -81,6 +94,47 @@ class Usage:
             reasoning_tokens=_int(odet.get("reasoning_tokens")),
         )
 
+    @classmethod
+    def from_anthropic(cls, data: Mapping[str, Any]) -> "Usage":
+        """Parse an Anthropic Messages ``usage`` object.
+
+        Anthropic's ``input_tokens`` counts only the uncached input; the cache
+        reads (``cache_read_input_tokens``) and writes
+        (``cache_creation_input_tokens``) come beside it. Here they are added
+        up, as OpenAI counts: ``prompt_tokens`` is all three, ``cached_tokens``
+        the reads and ``cache_write_tokens`` the writes, of which
+        ``cache_write_1h_tokens`` is the 1-hour part
+        (``cache_creation.ephemeral_1h_input_tokens``). ``output_tokens``
+        includes thinking; ``reasoning_tokens`` is
+        ``output_tokens_details.thinking_tokens`` where the server reports it
+        (newer models do) and 0 otherwise: Anthropic did not report thinking
+        apart before. A missing or null count is 0, and Anthropic sends no
+        total: ``total_tokens`` is prompt plus completion.
+
+        Pass the turn's latest counts: a stream's ``message_delta`` usage is
+        cumulative but may lack the input counts of ``message_start``. Only
+        the top-level counts are read. Anthropic leaves the tokens of
+        server-side extra iterations (``usage.iterations`` entries of type
+        ``compaction`` or ``advisor_message``) out of them, so those are not
+        counted here.
+        """
+        prompt_uncached = _int(data.get("input_tokens"))
+        read = _int(data.get("cache_read_input_tokens"))
+        written = _int(data.get("cache_creation_input_tokens"))
+        completion = _int(data.get("output_tokens"))
+        split = data.get("cache_creation")
+        details = data.get("output_tokens_details")
+        prompt = prompt_uncached + read + written
+        return cls(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            cached_tokens=read,
+            reasoning_tokens=_int(details.get("thinking_tokens")) if isinstance(details, Mapping) else 0,
+            cache_write_tokens=written,
+            cache_write_1h_tokens=_int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else 0,
+        )
+
     def __add__(self, other: "Usage") -> "Usage":
         if not isinstance(other, Usage):
             return NotImplemented
@@ -93,6 +147,8 @@ class Usage:
             audio_prompt_tokens=self.audio_prompt_tokens + other.audio_prompt_tokens,
             audio_completion_tokens=self.audio_completion_tokens + other.audio_completion_tokens,
             estimated=self.estimated or other.estimated,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
     def to_dict(self) -> Dict[str, Any]:

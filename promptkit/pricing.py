@@ -23,6 +23,7 @@ import attrs
 from ._secrets import log_text
 from ._errors import ConfigurationError
 from ._money import format_cost
+from ._price_data import PRICES_AS_OF, TABLE
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._types import Usage
@@ -33,7 +34,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_PRICE_FIELDS = ("input", "cached_input", "output", "reasoning", "audio_input", "audio_output")
+_PRICE_FIELDS = (
+    "input", "cached_input", "output", "reasoning", "audio_input", "audio_output", "cache_write", "cache_write_1h",
+)  # fmt: skip
 
 
 def _to_float(value: Any) -> Any:
@@ -66,10 +69,16 @@ class ModelPrice:
     Attributes:
         input: uncached prompt tokens.
         output: completion tokens that are not reasoning tokens.
-        cached_input: cached prompt tokens; defaults to ``input``.
+        cached_input: cached prompt tokens (cache reads); defaults to ``input``.
         reasoning: reasoning tokens; defaults to ``output``.
         audio_input: audio prompt tokens; ``None`` bills them as text.
         audio_output: audio completion tokens; ``None`` bills them as text.
+        cache_write: prompt tokens written to the prompt cache
+            (``Usage.cache_write_tokens``; Anthropic's 5-minute cache writes);
+            defaults to ``input``, which is what providers without cache
+            writes charge.
+        cache_write_1h: prompt tokens written to a 1-hour cache
+            (``Usage.cache_write_1h_tokens``); defaults to ``cache_write``.
     """
 
     input: float = _price_field(optional=False)
@@ -78,6 +87,8 @@ class ModelPrice:
     reasoning: float = _price_field(optional=True)
     audio_input: Optional[float] = _price_field(optional=True)
     audio_output: Optional[float] = _price_field(optional=True)
+    cache_write: float = _price_field(optional=True)
+    cache_write_1h: float = _price_field(optional=True)
 
     def __attrs_post_init__(self) -> None:
         # Resolve the defaults once, so that equality and repr show the prices
@@ -86,6 +97,10 @@ class ModelPrice:
             object.__setattr__(self, "cached_input", self.input)
         if self.reasoning is None:
             object.__setattr__(self, "reasoning", self.output)
+        if self.cache_write is None:
+            object.__setattr__(self, "cache_write", self.input)
+        if self.cache_write_1h is None:
+            object.__setattr__(self, "cache_write_1h", self.cache_write)
 
     @classmethod
     def coerce(cls, value: "ModelPrice | Mapping[str, Any] | Tuple[Any, ...]") -> "ModelPrice":
@@ -94,7 +109,8 @@ class ModelPrice:
         Args:
             value: a :class:`ModelPrice` (returned as is); a dict with the keys
                 ``input``, ``output`` and optionally ``cached_input``,
-                ``reasoning``, ``audio_input``, ``audio_output``; or a tuple
+                ``reasoning``, ``audio_input``, ``audio_output``,
+                ``cache_write``, ``cache_write_1h``; or a tuple
                 ``(input, cached_input, output)`` (``cached_input`` may be
                 ``None``) or ``(input, output)``.
 
@@ -121,73 +137,14 @@ class ModelPrice:
         )
 
 
-# Standard-tier (non-batch, non-flex, non-priority) Chat Completions prices,
-# USD per 1M tokens. Source: the OpenAI API pricing page
-# (https://platform.openai.com/docs/pricing). This machine cannot reach that
-# page, so on 2026-11-23 every entry was checked against the OpenAI data bundled
-# in genai-prices 0.2.3 (pydantic/genai-prices, released 2026-11); all agree.
-# Audio prices (not in that data set) are from the same OpenAI page.
-# Snapshots whose price differs from their family have their own entry,
-# because exact names are looked up before date suffixes are stripped.
-PRICES_AS_OF = "2026-11-23"
-
-_AUDIO_4O = {"audio_input": 40.0, "audio_output": 80.0}
-_AUDIO_MINI = {"audio_input": 10.0, "audio_output": 20.0}
-
-_TABLE: Dict[str, Dict[str, float]] = {
-    # GPT-5 family
-    "gpt-5": {"input": 1.25, "cached_input": 0.125, "output": 10.0},
-    "gpt-5-mini": {"input": 0.25, "cached_input": 0.025, "output": 2.0},
-    "gpt-5-nano": {"input": 0.05, "cached_input": 0.005, "output": 0.40},
-    "gpt-5-pro": {"input": 15.0, "output": 120.0},
-    "gpt-5.1": {"input": 1.25, "cached_input": 0.125, "output": 10.0},
-    "gpt-5.1-codex-mini": {"input": 0.25, "cached_input": 0.025, "output": 2.0},
-    "gpt-5.2": {"input": 1.75, "cached_input": 0.175, "output": 14.0},
-    "gpt-5.2-pro": {"input": 21.0, "output": 168.0},
-    "codex-mini-latest": {"input": 1.50, "cached_input": 0.375, "output": 6.0},
-    # GPT-4.1 / 4.5
-    "gpt-4.1": {"input": 2.0, "cached_input": 0.50, "output": 8.0},
-    "gpt-4.1-mini": {"input": 0.40, "cached_input": 0.10, "output": 1.60},
-    "gpt-4.1-nano": {"input": 0.10, "cached_input": 0.025, "output": 0.40},
-    "gpt-4.5-preview": {"input": 75.0, "cached_input": 37.5, "output": 150.0},
-    # GPT-4o
-    "gpt-4o": {"input": 2.50, "cached_input": 1.25, "output": 10.0},
-    "gpt-4o-2024-05-13": {"input": 5.0, "output": 15.0},
-    "gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
-    "chatgpt-4o-latest": {"input": 5.0, "output": 15.0},
-    "gpt-4o-audio-preview": {"input": 2.50, "output": 10.0, **_AUDIO_4O},
-    "gpt-4o-audio-preview-2024-10-01": {"input": 2.50, "output": 10.0, "audio_input": 100.0, "audio_output": 200.0},
-    "gpt-4o-mini-audio-preview": {"input": 0.15, "output": 0.60, **_AUDIO_MINI},
-    "gpt-audio": {"input": 2.50, "output": 10.0, "audio_input": 32.0, "audio_output": 64.0},
-    "gpt-audio-mini": {"input": 0.60, "output": 2.40, **_AUDIO_MINI},
-    # o-series reasoning models
-    "o1": {"input": 15.0, "cached_input": 7.50, "output": 60.0},
-    "o1-mini": {"input": 1.10, "cached_input": 0.55, "output": 4.40},
-    "o1-pro": {"input": 150.0, "output": 600.0},
-    "o3": {"input": 2.0, "cached_input": 0.50, "output": 8.0},
-    "o3-mini": {"input": 1.10, "cached_input": 0.55, "output": 4.40},
-    "o3-pro": {"input": 20.0, "output": 80.0},
-    "o3-deep-research": {"input": 10.0, "cached_input": 2.50, "output": 40.0},
-    "o4-mini": {"input": 1.10, "cached_input": 0.275, "output": 4.40},
-    "o4-mini-deep-research": {"input": 2.0, "cached_input": 0.50, "output": 8.0},
-    # Legacy
-    "gpt-4-turbo": {"input": 10.0, "output": 30.0},
-    "gpt-4-1106-preview": {"input": 10.0, "output": 30.0},
-    "gpt-4-0125-preview": {"input": 10.0, "output": 30.0},
-    "gpt-4": {"input": 30.0, "output": 60.0},
-    "gpt-4-32k": {"input": 60.0, "output": 120.0},
-    "gpt-3.5-turbo": {"input": 0.50, "output": 1.50},
-    "gpt-3.5-turbo-1106": {"input": 1.0, "output": 2.0},
-    "gpt-3.5-turbo-0613": {"input": 1.50, "output": 2.0},
-    "gpt-3.5-turbo-16k": {"input": 3.0, "output": 4.0},
-    "gpt-3.5-turbo-instruct": {"input": 1.50, "output": 2.0},
-}
-
-BUILTIN_PRICES: Dict[str, ModelPrice] = {name: ModelPrice(**spec) for name, spec in _TABLE.items()}
+BUILTIN_PRICES: Dict[str, ModelPrice] = {name: ModelPrice(**spec) for name, spec in TABLE.items()}
 """The built-in table (see :data:`PRICES_AS_OF`); treat it as read-only."""
 
 # Dated snapshot suffixes: -2024-08-06, -20241022, -0613 / -0125 (MMDD).
 _DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
+# A number after a known name makes another version of the model, whose price
+# may differ: claude-opus-4-9 is not claude-opus-4, nor claude-sonnet-5-5 claude-sonnet-5.
+_VERSION_NEXT = re.compile(r"\d+(?:-|$)")
 
 
 def _base_name(name: str) -> str:
@@ -209,15 +166,20 @@ def _resolve(name: str, known: Mapping[str, Any]) -> Optional[str]:
     """The known name that ``name`` denotes, or ``None``.
 
     Order: exact match, then after each stripped date suffix, then the longest
-    known prefix that ends on a ``-`` boundary. Exact-first and longest-first
-    keep ``gpt-4o-mini-x`` on ``gpt-4o-mini`` rather than ``gpt-4o``; the
-    boundary keeps ``gpt-4.1`` off ``gpt-4`` and ``o3x`` off ``o3``.
+    known prefix that ends on a ``-`` boundary and is not followed by a
+    version number. Exact-first and longest-first keep ``gpt-4o-mini-x`` on
+    ``gpt-4o-mini`` rather than ``gpt-4o``; the boundary keeps ``gpt-4.1``
+    off ``gpt-4`` and ``o3x`` off ``o3``; the version rule keeps an unknown
+    ``claude-opus-4-9`` off ``claude-opus-4`` (Anthropic numbers versions
+    with dashes, and prices change between them).
     """
     names = _candidates(name)
     for candidate in names:
         if candidate in known:
             return candidate
-    return max((key for key in known if names[-1].startswith(key + "-")), key=len, default=None)
+    base = names[-1]
+    family = (key for key in known if base.startswith(key + "-") and not _VERSION_NEXT.match(base, len(key) + 1))
+    return max(family, key=len, default=None)
 
 
 def normalize_model(name: str) -> str:
@@ -225,8 +187,10 @@ def normalize_model(name: str) -> str:
 
     ``openai/gpt-4o-2024-08-06`` gives ``gpt-4o``, ``gpt-3.5-turbo-0125``
     gives ``gpt-3.5-turbo`` and ``gpt-4o-mini-2024-07-18`` gives
-    ``gpt-4o-mini`` (never ``gpt-4o``). A name that matches no built-in entry
-    is returned lowercased, without provider prefix and date suffix.
+    ``gpt-4o-mini`` (never ``gpt-4o``); ``anthropic/claude-sonnet-4-5-20250929``
+    gives ``claude-sonnet-4-5`` and ``claude-3-7-sonnet-latest``
+    ``claude-3-7-sonnet``. A name that matches no built-in entry is returned
+    lowercased, without provider prefix and date suffix.
 
     Args:
         name: a model name as sent to or reported by a server.
@@ -258,7 +222,7 @@ def _warn_unknown(model: str, why: str = "") -> None:
 
 
 def _usage_cost(usage: "Usage", price: ModelPrice) -> float:
-    """USD cost of ``usage`` at ``price`` (prompt includes cached, completion includes reasoning)."""
+    """USD cost of ``usage`` at ``price`` (prompt includes cache reads and writes, completion includes reasoning)."""
     prompt = max(usage.prompt_tokens, 0)
     completion = max(usage.completion_tokens, 0)
     # Audio is split out of the text totals only when it has its own price.
@@ -268,9 +232,12 @@ def _usage_cost(usage: "Usage", price: ModelPrice) -> float:
     # Clamped because some servers report details that exceed the totals;
     # a negative token count must never lower a cost.
     cached = min(max(usage.cached_tokens, 0), text_in)
+    written = min(max(usage.cache_write_tokens, 0), text_in - cached)
+    written_1h = min(max(usage.cache_write_1h_tokens, 0), written)
     text_out = completion - audio_out
     reasoning = min(max(usage.reasoning_tokens, 0), text_out)
-    parts = [(text_in - cached) * price.input, cached * price.cached_input]
+    parts = [(text_in - cached - written) * price.input, cached * price.cached_input]
+    parts += [(written - written_1h) * price.cache_write, written_1h * price.cache_write_1h]
     parts += [(text_out - reasoning) * price.output, reasoning * price.reasoning]
     parts += [audio_in * (price.audio_input or 0.0), audio_out * (price.audio_output or 0.0)]
     # fsum keeps the sum correctly rounded: within an ulp of the exact formula.
@@ -349,8 +316,10 @@ class PriceTable:
         """The USD cost of ``usage`` for ``model``.
 
         Cost = uncached prompt × input + cached × cached_input
+        + cache writes × cache_write (1-hour writes × cache_write_1h)
         + (completion − reasoning) × output + reasoning × reasoning, per 1M
-        tokens; audio tokens go at the audio prices when the model has them.
+        tokens, where the uncached prompt is the prompt less its cache reads
+        and writes; audio tokens go at the audio prices when the model has them.
 
         Args:
             usage: the tokens.
@@ -437,9 +406,14 @@ class GenAIPricesTable(PriceTable):
             attempts.insert(0, (attempts[0][0], name.split("/", 1)[0].lower()))
         prompt, completion = max(usage.prompt_tokens, 0), max(usage.completion_tokens, 0)
         # genai-prices rejects parts larger than their totals; clamp as _usage_cost does.
+        # Its cache_write_tokens include the 1-hour writes, as promptkit's do.
+        read = min(max(usage.cached_tokens, 0), prompt)
+        written = min(max(usage.cache_write_tokens, 0), prompt - read)
         gusage = genai_prices.Usage(
             input_tokens=prompt,
-            cache_read_tokens=min(max(usage.cached_tokens, 0), prompt),
+            cache_read_tokens=read,
+            cache_write_tokens=written,
+            cache_write_1h_tokens=min(max(usage.cache_write_1h_tokens, 0), written),
             output_tokens=completion,
             input_audio_tokens=min(max(usage.audio_prompt_tokens, 0), prompt),
             output_audio_tokens=min(max(usage.audio_completion_tokens, 0), completion),

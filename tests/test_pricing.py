@@ -34,14 +34,19 @@ def exact_cost(
     reasoning: Optional[str] = None,
     audio_in: Optional[str] = None,
     audio_out: Optional[str] = None,
+    write: Optional[str] = None,
+    write_1h: Optional[str] = None,
 ) -> Fraction:
     """The straightforward formula, in exact rational arithmetic from decimal price strings."""
     f = Fraction
     text_in = usage.prompt_tokens - (usage.audio_prompt_tokens if audio_in else 0)
     text_out = usage.completion_tokens - (usage.audio_completion_tokens if audio_out else 0)
+    written_5m = usage.cache_write_tokens - usage.cache_write_1h_tokens
     total = (
-        (text_in - usage.cached_tokens) * f(input)
+        (text_in - usage.cached_tokens - usage.cache_write_tokens) * f(input)
         + usage.cached_tokens * f(cached or input)
+        + written_5m * f(write or input)
+        + usage.cache_write_1h_tokens * f(write_1h or write or input)
         + (text_out - usage.reasoning_tokens) * f(output)
         + usage.reasoning_tokens * f(reasoning or output)
     )
@@ -99,7 +104,30 @@ COST_CASES = [
         dict(input="1.25", cached="0.125", output="10"),
     ),
     ("gpt-4.1-nano", Usage(prompt_tokens=1, completion_tokens=1), dict(input="0.1", output="0.4")),
-]
+    (
+        # No cache-write price: writes cost the input price.
+        "gpt-4o",
+        Usage(prompt_tokens=1000, completion_tokens=10, cached_tokens=300, cache_write_tokens=200),
+        dict(input="2.5", cached="1.25", output="10"),
+    ),
+    (
+        "claude-sonnet-4-5-20250929",
+        Usage(prompt_tokens=10_000, completion_tokens=700, cached_tokens=6_000, cache_write_tokens=3_000,
+              cache_write_1h_tokens=1_000, reasoning_tokens=300),
+        dict(input="3", cached="0.3", write="3.75", write_1h="6", output="15"),
+    ),
+    (
+        "claude-3-haiku-20240307",  # its cache prices are not the usual multiples
+        Usage(prompt_tokens=5_000, completion_tokens=100, cached_tokens=1_000, cache_write_tokens=2_000),
+        dict(input="0.25", cached="0.03", write="0.30", write_1h="0.50", output="1.25"),
+    ),
+    (
+        "claude-opus-4-6",
+        Usage(prompt_tokens=10**9 + 7, completion_tokens=10**8 + 1, cached_tokens=10**8 + 3, cache_write_tokens=10**8,
+              cache_write_1h_tokens=10**7 + 9),
+        dict(input="5", cached="0.5", write="6.25", write_1h="10", output="25"),
+    ),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("model,usage,formula", COST_CASES)
@@ -132,6 +160,12 @@ def test_details_larger_than_totals_never_make_a_negative_cost() -> None:
     usage = Usage(prompt_tokens=10, completion_tokens=10, cached_tokens=50, reasoning_tokens=11)
     cost, known = PriceTable().cost(usage, "gpt-4o")
     assert known and cost == pytest.approx((10 * 1.25 + 10 * 10) / 1e6, abs=1e-15)
+    # Cache writes are clamped to what the reads leave of the prompt, 1-hour writes to the writes.
+    usage = Usage(prompt_tokens=10, cached_tokens=4, cache_write_tokens=50, cache_write_1h_tokens=70)
+    cost, known = PriceTable().cost(usage, "claude-sonnet-4")
+    assert known and cost == pytest.approx((4 * 0.3 + 6 * 6) / 1e6, abs=1e-15)
+    negative = Usage(prompt_tokens=10, cache_write_tokens=-5, cache_write_1h_tokens=-5)
+    assert PriceTable().cost(negative, "claude-sonnet-4")[0] == pytest.approx(10 * 3 / 1e6, abs=1e-15)
 
 
 def test_unknown_model_costs_zero_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -182,7 +216,11 @@ def test_register_normalises_user_names() -> None:
     assert table.lookup("my-model") is not None
     assert table.lookup("other/my-model-2025-01-01") is not None
     assert table.lookup("my-model-large") is not None  # family prefix on a '-' boundary
+    assert table.lookup("my-model-large-20250101") is not None
     assert table.lookup("my-modelx") is None
+    assert table.lookup("my-model-2") is None  # a version number: another model
+    assert table.lookup("my-model-2-large") is None
+    assert table.lookup("my-model-2b") is not None  # not a bare number
     assert table.lookup("gpt-4o") is None  # builtin=False
     table.register("my-model", (3, 4))
     assert table.lookup("my-model") == ModelPrice(3, 4)
@@ -213,10 +251,39 @@ def test_register_normalises_user_names() -> None:
         ("o3x", "o3x"),  # no '-' boundary: not o3
         ("llama-3.3-70b", "llama-3.3-70b"),
         ("claude-sonnet-4-20250514", "claude-sonnet-4"),
+        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+        ("claude-sonnet-4-5", "claude-sonnet-4-5"),
+        ("anthropic/claude-sonnet-4-6", "claude-sonnet-4-6"),
+        ("claude-3-7-sonnet-20250219", "claude-3-7-sonnet"),
+        ("claude-3-7-sonnet-latest", "claude-3-7-sonnet"),
+        ("claude-3-5-sonnet-latest", "claude-3-5-sonnet"),
+        ("claude-3-5-haiku-20241022", "claude-3-5-haiku"),
+        ("claude-3-5-haiku-latest", "claude-3-5-haiku"),
+        ("claude-3-opus-latest", "claude-3-opus"),
+        ("claude-3-haiku-20240307", "claude-3-haiku"),
+        ("claude-opus-4-20250514", "claude-opus-4"),
+        ("claude-opus-4-1-20250805", "claude-opus-4-1"),
+        ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+        ("Anthropic/Claude-Opus-4-8", "claude-opus-4-8"),
+        ("claude-sonnet-5", "claude-sonnet-5"),
+        ("claude-fable-5-1-20260901", "claude-fable-5-1"),
+        # Unknown versions stay unknown rather than take an older version's price.
+        ("claude-opus-4-9", "claude-opus-4-9"),
+        ("claude-opus-4-9-20270101", "claude-opus-4-9"),
+        ("claude-haiku-5-5", "claude-haiku-5-5"),
+        ("claude-fable-5-3", "claude-fable-5-3"),
     ],
 )
 def test_normalize_model(name: str, expected: str) -> None:
     assert normalize_model(name) == expected
+
+
+def test_unknown_claude_versions_are_unknown_models() -> None:
+    table = PriceTable()
+    for name in ["claude-opus-4-9", "claude-sonnet-4-7-20270101", "claude-haiku-5-5", "claude-fable-5-3"]:
+        assert table.lookup(name) is None, name
+    # A family member that is not a new version still resolves.
+    assert table.lookup("claude-opus-4-5-thinking") == BUILTIN_PRICES["claude-opus-4-5"]
 
 
 def test_mini_and_nano_are_not_their_families() -> None:
@@ -234,16 +301,40 @@ def test_builtin_table_is_dated_and_covers_current_models() -> None:
         "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-5", "gpt-5-mini", "gpt-5-nano",
         "gpt-5.1", "o1", "o1-mini", "o3", "o3-mini", "o4-mini", "gpt-4-turbo", "gpt-4", "gpt-3.5-turbo",
         "chatgpt-4o-latest", "gpt-4o-audio-preview",
+        "claude-opus-4", "claude-opus-4-1", "claude-opus-4-5", "claude-opus-4-6", "claude-sonnet-4",
+        "claude-sonnet-4-5", "claude-sonnet-4-6", "claude-haiku-4-5", "claude-3-7-sonnet", "claude-3-5-sonnet",
+        "claude-3-5-haiku", "claude-3-opus", "claude-3-haiku", "claude-sonnet-5",
     ]:  # fmt: skip
         assert model in BUILTIN_PRICES
     for price in BUILTIN_PRICES.values():
-        assert price.cached_input <= price.input and price.input <= price.output
+        assert price.cached_input <= price.input <= price.cache_write <= price.cache_write_1h
+        assert price.input <= price.output
+
+
+def test_claude_cache_prices_follow_anthropic_multipliers() -> None:
+    # 5-minute writes 1.25x input, 1-hour writes 2x, hits 0.1x, except on the models whose pages say otherwise.
+    hits = {"claude-3-haiku": Fraction("0.12"), "claude-fable-5-1": Fraction("0.025"),
+            "claude-mythos-5-1": Fraction("0.025"), "claude-opus-5-5": Fraction("0.05"),
+            "claude-sonnet-5-5": Fraction("0.05"), "claude-fable-5-2": Fraction("0.025")}  # fmt: skip
+    claude = {name: price for name, price in BUILTIN_PRICES.items() if name.startswith("claude-")}
+    assert len(claude) >= 20
+    for name, price in claude.items():
+        base = Fraction(str(price.input))
+        assert Fraction(str(price.cached_input)) == base * hits.get(name, Fraction("0.1")), name
+        if name != "claude-3-haiku":  # $0.30 and $0.50 on $0.25
+            assert Fraction(str(price.cache_write)) == base * Fraction("1.25"), name
+            assert Fraction(str(price.cache_write_1h)) == base * 2, name
 
 
 def test_model_price_defaults_and_coerce() -> None:
     price = ModelPrice(2, 8)
     assert (price.input, price.cached_input, price.output, price.reasoning) == (2.0, 2.0, 8.0, 8.0)
     assert price.audio_input is None and price.audio_output is None
+    assert (price.cache_write, price.cache_write_1h) == (2.0, 2.0)
+    assert ModelPrice(2, 8, cache_write=2.5).cache_write_1h == 2.5
+    assert ModelPrice.coerce({"input": 2, "output": 8, "cache_write": Fraction(5, 2), "cache_write_1h": 4}) == ModelPrice(
+        2, 8, cache_write=2.5, cache_write_1h=4.0
+    )
     assert ModelPrice.coerce(price) is price
     assert ModelPrice.coerce((2, 0.5, 8)) == ModelPrice(2, 8, cached_input=0.5)
     assert ModelPrice.coerce((2, 8)) == price
@@ -265,6 +356,9 @@ def test_model_price_defaults_and_coerce() -> None:
         {"input": 1},
         {"input": 1, "output": 2, "cache": 1},
         {"input": 1, "output": 2, "reasoning": -1},
+        {"input": 1, "output": 2, "cache_write": -1},
+        {"input": 1, "output": 2, "cache_write_1h": float("nan")},
+        {"input": 1, "output": 2, "cache_write": "1.25"},
         [1, 2],
         "1,2",
         None,
@@ -321,10 +415,17 @@ def test_from_spec_genai_prices(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_builtin_prices_agree_with_genai_prices() -> None:
     pytest.importorskip("genai_prices")
-    builtin, genai = PriceTable(), GenAIPricesTable(provider_id="openai")
-    usage = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000, cached_tokens=500_000)
+    builtin = PriceTable()
+    genai = {"openai": GenAIPricesTable(provider_id="openai"), "anthropic": GenAIPricesTable(provider_id="anthropic")}
+    # Under 200K prompt tokens, where genai-prices's long-context tiers start.
+    usage = Usage(prompt_tokens=150_000, completion_tokens=100_000, cached_tokens=50_000, cache_write_tokens=40_000,
+                  cache_write_1h_tokens=15_000)  # fmt: skip
+    # genai-prices 0.2.3 lacks the Mythos models (limited availability), which Anthropic's pricing page
+    # prices as Fable 5 and 5.1: compare them with those.
+    same_as = {"claude-mythos-5": "claude-fable-5", "claude-mythos-5-1": "claude-fable-5-1"}
     for model in BUILTIN_PRICES:
-        expected, known = genai.cost(usage, model)
+        provider = "anthropic" if model.startswith("claude-") else "openai"
+        expected, known = genai[provider].cost(usage, same_as.get(model, model))
         assert known, model
         assert builtin.cost(usage, model)[0] == pytest.approx(expected, abs=1e-9), model
 

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
+import attrs
 import pytest
 
 from promptkit._errors import ConfigurationError, ConversationBusyError, PromptKitError
@@ -170,6 +171,19 @@ def test_turns_keep_their_order_and_totals_add_up(store: Any) -> None:
     assert [m["content"] for m in conv.messages()[1::2]] == [f"t{i}" for i in range(5)]
     assert conv.total_cost() == pytest.approx(7.5)
     assert conv.usage_totals() == Usage(prompt_tokens=10, completion_tokens=10, total_tokens=20)
+
+
+def test_usage_with_cache_writes_round_trips(store: Any) -> None:
+    usage = Usage(prompt_tokens=1049, completion_tokens=100, total_tokens=1149, cached_tokens=7,
+                  cache_write_tokens=1031, cache_write_1h_tokens=31, reasoning_tokens=3)  # fmt: skip
+    turn = attrs.evolve(make_turn("cached"), usage=usage)
+    store.append_turn("c", turn, index=0, meta=META)
+    store.append_turn("c", turn, index=1, meta=META)
+    conv = store.load("c")
+    assert conv is not None and conv.turns == (turn, turn)
+    assert conv.turns[0].usage_value() == usage
+    assert conv.usage_totals() == usage + usage
+    assert conv.usage_totals().cache_write_1h_tokens == 62
 
 
 def test_meta_of_later_turns_is_ignored(store: Any) -> None:
@@ -554,6 +568,38 @@ def test_unknown_keys_of_the_same_major_version_are_ignored() -> None:
     meta = META.to_dict()
     meta["tags"] = ["x"]
     assert ConversationMeta.from_dict(meta) == META
+
+
+# A turn as promptkit wrote it before Usage had cache-write fields.
+OLD_TURN_JSON = (
+    '{"v":1,"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],'
+    '"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"cached_tokens":4,"reasoning_tokens":1,'
+    '"audio_prompt_tokens":0,"audio_completion_tokens":0,"estimated":false},'
+    '"cost":0.0001,"latency_ms":20.0,"finish_reason":"stop","model":"gpt-4o-mini","created_at":1700000000.0}'
+)
+
+
+def test_a_turn_stored_before_the_cache_write_fields_loads(tmp_path: Path) -> None:
+    old = Usage(prompt_tokens=12, completion_tokens=3, total_tokens=15, cached_tokens=4, reasoning_tokens=1)
+    turn = StoredTurn.from_json(OLD_TURN_JSON)
+    assert turn.usage_value() == old and old.cache_write_tokens == old.cache_write_1h_tokens == 0
+    assert StoredTurn.from_json(turn.to_json()) == turn
+    # In a store, next to a turn written now.
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    store.append_turn("c", make_turn("a"), index=0, meta=META)
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("UPDATE promptkit_turns SET data = ?", (OLD_TURN_JSON,))
+    raw.close()
+    new = attrs.evolve(make_turn("b"), usage=Usage(prompt_tokens=1049, completion_tokens=100, total_tokens=1149,
+                                                  cache_write_tokens=1031))  # fmt: skip
+    store.append_turn("c", new, index=1, meta=META)
+    conv = store.load("c")
+    store.close()
+    assert conv is not None and conv.turns[0].usage_value() == old
+    assert conv.usage_totals() == Usage(prompt_tokens=1061, completion_tokens=103, total_tokens=1164, cached_tokens=4,
+                                        reasoning_tokens=1, cache_write_tokens=1031)  # fmt: skip
 
 
 def test_stored_turn_from_response() -> None:
