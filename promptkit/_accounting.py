@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ._dialects import Decoder
 from .pricing import PriceTable
+from ._images import Provider as ImageRule
 from ._tokens import CompletionCounter, count_messages, estimate_usage
 from ._types import Usage
 
@@ -45,9 +46,14 @@ class TurnAccount:
         model: the requested model (the served one, when the server names it, prices a round).
         prices: the price table.
         tools: the tool definitions sent, counted in estimated prompts.
+        estimates: whose documented rules count an image's tokens in an estimate
+            (``"openai"`` or ``"anthropic"``: the dialect's provider).
     """
 
-    def __init__(self, *, model: str, prices: PriceTable, tools: Optional[List[Dict[str, Any]]]) -> None:
+    def __init__(
+        self, *, model: str, prices: PriceTable, tools: Optional[List[Dict[str, Any]]], estimates: "ImageRule" = "openai"
+    ) -> None:
+        self._estimates: "ImageRule" = estimates
         self._model = model
         self._prices = prices
         self._tools = tools
@@ -75,6 +81,7 @@ class TurnAccount:
                 reasoning_text=acc.reasoning,
                 tool_call_arguments=[c.arguments_json for c in calls],
                 tool_call_names=[c.name for c in calls],
+                provider=self._estimates,
             )
         if acc.cost is not None:
             cost, known, source = acc.cost, True, "server"
@@ -106,7 +113,7 @@ class TurnAccount:
                 return self.usage, self.cost
             live = self._live
             if live is None or live.acc is not acc:
-                tokens = count_messages(prompt(), self._model, self._tools)
+                tokens = count_messages(prompt(), self._model, self._tools, provider=self._estimates)
                 live = self._live = _Live(acc, tokens, CompletionCounter(self._model))
             for part in acc.output_parts(live.seen):
                 live.counter.add(part)

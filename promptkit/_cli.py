@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Text
 from ._version import __version__
 from ._client import Client
 from ._conversation import Conversation
-from ._dialects import APIS
+from ._dialects import APIS, dialect_for
 from ._errors import AuthenticationError, BadRequestError, ConfigurationError, NotFoundError, PromptKitError
 from ._images import content_preview
 from .stores import ConversationStore
@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--base-url", metavar="URL", help="the server's base URL (default: $OPENAI_BASE_URL, else OpenAI)")
     chat.add_argument("--api-key", metavar="KEY", help="the API key (default: $OPENAI_API_KEY)")
     chat.add_argument("--api", choices=APIS, default="chat",
-                      help="the wire dialect: chat (Chat Completions, the default) or responses (the Responses API)")
+                      help="the wire dialect: chat (Chat Completions, the default), responses (the Responses API) "
+                           "or anthropic (Anthropic Messages; key and URL from $ANTHROPIC_API_KEY, $ANTHROPIC_BASE_URL)")
     chat.add_argument("--show-reasoning", action="store_true",
                       help="show the model's reasoning (when the server streams it) before its reply")
     chat.add_argument("--store", metavar="SPEC", type=_store_spec,
@@ -435,8 +436,10 @@ def open_store(spec: Optional[str]) -> Optional[ConversationStore]:
 @contextlib.contextmanager
 def open_client(args: argparse.Namespace, stderr: TextIO) -> Iterator[Client]:
     """A client for the configured server, or for an embedded mock server when none is configured."""
-    api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or None
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or None
+    provider = dialect_for(args.api).provider
+    key_variable, url_variable = provider.key_variable, provider.url_variable
+    api_key = args.api_key or os.environ.get(key_variable) or None
+    base_url = args.base_url or os.environ.get(url_variable) or None
     options: Dict[str, Any] = {"api": args.api} if args.model is None else {"model": args.model, "api": args.api}
     if api_key or base_url:
         # A base URL without a key is a keyless local server (Ollama, vLLM): no mock.
@@ -446,7 +449,7 @@ def open_client(args: argparse.Namespace, stderr: TextIO) -> Iterator[Client]:
         return
     from .testing import MockServer  # only the offline demo needs it
 
-    stderr.write("ℹ️  No OPENAI_API_KEY or OPENAI_BASE_URL: using promptkit's embedded mock server "
+    stderr.write(f"ℹ️  No {key_variable} or {url_variable}: using promptkit's embedded mock server "
                  "(promptkit.testing.MockServer).\n")
     stderr.flush()
     with MockServer(default_delay=MOCK_DELAY) as server, Client(base_url=server.url, **options) as client:

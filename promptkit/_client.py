@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, Sequence
 from urllib.parse import urlparse
 
 from ._conversation import Conversation
-from ._dialects import dialect_for
+from ._dialects import OPENAI, dialect_for
 from ._secrets import check_api_key, safe_url
 from ._validate import check_model
 from ._errors import ConfigurationError
@@ -22,31 +22,36 @@ __all__ = ["Client", "ConversationIndex", "OPENAI_BASE_URL"]
 
 logger = logging.getLogger(__name__)
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-4o-mini"  # when neither model= nor PROMPTKIT_MODEL names one
+OPENAI_BASE_URL = OPENAI.base_url
+DEFAULT_MODEL = OPENAI.model  # when neither model= nor PROMPTKIT_MODEL names one
+_KEYED_HOSTS = frozenset({"api.openai.com", "api.anthropic.com"})  # servers that never work without a key
 
 
-def _is_openai(base_url: str) -> bool:
+def _needs_key(base_url: str) -> bool:
     host = (urlparse(base_url).hostname or "").lower()
-    return host == "api.openai.com"
+    return host in _KEYED_HOSTS
 
 
 class Client:
     """Talks to one OpenAI-compatible server. Thread-safe: share one per process.
 
     Args:
-        api_key: the API key; default ``OPENAI_API_KEY``. It may be omitted for
-            servers that need none (Ollama, vLLM, llama.cpp), but not for OpenAI.
-        base_url: default ``OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
+        api_key: the API key; default ``OPENAI_API_KEY`` (``ANTHROPIC_API_KEY`` with
+            ``api="anthropic"``). It may be omitted for servers that need none
+            (Ollama, vLLM, llama.cpp), but not for OpenAI or Anthropic.
+        base_url: default ``OPENAI_BASE_URL``, else ``https://api.openai.com/v1``
+            (with ``api="anthropic"``: ``ANTHROPIC_BASE_URL``, else
+            ``https://api.anthropic.com/v1``).
         model: the default model of conversations; default ``PROMPTKIT_MODEL``,
-            else ``"gpt-4o-mini"``.
+            else ``"gpt-4o-mini"`` (``"claude-haiku-4-5"`` with ``api="anthropic"``).
         timeout: a :class:`~promptkit.Timeout`, or a number of seconds (idle).
         max_retries: retries before any content (connection errors, 408, 409, 429, 5xx).
         session: a ``requests.Session`` to use (its TLS settings and adapters are
             kept, and it is not closed by :meth:`close`). One is created otherwise.
         api: the wire dialect: ``"chat"`` (Chat Completions, ``/chat/completions``,
-            the default) or ``"responses"`` (the OpenAI Responses API,
-            ``/responses``). Events, responses, usage, cost and history are the
+            the default), ``"responses"`` (the OpenAI Responses API,
+            ``/responses``) or ``"anthropic"`` (Anthropic Messages, ``/messages``,
+            with ``x-api-key`` and ``anthropic-version`` headers). Events, responses, usage, cost and history are the
             same on every dialect.
         pool_size: connections kept open to the server (created sessions only).
         pricing: price overrides ``{model: {"input", "cached_input", "output"}}``,
@@ -81,10 +86,12 @@ class Client:
         store: Any = None,
         limits: Optional[Limits] = None,
     ) -> None:
+        dialect = dialect_for(api)
+        provider = dialect.provider
         if api_key is None:
-            api_key = os.environ.get("OPENAI_API_KEY") or None
+            api_key = os.environ.get(provider.key_variable) or None
         if base_url is None:
-            base_url = os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+            base_url = os.environ.get(provider.url_variable) or provider.base_url
         if not isinstance(base_url, str):
             raise ConfigurationError(f"base_url must be a str, got {type(base_url).__name__}")
         base_url = base_url.strip()
@@ -97,14 +104,13 @@ class Client:
         if not valid:
             raise ConfigurationError(f"base_url must be an http(s) URL, got {safe_url(base_url)!r}")
         api_key = check_api_key(api_key)
-        if not api_key and _is_openai(base_url):
+        if not api_key and _needs_key(base_url):
             raise ConfigurationError(
-                "no API key: pass api_key=... or set OPENAI_API_KEY "
+                f"no API key: pass api_key=... or set {provider.key_variable} "
                 "(a key is optional only for other servers, given with base_url)"
             )
-        dialect = dialect_for(api)
         if model is None:
-            model = os.environ.get("PROMPTKIT_MODEL", "").strip() or DEFAULT_MODEL
+            model = os.environ.get("PROMPTKIT_MODEL", "").strip() or provider.model
         check_model(model)
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")

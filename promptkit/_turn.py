@@ -125,7 +125,12 @@ class Turn:
         self._http: Optional["HTTPStream"] = None
         self._attempt = 1
         self._acc: Optional[Decoder] = None  # the current round's
-        self._account = TurnAccount(model=settings.model, prices=settings.prices, tools=tools.to_openai() or None)
+        self._account = TurnAccount(
+            model=settings.model,
+            prices=settings.prices,
+            tools=tools.to_openai() or None,
+            estimates=settings.dialect.provider.estimates,
+        )
         self._reported = False  # the sink hears exactly once how the turn ended
         self._budget = budget  # USD this turn may spend, or None
         self._emitted = False  # whether the current attempt has queued any event for the consumer

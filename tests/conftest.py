@@ -10,6 +10,8 @@ from typing import Iterator
 
 import pytest
 
+from promptkit._dialects import APIS
+
 DATA = Path(__file__).parent / "data"
 
 # tiktoken downloads its BPE files on first use, which fails offline: point it at
@@ -63,3 +65,19 @@ def http_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--data-dir", str(tmp_path_factory.mktemp("proxy")), "--log-level", "WARNING"]  # fmt: skip
     with third_party_server(args, port):
         yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(params=APIS)
+def every_dialect(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once per wire dialect: every ``promptkit.Client`` it makes defaults to that ``api``.
+
+    Shared behaviour suites use it (``pytestmark = pytest.mark.usefixtures("every_dialect")``),
+    so that what holds on Chat Completions is proven on each dialect by the same tests, not
+    by copies.
+    """
+    import promptkit._client
+
+    defaults = dict(promptkit._client.Client.__init__.__kwdefaults__ or {})
+    defaults["api"] = request.param
+    monkeypatch.setattr(promptkit._client.Client.__init__, "__kwdefaults__", defaults)
+    return str(request.param)

@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 import promptkit
+from promptkit._dialects import APIS
 from tests._processes import free_port, program_path, third_party_server
 
 # Findings that only describe a failure after content reached the consumer.
@@ -39,11 +40,12 @@ def chaos_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-@pytest.mark.parametrize("api", ["chat", "responses"])
+@pytest.mark.parametrize("api", APIS)
 def test_llmock_finds_nothing_but_failures_after_content(chaos_server: str, api: str) -> None:
     outcomes: List[Any] = []  # per turn: its Response, or the APIError it ended with
     timeout = promptkit.Timeout(connect=5, idle=0.5, total=60)
-    with promptkit.Client(base_url=f"{chaos_server}/v1", api_key="sk-chaos", timeout=timeout, max_retries=4, api=api) as client:
+    base_url = f"{chaos_server}/anthropic/v1" if api == "anthropic" else f"{chaos_server}/v1"
+    with promptkit.Client(base_url=base_url, api_key="sk-chaos", timeout=timeout, max_retries=4, api=api) as client:
         for i in range(TURNS):
             conv = client.conversation()
             try:
@@ -99,5 +101,7 @@ def test_llmock_finds_nothing_but_failures_after_content(chaos_server: str, api:
 
 def _turn_of(body: Any) -> int:
     text = (body["messages"] if "messages" in body else body["input"])[-1]["content"]
+    if isinstance(text, list):  # Anthropic's content blocks
+        text = "".join(block.get("text", "") for block in text)
     assert text.startswith("question number ")
     return int(text.rsplit(" ", 1)[1])

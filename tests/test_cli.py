@@ -30,7 +30,8 @@ MOCK_NOTE = "using promptkit's embedded mock server"
 
 
 def _env(**extra: str) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PROMPTKIT_MODEL")}
+    unset = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "PROMPTKIT_MODEL")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     # TERM=dumb keeps readline's terminal escapes out of the transcript.
     env.update(PYTHONIOENCODING="utf-8", TERM="dumb", **extra)
     return env

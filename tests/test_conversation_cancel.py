@@ -22,6 +22,9 @@ import promptkit
 from promptkit._retry import RetryPolicy
 from promptkit.testing import MockReply, MockServer
 
+
+pytestmark = pytest.mark.usefixtures("every_dialect")
+
 GUARD = 30.0  # seconds; every wait below is far longer than a cancel needs, and shorter than what it cancels
 LONG = promptkit.Timeout(connect=120, idle=120, total=600)
 

@@ -39,11 +39,18 @@ def client(server: MockServer, api: str) -> Iterator[promptkit.Client]:
         yield c
 
 
-def test_the_request_goes_to_the_dialects_endpoint(client: promptkit.Client, server: MockServer, api: str) -> None:
+ENDPOINTS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "anthropic": "/v1/messages"}
+
+
+def test_the_request_goes_to_the_dialects_endpoint_with_its_credentials(client: promptkit.Client, server: MockServer, api: str) -> None:
     server.enqueue(MockReply.text("hi"))
     assert client.conversation().send("q").content == "hi"
-    assert server.requests[0].path == ("/v1/chat/completions" if api == "chat" else "/v1/responses")
-    assert server.requests[0].headers["Authorization"] == f"Bearer {KEY}"
+    request = server.requests[0]
+    assert request.path == ENDPOINTS[api]
+    if api == "anthropic":
+        assert request.headers["x-api-key"] == KEY and request.headers["anthropic-version"] and "authorization" not in request.headers
+    else:
+        assert request.headers["Authorization"] == f"Bearer {KEY}" and "x-api-key" not in request.headers
 
 
 def test_events_arrive_as_deltas_and_end_in_one_terminal_event(client: promptkit.Client, server: MockServer) -> None:
@@ -137,9 +144,12 @@ def test_the_tool_loop_runs_handlers_and_sends_results_back(client: promptkit.Cl
     body = server.requests[1].body
     if api == "chat":
         assert body["tools"][0]["function"]["name"] == "add" and body["messages"][-1]["role"] == "tool"
-    else:
+    elif api == "responses":
         assert body["tools"][0]["name"] == "add"
         assert [i.get("type") for i in body["input"][-2:]] == ["function_call_output", "function_call_output"]
+    else:
+        assert body["tools"][0]["name"] == "add" and body["tools"][0]["input_schema"]["type"] == "object"
+        assert [b["type"] for b in body["messages"][-1]["content"]] == ["tool_result", "tool_result"]
 
 
 def test_pending_tool_calls_are_answered_by_the_application(client: promptkit.Client, server: MockServer) -> None:

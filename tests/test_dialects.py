@@ -33,9 +33,9 @@ def responses(messages: List[Dict[str, Any]], tools: Any = (), **params: Any) ->
 
 
 def test_the_registry_names_every_dialect_and_refuses_others() -> None:
-    assert APIS == ("chat", "responses")
+    assert APIS == ("chat", "responses", "anthropic")
     assert dialect_for("responses").path == "/responses" and dialect_for("chat").path == "/chat/completions"
-    with pytest.raises(ConfigurationError, match="api must be one of 'chat', 'responses', got 'anthropic-v0'"):
+    with pytest.raises(ConfigurationError, match="api must be one of .chat., .responses., .anthropic., got .anthropic-v0."):
         dialect_for("anthropic-v0")
 
 
@@ -186,3 +186,85 @@ def test_extra_body_is_merged_last_and_must_be_a_dict(api: str) -> None:
     assert body["store"] is False and body["temperature"] == 0 and "extra_body" not in body
     with pytest.raises(ConfigurationError, match="extra_body must be a dict"):
         dialect.check_params({"extra_body": ["store"]})
+
+
+# --------------------------------------------------------------------------- Anthropic Messages
+
+
+def anthropic(messages: List[Dict[str, Any]], tools: Any = (), **params: Any) -> Dict[str, Any]:
+    from promptkit._dialects.anthropic import AnthropicDialect
+
+    return AnthropicDialect().payload(model="claude", messages=messages, params=params, tools=list(tools), include_usage=True, base_url=BASE)
+
+
+def test_anthropic_history_conversion() -> None:
+    thinking = [{"type": "thinking", "thinking": "t", "signature": "S"}, {"type": "redacted_thinking", "data": "R"}]
+    history = [
+        {"role": "system", "content": "Be terse."},
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": [
+            {"type": "text", "text": "what?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+            {"type": "image_url", "image_url": {"url": "https://x/c.png"}},
+        ]},
+        {"role": "assistant", "content": None, "tool_calls": [CALL, {**CALL, "id": "call_2"}], "thinking_blocks": thinking,
+         "reasoning_content": "t", "output_items": [{"type": "reasoning"}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "1"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "2"},
+        {"role": "user", "content": "and?"},
+    ]  # fmt: skip
+    body = anthropic(history, tools=[TOOL], max_tokens=100, stop="END", tool_choice="required", temperature=0)
+    assert body["system"] == "Be terse.\n\nAnswer in French."
+    assert body["messages"] == [
+        {"role": "user", "content": [
+            {"type": "text", "text": "what?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+            {"type": "image", "source": {"type": "url", "url": "https://x/c.png"}},
+        ]},
+        {"role": "assistant", "content": [
+            *thinking,
+            {"type": "tool_use", "id": "call_1", "name": "get", "input": {"q": 1}},
+            {"type": "tool_use", "id": "call_2", "name": "get", "input": {"q": 1}},
+        ]},
+        {"role": "user", "content": [  # the round's results and the next question: one user message
+            {"type": "tool_result", "tool_use_id": "call_1", "content": "1"},
+            {"type": "tool_result", "tool_use_id": "call_2", "content": "2"},
+            {"type": "text", "text": "and?"},
+        ]},
+    ]  # fmt: skip
+    assert body["tools"] == [{"name": "get", "description": "Get it.", "input_schema": {"type": "object", "properties": {}}}]
+    assert body["max_tokens"] == 100 and body["stop_sequences"] == ["END"] and body["tool_choice"] == {"type": "any"}
+    assert body["temperature"] == 0 and body["stream"] is True and "stop" not in body
+    json.dumps(body)
+
+
+def test_anthropic_sends_a_default_max_tokens_and_its_headers() -> None:
+    from promptkit._dialects.anthropic import ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, AnthropicDialect
+
+    assert anthropic([{"role": "user", "content": "q"}])["max_tokens"] == DEFAULT_MAX_TOKENS
+    assert AnthropicDialect().auth_headers("sk-ant") == {"x-api-key": "sk-ant", "anthropic-version": ANTHROPIC_VERSION}
+    assert AnthropicDialect().auth_headers(None) == {"anthropic-version": ANTHROPIC_VERSION}
+
+
+def test_anthropic_prompt_caching_marks_tools_system_and_the_conversation() -> None:
+    mark = {"type": "ephemeral"}
+    body = anthropic([{"role": "system", "content": "s"}, {"role": "user", "content": "q"}], tools=[TOOL], cache_control=True)
+    assert body["system"] == [{"type": "text", "text": "s", "cache_control": mark}]
+    assert body["tools"][-1]["cache_control"] == mark
+    assert body["messages"][-1]["content"][-1] == {"type": "text", "text": "q", "cache_control": mark}
+    assert "cache_control" not in body
+    hour = anthropic([{"role": "user", "content": "q"}], cache_control={"type": "ephemeral", "ttl": "1h"})
+    assert hour["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+
+
+@pytest.mark.parametrize("params,match", [({"n": 2}, "'n'"), ({"response_format": {}}, "response_format"), ({"cache_control": "yes"}, "cache_control")])
+def test_anthropic_refuses_params_it_cannot_send(params: Dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        dialect_for("anthropic").check_params(params)
+
+
+def test_the_shared_suites_run_on_every_dialect(every_dialect: str) -> None:
+    import promptkit
+
+    with promptkit.Client(base_url=BASE, api_key="k") as client:
+        assert client.api == every_dialect

@@ -12,7 +12,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run_example(name: str, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")}
     env["PYTHONIOENCODING"] = "utf-8"
     return subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=120, env=env, encoding="utf-8"
@@ -44,7 +44,7 @@ def test_streaming_example_output_shape() -> None:
 
 
 def test_reasoning_and_images_example_on_each_dialect() -> None:
-    for api in ("chat", "responses"):
+    for api in ("chat", "responses", "anthropic"):
         proc = run_example("reasoning_and_images.py", "--api", api)
         assert proc.returncode == 0, proc.stderr
         lines = proc.stdout.splitlines()

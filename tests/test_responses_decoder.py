@@ -13,57 +13,23 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
-import random
 from typing import Any, Dict, List, Optional, Tuple
 
-import attrs
 import pytest
 
 from promptkit import Limits
 from promptkit._dialects.responses_decoder import ResponsesDecoder
 from promptkit._errors import StreamError, StreamTruncatedError
-from promptkit._reader import read_body
-from promptkit._stream import StreamControl
 from promptkit._types import StreamEvent
-from tests.test_reader import FakeHTTP, plan
+from tests._decoder_replay import HOWS, Outcome, reads_of
+from tests._decoder_replay import read as replay_reads
 
 RESPONSES = pathlib.Path(__file__).parent / "data" / "responses"
 NAMES = sorted(p.name[: -len(".sse")] for p in RESPONSES.glob("*.sse"))
 
 
-@attrs.define
-class Outcome:
-    events: List[StreamEvent]
-    error: Optional[StreamError]
-    decoder: ResponsesDecoder
-    finished: bool  # the reader released the body as a finished reply
-
-
-def _reads(data: bytes, how: str) -> List[bytes]:
-    if how == "whole":
-        return [data]
-    if how == "bytewise":
-        return [data[i : i + 1] for i in range(len(data))]
-    rng = random.Random(int(how.split("-")[1]))
-    reads, pos = [], 0
-    while pos < len(data):
-        size = rng.randint(1, 300)
-        reads.append(data[pos : pos + size])
-        pos += size
-    return reads
-
-
-def read(reads: List[bytes], limits: Limits = Limits()) -> Outcome:
-    decoder = ResponsesDecoder(limits)
-    http = FakeHTTP(list(reads))
-    events: List[StreamEvent] = []
-    error: Optional[StreamError] = None
-    try:
-        for batch, _ in read_body(StreamControl(10**6), http, decoder, plan()):  # type: ignore[arg-type]
-            events.extend(batch)
-    except StreamError as exc:
-        error = exc
-    return Outcome(events, error, decoder, http.finished)
+def read(reads: List[bytes], limits: Limits = Limits()) -> "Outcome[ResponsesDecoder]":
+    return replay_reads(reads, ResponsesDecoder(limits))
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,10 +39,9 @@ def meta(name: str) -> Dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def replay(name: str, how: str) -> Outcome:
-    return read(_reads((RESPONSES / f"{name}.sse").read_bytes(), how))
+    return read(reads_of((RESPONSES / f"{name}.sse").read_bytes(), how))
 
 
-HOWS = ("whole", "random-1", "random-2", "random-3", "bytewise")
 CASES = [(name, how) for name in NAMES for how in HOWS]
 
 
@@ -306,7 +271,7 @@ def _tuple(events: List[StreamEvent]) -> List[Tuple[str, str]]:
 def test_the_same_events_whatever_the_reads() -> None:
     data = (RESPONSES / "openai__o3mini_reasoning_summaries_encrypted_long.sse").read_bytes()
     whole = _tuple(read([data]).events)
-    assert _tuple(read(_reads(data, "random-7")).events) == whole
+    assert _tuple(read(reads_of(data, "random-7")).events) == whole
 
 
 def test_an_event_named_only_in_the_sse_field_is_understood() -> None:

@@ -30,6 +30,7 @@ import promptkit
 from promptkit._sse import ServerSentEvent, SSEParser
 from promptkit.stores._values import StoredTurn
 from promptkit.testing import MockReply, MockServer
+from tests._dialect_views import sent_texts
 from tests._processes import example_program
 
 if os.environ.get("CI") != "true":  # in CI the test extra installs them: a missing one must fail, not skip
@@ -38,6 +39,9 @@ if os.environ.get("CI") != "true":  # in CI the test extra installs them: a miss
     pytest.importorskip("django")
     pytest.importorskip("uvicorn")
     pytest.importorskip("websocket")
+
+
+pytestmark = pytest.mark.usefixtures("every_dialect")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -465,8 +469,7 @@ def test_flask_full_turns_history_and_one_conversation_per_session(mock: MockSer
     for turn in history["turns"]:
         assert re.fullmatch(r"Cost: (\$\d+\.\d+|n/a) \| Latency: \d+ms \| Tokens: ~?\d+", turn["summary"])
     assert history["total_tokens"] > 0
-    sent = [m["content"] for m in mock.requests[-1].body["messages"] if m["role"] != "system"]
-    assert sent == ["one", "The first answer.", "two"]  # the second turn carried the session's history
+    assert sent_texts(mock.requests[-1].body) == ["one", "The first answer.", "two"]  # the second turn carried the session's history
 
     other = WebClient(flask_url)
     try:

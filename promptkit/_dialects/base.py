@@ -19,11 +19,17 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
+import attrs
+
 from .._errors import ConfigurationError
+from .._images import Provider as ImageRule
 from .._limits import Limits
 from .._types import Choice, StreamEvent, ToolCall, Usage
 
-__all__ = ["Decoder", "Dialect", "ServerQuirks", "QUIRKS", "assistant_message", "bearer_auth", "split_extra_body"]
+__all__ = [
+    "Decoder", "Dialect", "Provider", "OPENAI", "ANTHROPIC", "ServerQuirks", "QUIRKS", "assistant_message", "bearer_auth",
+    "split_extra_body",
+]  # fmt: skip
 
 
 class Decoder(Protocol):
@@ -87,11 +93,28 @@ class Decoder(Protocol):
         """The canonical assistant message of this reply, with ``calls`` as its tool calls."""
 
 
+@attrs.frozen
+class Provider:
+    """Where a dialect's defaults come from: its key's and server's environment variables,
+    its server, its model when none is named, and whose documented rules estimate tokens."""
+
+    key_variable: str
+    url_variable: str
+    base_url: str
+    model: str
+    estimates: ImageRule  # whose documented rule counts an image's tokens (promptkit._images)
+
+
+OPENAI = Provider("OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1", "gpt-4o-mini", "openai")
+ANTHROPIC = Provider("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "https://api.anthropic.com/v1", "claude-haiku-4-5", "anthropic")
+
+
 class Dialect(Protocol):
     """One wire protocol: its endpoint, its credentials header, its request body and its decoder."""
 
     name: str
     path: str  # appended to the base URL
+    provider: Provider
 
     def auth_headers(self, api_key: Optional[str]) -> Dict[str, str]:
         """The headers that carry ``api_key`` (none without a key)."""

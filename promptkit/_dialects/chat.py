@@ -10,8 +10,8 @@ adds to it:
   thinking mode rejects a tool-loop request without it. Other assistant
   messages go without it (DeepSeek asks for that too), and a server that
   refuses the field gets none from then on.
-* Keys other dialects keep in the history (``output_items``, ``thinking``) are
-  left out.
+* Keys other dialects keep in the history (``output_items``,
+  ``thinking_blocks``) are left out.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 from .._errors import BadRequestError
 from .._limits import Limits
-from .base import QUIRKS, bearer_auth, split_extra_body
+from .base import OPENAI, QUIRKS, bearer_auth, split_extra_body
 from .chat_decoder import Accumulator
 
 __all__ = ["ChatDialect", "CHAT_MESSAGE_KEYS"]
@@ -44,6 +44,7 @@ class ChatDialect:
 
     name = "chat"
     path = "/chat/completions"
+    provider = OPENAI
 
     auth_headers = staticmethod(bearer_auth)
 

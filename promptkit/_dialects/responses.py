@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 from .._errors import BadRequestError, ConfigurationError, NotFoundError
 from .._limits import Limits
-from .base import QUIRKS, bearer_auth, split_extra_body
+from .base import OPENAI, QUIRKS, bearer_auth, split_extra_body
 from .responses_decoder import REPLAYED_ITEM_TYPES, ResponsesDecoder
 
 __all__ = ["ResponsesDialect"]
@@ -93,6 +93,7 @@ class ResponsesDialect:
 
     name = "responses"
     path = "/responses"
+    provider = OPENAI
 
     auth_headers = staticmethod(bearer_auth)
 

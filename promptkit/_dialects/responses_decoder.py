@@ -40,13 +40,12 @@ from .._errors import StreamError, StreamTruncatedError
 from .._limits import DEFAULT_LIMITS, Limits, exceeded
 from .._shapes import malformed
 from .._types import Choice, StreamEvent, ToolCall, Usage
+from .assembly import MAX_TOKENS, Assembly, error_text, string_field
 from .base import assistant_message
 from .chat_decoder import reported_cost, tool_call
 
 __all__ = ["ResponsesDecoder", "REPLAYED_ITEM_TYPES"]
 
-_PIECE_CHARS = 32  # as the chat decoder counts a stored piece
-_MAX_TOKENS = 2**53
 # The output items sent back as input next round; hosted tool items are the server's own business.
 REPLAYED_ITEM_TYPES = ("reasoning", "message", "function_call")
 _INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
@@ -68,30 +67,12 @@ class _Item:
         self.seen: Set[Tuple[str, int]] = set()  # the (kind, index) parts whose text was delivered
 
 
-def _string(chunk: Dict[str, Any], key: str, what: str) -> str:
-    value = chunk.get(key)
-    if value is None:
-        return ""
-    if value.__class__ is not str:
-        raise malformed(what, value, chunk, "a string")
-    return value
-
-
-def _error_text(error: Any) -> str:
-    if isinstance(error, dict):
-        message = error.get("message")
-        code = error.get("code") or error.get("type")
-        text = str(message)[:2000] if message else "the server reported an error"
-        return f"{text} (code: {str(code)[:200]})" if code else text
-    return str(error)[:2000]
-
-
 def _usage(usage: Any, chunk: Any) -> Usage:
     if usage.__class__ is not dict:
         raise malformed("response.usage", usage, chunk, "an object")
     for key in ("input_tokens", "output_tokens", "total_tokens"):
         value = usage.get(key)
-        if value is not None and (value.__class__ is not int or not 0 <= value <= _MAX_TOKENS):
+        if value is not None and (value.__class__ is not int or not 0 <= value <= MAX_TOKENS):
             raise malformed(f"response.usage.{key}", value, chunk, "a non-negative integer")
     for group, key in (("input_tokens_details", "cached_tokens"), ("output_tokens_details", "reasoning_tokens")):
         details = usage.get(group)
@@ -100,12 +81,12 @@ def _usage(usage: Any, chunk: Any) -> Usage:
         if details.__class__ is not dict:
             raise malformed(f"response.usage.{group}", details, chunk, "an object")
         value = details.get(key)
-        if value is not None and (value.__class__ is not int or not 0 <= value <= _MAX_TOKENS):
+        if value is not None and (value.__class__ is not int or not 0 <= value <= MAX_TOKENS):
             raise malformed(f"response.usage.{group}.{key}", value, chunk, "a non-negative integer")
     return Usage.from_responses(usage)
 
 
-class ResponsesDecoder:
+class ResponsesDecoder(Assembly):
     """Assembles one Responses API stream (see the module docstring).
 
     Args:
@@ -114,46 +95,14 @@ class ResponsesDecoder:
     """
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
-        self.limits = limits
-        self.usage: Optional[Usage] = None
-        self.cost: Optional[float] = None
-        self.model = ""
-        self.id = ""
-        self.ended = False  # response.completed or response.incomplete arrived
-        self.saw_output = False
+        super().__init__(limits)  # ended: response.completed or response.incomplete arrived
         self.status: Optional[str] = None
         self.incomplete_reason: Optional[str] = None
         self._items: Dict[str, _Item] = {}  # by item id (or "#<output_index>" for an item without one)
         self._order: List[_Item] = []  # in output order
         self._by_index: Dict[int, _Item] = {}
-        self._content: List[str] = []
-        self._reasoning: List[str] = []
         self._refusal: List[str] = []
-        self._output: List[str] = []  # every output piece in order, for live token counts
         self._final_output: List[Dict[str, Any]] = []
-        self._chars = 0
-        self._max_chars = limits.max_reply_chars
-
-    # -- accounting of what the reply holds ------------------------------------
-    def _spend(self, chars: int) -> None:
-        total = self._chars + chars + _PIECE_CHARS
-        if total > self._max_chars:
-            raise exceeded("max_reply_chars", self._max_chars, "characters", "the response grew past it")
-        self._chars = total
-
-    def _piece(self, text: str, into: List[str]) -> None:
-        self._spend(len(text))
-        into.append(text)
-        self._output.append(text)
-        self.saw_output = True
-
-    def _text(self, text: str, events: List[StreamEvent]) -> None:
-        self._piece(text, self._content)
-        events.append(StreamEvent("content", content=text))
-
-    def _thought(self, text: str, events: List[StreamEvent]) -> None:
-        self._piece(text, self._reasoning)
-        events.append(StreamEvent("reasoning", reasoning=text))
 
     # -- items -----------------------------------------------------------------
     def _item(self, chunk: Dict[str, Any], kind: str = "") -> _Item:
@@ -183,8 +132,8 @@ class ResponsesDecoder:
         """The item an ``output_item.*`` event (or the final output) carries, updated from ``data``."""
         if data.__class__ is not dict:
             raise malformed("item", data, chunk, "an object")
-        kind = _string(data, "type", "item.type")
-        item_id = _string(data, "id", "item.id")
+        kind = string_field(data, "type", "item.type")
+        item_id = string_field(data, "id", "item.id")
         if index is not None and (index.__class__ is not int or index < 0):
             raise malformed("output_index", index, chunk, "a non-negative integer")
         item = self._items.get(item_id) if item_id else None
@@ -200,13 +149,13 @@ class ResponsesDecoder:
             item.id = item_id
             self._items.setdefault(item_id, item)
         if kind == "function_call":
-            call_id = _string(data, "call_id", "function_call.call_id")
-            name = _string(data, "name", "function_call.name")
+            call_id = string_field(data, "call_id", "function_call.call_id")
+            name = string_field(data, "name", "function_call.name")
             if call_id and not item.call_id:
-                self._spend(len(call_id))
+                self.spend(len(call_id))
                 item.call_id = call_id
             if name and not item.name:
-                self._spend(len(name))
+                self.spend(len(name))
                 item.name = name
                 self._output.append(name)
         return item
@@ -220,16 +169,16 @@ class ResponsesDecoder:
                     raise malformed("a message item's content part", part, data, "an object")
                 kind = part.get("type")
                 if kind == "output_text":
-                    self._whole(item, ("text", n), _string(part, "text", "output_text.text"), events)
+                    self._whole(item, ("text", n), string_field(part, "text", "output_text.text"), events)
                 elif kind == "refusal":
-                    self._whole(item, ("refusal", n), _string(part, "refusal", "refusal.refusal"), events)
+                    self._whole(item, ("refusal", n), string_field(part, "refusal", "refusal.refusal"), events)
         elif item.type == "reasoning":
             for n, part in enumerate(data.get("summary") or ()):
                 if part.__class__ is dict:
-                    self._whole(item, ("summary", n), _string(part, "text", "summary.text"), events)
+                    self._whole(item, ("summary", n), string_field(part, "text", "summary.text"), events)
             for n, part in enumerate(data.get("content") or ()):
                 if part.__class__ is dict and part.get("type") == "reasoning_text":
-                    self._whole(item, ("reasoning", n), _string(part, "text", "reasoning_text.text"), events)
+                    self._whole(item, ("reasoning", n), string_field(part, "text", "reasoning_text.text"), events)
         elif item.type == "function_call":
             arguments = data.get("arguments")
             if arguments is not None:
@@ -237,7 +186,7 @@ class ResponsesDecoder:
                     raise malformed("function_call.arguments", arguments, data, "a string")
                 joined = "".join(item.arguments)
                 if arguments != joined:
-                    self._spend(len(arguments))
+                    self.spend(len(arguments))
                     if not joined:
                         self._output.append(arguments)
                     item.arguments = [arguments]  # the finished item is the authority
@@ -255,11 +204,11 @@ class ResponsesDecoder:
             return
         kind = part[0]
         if kind == "text":
-            self._text(text, events)
+            self.add_text(text, events)
         elif kind == "refusal":
-            self._piece(text, self._refusal)
+            self.add_piece(text, self._refusal)
         else:
-            self._thought(text, events)
+            self.add_reasoning(text, events)
 
     def _call(self, item: _Item, strict: bool) -> ToolCall:
         n = self._order.index(item)
@@ -280,34 +229,34 @@ class ResponsesDecoder:
         kind = chunk.get("type")
         events: List[StreamEvent] = []
         if kind == "response.output_text.delta":
-            delta = _string(chunk, "delta", "output_text.delta")
+            delta = string_field(chunk, "delta", "output_text.delta")
             item = self._item(chunk, "message")
             item.seen.add(("text", chunk.get("content_index") or 0))
             if delta:
-                self._text(delta, events)
+                self.add_text(delta, events)
         elif kind == "response.reasoning_summary_text.delta" or kind == "response.reasoning_text.delta":
-            delta = _string(chunk, "delta", f"{kind[9:]}")
+            delta = string_field(chunk, "delta", kind[9:])
             item = self._item(chunk, "reasoning")
             if kind == "response.reasoning_text.delta":
                 item.seen.add(("reasoning", chunk.get("content_index") or 0))
             else:
                 item.seen.add(("summary", chunk.get("summary_index") or 0))
             if delta:
-                self._thought(delta, events)
+                self.add_reasoning(delta, events)
         elif kind == "response.function_call_arguments.delta":
-            delta = _string(chunk, "delta", "function_call_arguments.delta")
+            delta = string_field(chunk, "delta", "function_call_arguments.delta")
             item = self._item(chunk, "function_call")
             if delta:
-                self._spend(len(delta))
+                self.spend(len(delta))
                 item.arguments.append(delta)
                 self._output.append(delta)
                 self.saw_output = True
         elif kind == "response.refusal.delta":
-            delta = _string(chunk, "delta", "refusal.delta")
+            delta = string_field(chunk, "delta", "refusal.delta")
             item = self._item(chunk, "message")
             item.seen.add(("refusal", chunk.get("content_index") or 0))
             if delta:
-                self._piece(delta, self._refusal)
+                self.add_piece(delta, self._refusal)
         elif kind == "response.output_item.added":
             self._register(chunk.get("item"), chunk, chunk.get("output_index"))
         elif kind == "response.output_item.done":
@@ -316,23 +265,23 @@ class ResponsesDecoder:
             self._finish_item(data, item, events)  # type: ignore[arg-type]  # _register checked it is a dict
         elif kind == "response.output_text.done":
             item = self._item(chunk, "message")
-            self._whole(item, ("text", chunk.get("content_index") or 0), _string(chunk, "text", "output_text.done.text"), events)
+            self._whole(item, ("text", chunk.get("content_index") or 0), string_field(chunk, "text", "output_text.done.text"), events)
         elif kind == "response.reasoning_summary_text.done":
             item = self._item(chunk, "reasoning")
-            self._whole(item, ("summary", chunk.get("summary_index") or 0), _string(chunk, "text", "summary_text.done.text"), events)
+            self._whole(item, ("summary", chunk.get("summary_index") or 0), string_field(chunk, "text", "summary_text.done.text"), events)
         elif kind == "response.reasoning_text.done":
             item = self._item(chunk, "reasoning")
-            self._whole(item, ("reasoning", chunk.get("content_index") or 0), _string(chunk, "text", "reasoning_text.done.text"), events)
+            self._whole(item, ("reasoning", chunk.get("content_index") or 0), string_field(chunk, "text", "reasoning_text.done.text"), events)
         elif kind == "response.refusal.done":
             item = self._item(chunk, "message")
-            self._whole(item, ("refusal", chunk.get("content_index") or 0), _string(chunk, "refusal", "refusal.done.refusal"), events)
+            self._whole(item, ("refusal", chunk.get("content_index") or 0), string_field(chunk, "refusal", "refusal.done.refusal"), events)
         elif kind == "response.function_call_arguments.done":
             arguments = chunk.get("arguments")
             if arguments is not None and arguments.__class__ is not str:
                 raise malformed("function_call_arguments.done.arguments", arguments, chunk, "a string")
             item = self._item(chunk, "function_call")
             if arguments and not item.arguments:
-                self._spend(len(arguments))
+                self.spend(len(arguments))
                 item.arguments.append(arguments)
                 self._output.append(arguments)
         elif kind in ("response.created", "response.in_progress", "response.queued"):
@@ -342,7 +291,7 @@ class ResponsesDecoder:
         elif kind == "error":
             error = chunk.get("error")
             body = error if isinstance(error, dict) else chunk
-            raise StreamError(_error_text(body), body=body)
+            raise StreamError(error_text(body), body=body)
         elif kind is not None and kind.__class__ is not str:
             raise malformed("type", kind, chunk, "a string")
         # Anything else (annotations, logprobs, hosted tool progress, new event types) is not output.
@@ -370,11 +319,11 @@ class ResponsesDecoder:
             cost = reported_cost(usage.get("cost"))
             if cost is not None:
                 self.cost = cost
-        status = _string(response, "status", "response.status")
+        status = string_field(response, "status", "response.status")
         self.status = status or chunk["type"][9:]
         if chunk["type"] == "response.failed" or status == "failed":
             error = response.get("error")
-            raise StreamError(_error_text(error) if error else "the response failed", body=error if isinstance(error, dict) else response)
+            raise StreamError(error_text(error) if error else "the response failed", body=error if isinstance(error, dict) else response)
         details = response.get("incomplete_details")
         if details.__class__ is dict:
             reason = details.get("reason")
@@ -422,23 +371,9 @@ class ResponsesDecoder:
         return "tool_calls" if any(item.type == "function_call" for item in self._order) else "stop"
 
     @property
-    def content(self) -> str:
-        """The text so far."""
-        return "".join(self._content)
-
-    @property
-    def reasoning(self) -> str:
-        """The reasoning summaries and reasoning text so far."""
-        return "".join(self._reasoning)
-
-    @property
     def refusal(self) -> str:
         """The refusal text so far."""
         return "".join(self._refusal)
-
-    def output_parts(self, start: int = 0) -> List[str]:
-        """Output pieces from ``start`` on (list appends are atomic: readable from another thread)."""
-        return self._output[start:]
 
     def tool_calls(self, *, complete_only: bool = False) -> Tuple[ToolCall, ...]:
         """Function calls in output order: all so far, or only those already emitted."""
