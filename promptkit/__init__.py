@@ -33,6 +33,10 @@ from ._errors import (
     ToolError,
     UsageError,
 )
+from ._hooks import (
+    FirstToken, Hooks, LoggingHooks, RequestSent, RetryScheduled, RoundFinished, ToolFinished, ToolStarted,
+    TurnFinished, TurnStarted,
+)
 from ._limits import Limits
 from ._stream import Stream
 from ._tools import Tool, ToolRegistry, tool
@@ -51,6 +55,16 @@ __all__ = [
     "Choice",
     "Timeout",
     "Limits",
+    "Hooks",
+    "LoggingHooks",
+    "TurnStarted",
+    "RequestSent",
+    "FirstToken",
+    "RoundFinished",
+    "RetryScheduled",
+    "ToolStarted",
+    "ToolFinished",
+    "TurnFinished",
     "Tool",
     "ToolRegistry",
     "tool",

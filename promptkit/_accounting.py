@@ -62,13 +62,16 @@ class TurnAccount:
         self.cost = 0.0
         self.cost_known = True
         self._sources: Set[str] = set()  # "server" / "table" / "unknown", one per kind of round counted
-        self._counted: List[Decoder] = []  # rounds whose usage is in the totals
+        self._counted: List[Tuple[Decoder, Usage, float]] = []  # rounds whose usage is in the totals, with it
         self._live: Optional[_Live] = None
 
-    def count(self, acc: Decoder, prompt: Messages) -> None:
-        """Add a finished or stopped round once: the server's usage, else an estimate from ``prompt`` and the output."""
-        if any(done is acc for done in self._counted):
-            return
+    def count(self, acc: Decoder, prompt: Messages) -> Optional[Tuple[Usage, float]]:
+        """Add a finished or stopped round once: the server's usage, else an estimate from ``prompt`` and the output.
+
+        Returns the round's usage and cost, or ``None`` when it was counted before.
+        """
+        if any(done is acc for done, _, _ in self._counted):
+            return None
         usage = acc.usage
         model = acc.model or self._model
         if usage is None:
@@ -89,11 +92,20 @@ class TurnAccount:
             cost, known = self._prices.cost(usage, model)
             source = "table" if known else "unknown"
         with self._lock:  # progress() sees the round either counted or live, never both
-            self._counted.append(acc)
+            self._counted.append((acc, usage, cost))
             self.usage = self.usage + usage
             self.cost += cost
             self.cost_known = self.cost_known and known
             self._sources.add(source)
+        return usage, cost
+
+    def round_of(self, acc: Decoder) -> Tuple[Usage, float]:
+        """The usage and cost counted for round ``acc`` (zero when it was not counted)."""
+        with self._lock:
+            for done, usage, cost in self._counted:
+                if done is acc:
+                    return usage, cost
+        return Usage(), 0.0
 
     @property
     def cost_source(self) -> str:
@@ -109,7 +121,7 @@ class TurnAccount:
     def progress(self, acc: Optional[Decoder], prompt: Callable[[], Messages]) -> Tuple[Usage, float]:
         """The totals plus an estimate of ``acc``, the round in progress (when it is not counted yet)."""
         with self._lock:
-            if acc is None or any(done is acc for done in self._counted):
+            if acc is None or any(done is acc for done, _, _ in self._counted):
                 return self.usage, self.cost
             live = self._live
             if live is None or live.acc is not acc:

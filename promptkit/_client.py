@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 from ._conversation import Conversation
 from ._dialects import OPENAI, dialect_for
+from ._hooks import HookRunner, Hooks
 from ._secrets import check_api_key, safe_url
 from ._validate import check_model
 from ._errors import ConfigurationError
@@ -63,6 +64,9 @@ class Client:
             promptkit hold (the defaults suit any real server).
         store: the default conversation store of :meth:`conversation` (``None``:
             history lives in each Conversation object only).
+        hooks: :class:`~promptkit.Hooks` told what happens in each turn
+            (requests, first tokens, rounds, retries, tools, outcomes); see
+            :class:`~promptkit.LoggingHooks` for structured logging.
 
     Raises:
         ConfigurationError: bad options, or no key for OpenAI's URL (before any I/O).
@@ -85,6 +89,7 @@ class Client:
         tool_workers: int = 4,
         store: Any = None,
         limits: Optional[Limits] = None,
+        hooks: Optional[Sequence[Hooks]] = None,
     ) -> None:
         dialect = dialect_for(api)
         provider = dialect.provider
@@ -129,6 +134,11 @@ class Client:
         if limits is not None and not isinstance(limits, Limits):
             raise ConfigurationError(f"limits must be a promptkit.Limits, got {type(limits).__name__}")
         self.limits = Limits() if limits is None else limits
+        hook_list = list(hooks or ())
+        for hook in hook_list:
+            if not isinstance(hook, Hooks):
+                raise ConfigurationError(f"hooks must be promptkit.Hooks instances, got {type(hook).__name__}")
+        self.hooks: Optional[HookRunner] = HookRunner(hook_list) if hook_list else None
         from ._transport import Transport  # requests loads with the first Client, not with `import promptkit`
 
         self.api = api
@@ -202,6 +212,7 @@ class Client:
             tool_workers=self._tool_workers,
             limits=self.limits,
             dialect=self._dialect,
+            hooks=self.hooks,
         )
         return Conversation(
             transport=self._transport,

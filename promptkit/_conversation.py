@@ -265,6 +265,7 @@ class Conversation:
                 sink=self,
                 started=time.monotonic(),
                 budget=budget,
+                conversation_id=self.id,
             )
             turn.start(control)  # connect and wait for the headers, retrying; returns early when cancelled
         except BaseException:
@@ -282,8 +283,9 @@ class Conversation:
                 progress=turn.progress,
                 control=control,
             )
-        except BaseException:  # no worker thread could be started: close the response, free the turn
+        except BaseException as error:  # no worker thread could be started: close the response, free the turn
             turn.discard()
+            turn.abandon(error)
             self._end_turn()
             raise
         self._transport.track(stream)  # Client.close() cancels it

@@ -14,6 +14,7 @@ abandoned stream is garbage collected, and collection cancels it.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import itertools
 import logging
@@ -254,11 +255,15 @@ class StreamControl:
 def start_thread(target: Callable[..., Any], name: str, *args: Any) -> threading.Thread:
     """Start a daemon thread named ``promptkit-<name>``.
 
-    Every thread promptkit starts goes through here (or through the tool pool
-    of :func:`promptkit._pool.run_parallel`), so they are all named alike and
-    easy to account for.
+    Every thread promptkit starts goes through here (the tool pool of
+    :func:`promptkit._pool.run_parallel` too), so they are all named alike and
+    easy to account for, and each runs in a copy of its starter's
+    :mod:`contextvars` context.
     """
-    thread = threading.Thread(target=target, args=args, name=f"promptkit-{name}", daemon=True)
+    # The caller's context variables go along (a copy): its OpenTelemetry span, a web framework's
+    # request context, so that a tool handler on this thread sees what its caller saw.
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(target, *args), name=f"promptkit-{name}", daemon=True)
     thread.start()
     return thread
 

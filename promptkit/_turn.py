@@ -22,6 +22,7 @@ the consumer sees ``done``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -35,6 +36,10 @@ from ._accounting import TurnAccount
 from ._dialects import Decoder, Dialect, dialect_for
 from ._dialects.base import assistant_message
 from ._errors import APIError, APITimeoutError, BudgetExceededError, ToolError
+from ._hooks import (
+    FirstToken, HookRunner, RequestSent, RetryScheduled, RoundFinished, ToolFinished, ToolStarted, TurnFinished,
+    TurnStarted,
+)
 from ._limits import DEFAULT_LIMITS, Limits
 from ._pool import run_parallel
 from .pricing import PriceTable
@@ -51,6 +56,7 @@ __all__ = ["TurnSettings", "Turn", "TurnSink"]
 
 logger = logging.getLogger(__name__)
 _monotonic = time.monotonic
+_turn_ids = itertools.count(1)
 
 
 class TurnSink(Protocol):
@@ -85,6 +91,7 @@ class TurnSettings:
     include_usage: bool = True
     limits: Limits = DEFAULT_LIMITS
     dialect: Dialect = attrs.field(factory=lambda: dialect_for("chat"))
+    hooks: Optional[HookRunner] = None  # None: no hook is ever called (nothing to pay)
 
 
 @attrs.define
@@ -113,6 +120,7 @@ class Turn:
         sink: TurnSink,
         started: float,
         budget: Optional[float] = None,
+        conversation_id: str = "",
     ) -> None:
         self._transport = transport
         self._settings = settings
@@ -135,6 +143,13 @@ class Turn:
         self._budget = budget  # USD this turn may spend, or None
         self._emitted = False  # whether the current attempt has queued any event for the consumer
         self._content_before = 0  # characters of content in this turn's finished rounds
+        self._hooks = settings.hooks if settings.hooks else None
+        self._id = next(_turn_ids)
+        self._conversation_id = conversation_id
+        self._request_at = started  # when the current attempt's request was sent
+        self._round_at = started  # when the current round's first request was sent
+        self._round_output = False  # the current round's first output was announced
+        self._hooks_told = False  # turn_finished was announced
 
     # -- requests --------------------------------------------------------
     def payload(self) -> Dict[str, Any]:
@@ -156,7 +171,19 @@ class Turn:
         the turn before any stream existed. Returns quietly when ``control`` is
         cancelled meanwhile; :meth:`run` then ends the turn as cancelled.
         """
-        self._attempts(control, read=False)
+        hooks = self._hooks
+        if hooks is not None:
+            settings = self._settings
+            hooks("turn_started", TurnStarted(
+                turn_id=self._id, conversation_id=self._conversation_id, api=settings.dialect.name,
+                provider=settings.dialect.provider.estimates, model=settings.model, base_url=self._transport.base_url,
+                messages=tuple(self._history + self._totals.messages), params=dict(settings.params), started=self._t0,
+            ))  # fmt: skip
+        try:
+            self._attempts(control, read=False)
+        except BaseException as error:
+            self.abandon(error)
+            raise
 
     def discard(self) -> None:
         """Close the open response of a turn that will never run."""
@@ -164,20 +191,42 @@ class Turn:
             self._http.close()
             self._http = None
 
+    def abandon(self, error: BaseException) -> None:
+        """Tell the hooks the turn ended with ``error`` before it could run (``send_stream`` raises it)."""
+        self._tell_finished(None, error)
+
+    def _tell_finished(self, response: Optional[Response], error: Optional[BaseException]) -> None:
+        if self._hooks is not None and not self._hooks_told:
+            self._hooks_told = True
+            self._hooks("turn_finished", TurnFinished(self._id, response, error, _monotonic() - self._t0))
+
     # -- the worker's entry point ----------------------------------------
     def run(self, control: StreamControl) -> Response:
         """Run every round; return the final (or cancelled) Response, or raise with ``partial`` set."""
+        if self._hooks is None:
+            return self._run(control)
+        try:
+            response = self._run(control)
+        except BaseException as error:
+            self._tell_finished(None, error)
+            raise
+        self._tell_finished(response, None)
+        return response
+
+    def _run(self, control: StreamControl) -> Response:
         totals = self._totals
         try:
             while True:
                 if control.cancelled:
                     return self._end_cancelled(control)
                 totals.rounds += 1
+                self._round_output = False
                 self._attempts(control, read=True)
                 acc = self._acc
                 if control.cancelled or acc is None:
                     return self._end_cancelled(control)
                 self._count_usage()
+                self._tell_round(acc, acc.finish_reason)
                 calls = acc.tool_calls()
                 if acc.finish_reason != "tool_calls" and not calls:
                     return self._end(acc)
@@ -231,7 +280,13 @@ class Turn:
             try:
                 if self._http is None:
                     self._emitted = False  # a new attempt: retryable until its first output
-                    self._http = self._transport.open(self.payload(), self._plan, control)
+                    payload = self.payload()
+                    self._request_at = _monotonic()
+                    if self._attempt == 1 or not read:
+                        self._round_at = self._request_at
+                    if self._hooks is not None:
+                        self._hooks("request_sent", RequestSent(self._id, self._totals.rounds or 1, self._attempt, self._settings.model))
+                    self._http = self._transport.open(payload, self._plan, control)
                 if not read:
                     return
                 self._read(control, self._http)
@@ -257,6 +312,8 @@ class Turn:
             error.attempts = self._attempt
             raise error
         logger.info("attempt %d failed (%s); retrying in %.2fs", self._attempt, log_text(error), delay)
+        if self._hooks is not None:
+            self._hooks("retry_scheduled", RetryScheduled(self._id, self._totals.rounds or 1, self._attempt, delay, error))
         if control.sleep(delay):
             self._attempt += 1
 
@@ -290,8 +347,12 @@ class Turn:
 
     def _first_output(self) -> None:
         self._emitted = True  # from here on, this attempt is never retried
+        now = _monotonic()
         if self._totals.ttft is None:
-            self._totals.ttft = _monotonic()
+            self._totals.ttft = now
+        if self._hooks is not None and not self._round_output:
+            self._round_output = True
+            self._hooks("first_token", FirstToken(self._id, self._totals.rounds or 1, now - self._request_at))
 
     # -- live usage --------------------------------------------------------
     def progress(self) -> Tuple[Usage, float]:
@@ -319,7 +380,11 @@ class Turn:
 
     def _run_tools(self, control: StreamControl, calls: Sequence[ToolCall]) -> Optional[List[ToolResult]]:
         tools = self._tools
-        tasks = [lambda call=call: tools.execute(call) for call in calls]
+        hooks = self._hooks
+        if hooks is None:
+            tasks = [lambda call=call: tools.execute(call) for call in calls]
+        else:
+            tasks = [lambda call=call: self._execute_told(hooks, call) for call in calls]
         timeouts = [getattr(tools.get(call.name), "timeout", None) for call in calls]
 
         def timed_out(i: int, at_deadline: bool) -> ToolResult:
@@ -336,11 +401,42 @@ class Turn:
             tasks, max_workers=self._settings.tool_workers, timeouts=timeouts, on_timeout=timed_out, deadline=self._plan.deadline
         )
 
+    def _execute_told(self, hooks: HookRunner, call: ToolCall) -> ToolResult:
+        """Run one tool call on its thread between ``tool_started`` and ``tool_finished``."""
+        round_no = self._totals.rounds
+        hooks("tool_started", ToolStarted(self._id, round_no, call))
+        started = _monotonic()
+        error: Optional[BaseException] = None
+        try:
+            result = self._tools.execute(call)
+        except BaseException as exc:  # execute() reports a handler's failure as a result; anything else is told too
+            error = exc
+            raise
+        finally:
+            if error is not None:
+                failed = ToolResult(call.id, call.name, json.dumps({"error": type(error).__name__}), is_error=True)
+                hooks("tool_finished", ToolFinished(self._id, round_no, call, failed, _monotonic() - started, error))
+        hooks("tool_finished", ToolFinished(self._id, round_no, call, result, _monotonic() - started, None))
+        return result
+
     # -- results -----------------------------------------------------------
-    def _count_usage(self) -> None:
-        """Add the current round's usage (the server's, or an estimate) and cost to the totals, once."""
+    def _count_usage(self) -> Optional[Tuple[Usage, float]]:
+        """Add the current round's usage (the server's, or an estimate) and cost to the totals, once;
+        return them (``None`` when there is no round, or it was counted already)."""
         if self._acc is not None:
-            self._account.count(self._acc, self._history + self._totals.messages)
+            return self._account.count(self._acc, self._history + self._totals.messages)
+        return None
+
+    def _tell_round(self, acc: Decoder, finish_reason: Optional[str], counted: Optional[Tuple[Usage, float]] = None) -> None:
+        """Tell the hooks a round ended, with its own usage and cost."""
+        if self._hooks is None:
+            return
+        usage, cost = counted if counted is not None else self._account.round_of(acc)
+        self._hooks("round_finished", RoundFinished(
+            turn_id=self._id, round=self._totals.rounds or 1, model=acc.model or self._settings.model, response_id=acc.id,
+            finish_reason=finish_reason, usage=usage, cost=cost, content=acc.content, reasoning=acc.reasoning,
+            tool_calls=acc.tool_calls(complete_only=True), chunks=len(acc.output_parts()), duration=_monotonic() - self._round_at,
+        ))  # fmt: skip
 
     def _response(self, finish_reason: Optional[str], content: Optional[str] = None) -> Response:
         totals = self._totals
@@ -389,7 +485,9 @@ class Turn:
 
     def _end_cancelled(self, control: StreamControl) -> Response:
         """A stopped turn: keep the partial text (as chat UIs do), never unanswered tool calls."""
-        self._count_usage()
+        counted = self._count_usage()
+        if self._acc is not None and counted is not None:
+            self._tell_round(self._acc, "cancelled", counted)
         if control.cancel_error is not None:
             self._report(None, self._response(finish_reason=None))
             raise control.cancel_error
