@@ -147,7 +147,7 @@ class Turn:
         self._id = next(_turn_ids)
         self._conversation_id = conversation_id
         self._request_at = started  # when the current attempt's request was sent
-        self._round_at = started  # when the current round's first request was sent
+        self._round_at = started  # when the current round began (its first attempt)
         self._round_output = False  # the current round's first output was announced
         self._hooks_told = False  # turn_finished was announced
 
@@ -221,6 +221,8 @@ class Turn:
                     return self._end_cancelled(control)
                 totals.rounds += 1
                 self._round_output = False
+                if totals.rounds > 1:  # the first round's request was opened by start(), at the turn's start
+                    self._round_at = _monotonic()
                 self._attempts(control, read=True)
                 acc = self._acc
                 if control.cancelled or acc is None:
@@ -282,8 +284,6 @@ class Turn:
                     self._emitted = False  # a new attempt: retryable until its first output
                     payload = self.payload()
                     self._request_at = _monotonic()
-                    if self._attempt == 1 or not read:
-                        self._round_at = self._request_at
                     if self._hooks is not None:
                         self._hooks("request_sent", RequestSent(self._id, self._totals.rounds or 1, self._attempt, self._settings.model))
                     self._http = self._transport.open(payload, self._plan, control)
