@@ -95,6 +95,7 @@ class RoundFinished:
     tool_calls: Tuple[ToolCall, ...]
     chunks: int  # output pieces read (for time per output chunk)
     duration: float  # seconds from the round's request to its end
+    last_chunk: float = 0.0  # seconds from the request (the attempt that answered) to its last output
 
 
 @attrs.frozen

@@ -276,9 +276,9 @@ class ToolRegistry:
         found = self._tools.get(name)
         return found is not None and found.handler is not None
 
-    def execute(self, call: ToolCall) -> ToolResult:
+    def execute(self, call: ToolCall, raised: Optional[List[BaseException]] = None) -> ToolResult:
         """Run ``call`` with the tool of its name (see :func:`execute`)."""
-        return execute(self._tools.get(call.name), call)
+        return execute(self._tools.get(call.name), call, raised)
 
     def to_openai(self) -> List[Dict[str, Any]]:
         """The request's ``tools`` list (``[]`` when empty)."""
@@ -302,7 +302,7 @@ def _error(call: ToolCall, message: str) -> ToolResult:
     return ToolResult(call_id=call.id, name=call.name, content=content, is_error=True)
 
 
-def execute(tool: Optional[Tool], call: ToolCall) -> ToolResult:
+def execute(tool: Optional[Tool], call: ToolCall, raised: Optional[List[BaseException]] = None) -> ToolResult:
     """Run one tool call synchronously; never raises for the tool's or the model's mistakes.
 
     The parsed arguments are bound against the handler's signature (a missing,
@@ -316,6 +316,8 @@ def execute(tool: Optional[Tool], call: ToolCall) -> ToolResult:
     Args:
         tool: the tool named by the call, or ``None`` when there is none.
         call: the model's call.
+        raised: when given, the handler's exception is appended to it (it still becomes
+            an error result).
 
     Returns:
         The result; ``content`` is a returned ``str`` as is, else JSON (``None``
@@ -360,6 +362,8 @@ def execute(tool: Optional[Tool], call: ToolCall) -> ToolResult:
         result = handler(**kwargs)
     except Exception as exc:
         logger.warning("tool %r (call %s) raised", call.name, call.id, exc_info=True)
+        if raised is not None:
+            raised.append(exc)  # for the hooks (a tracing span records it); the model gets the message
         return _error(call, f"{type(exc).__name__}: {exc}")
     if isinstance(result, str):
         # str.__str__ gives the plain text of a str subclass (a str Enum's str() is "Color.RED").

@@ -149,6 +149,7 @@ class Turn:
         self._request_at = started  # when the current attempt's request was sent
         self._round_at = started  # when the current round began (its first attempt)
         self._round_output = False  # the current round's first output was announced
+        self._last_output_at = started  # when the current attempt's output last arrived (kept for the hooks)
         self._hooks_told = False  # turn_finished was announced
 
     # -- requests --------------------------------------------------------
@@ -323,14 +324,14 @@ class Turn:
         self._emitted = False
         control.attach(http)
         emit_many = control.emit_many
-        # Only a store's turn lock or a budget needs a look after each read.
-        after_read = self._after_read if self._budget is not None or self._sink.renews else None
+        # Only a store's turn lock, a budget or a hook (the last chunk's time) needs a look after each read.
+        after_read = self._after_read if self._budget is not None or self._sink.renews or self._hooks is not None else None
         for events, last in read_body(control, http, acc, self._plan):
             if not self._emitted:
                 self._first_output()
             emit_many(events)
-            if after_read is not None and not last:
-                after_read()
+            if after_read is not None:
+                after_read(last)
 
     def _release(self, control: StreamControl) -> None:
         """Close the current response (pooled if read to its end) and stop aborting it on cancel."""
@@ -339,8 +340,11 @@ class Turn:
             self._http.close()
             self._http = None
 
-    def _after_read(self) -> None:
-        """After each read with events: keep any turn lock alive, and stop at the budget."""
+    def _after_read(self, last: bool) -> None:
+        """After each read with events: note when output last came, keep any turn lock alive, stop at the budget."""
+        self._last_output_at = _monotonic()
+        if last:
+            return
         self._sink.renew()
         if self._budget is not None:
             self._check_budget()
@@ -406,17 +410,14 @@ class Turn:
         round_no = self._totals.rounds
         hooks("tool_started", ToolStarted(self._id, round_no, call))
         started = _monotonic()
-        error: Optional[BaseException] = None
+        raised: List[BaseException] = []  # the handler's exception (execute() turns it into an error result)
         try:
-            result = self._tools.execute(call)
-        except BaseException as exc:  # execute() reports a handler's failure as a result; anything else is told too
-            error = exc
+            result = self._tools.execute(call, raised)
+        except BaseException as exc:  # not the handler's failure (that is a result): told, then raised
+            failed = ToolResult(call.id, call.name, json.dumps({"error": type(exc).__name__}), is_error=True)
+            hooks("tool_finished", ToolFinished(self._id, round_no, call, failed, _monotonic() - started, exc))
             raise
-        finally:
-            if error is not None:
-                failed = ToolResult(call.id, call.name, json.dumps({"error": type(error).__name__}), is_error=True)
-                hooks("tool_finished", ToolFinished(self._id, round_no, call, failed, _monotonic() - started, error))
-        hooks("tool_finished", ToolFinished(self._id, round_no, call, result, _monotonic() - started, None))
+        hooks("tool_finished", ToolFinished(self._id, round_no, call, result, _monotonic() - started, raised[0] if raised else None))
         return result
 
     # -- results -----------------------------------------------------------
@@ -436,6 +437,7 @@ class Turn:
             turn_id=self._id, round=self._totals.rounds or 1, model=acc.model or self._settings.model, response_id=acc.id,
             finish_reason=finish_reason, usage=usage, cost=cost, content=acc.content, reasoning=acc.reasoning,
             tool_calls=acc.tool_calls(complete_only=True), chunks=len(acc.output_parts()), duration=_monotonic() - self._round_at,
+            last_chunk=max(0.0, self._last_output_at - self._request_at),
         ))  # fmt: skip
 
     def _response(self, finish_reason: Optional[str], content: Optional[str] = None) -> Response:

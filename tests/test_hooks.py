@@ -91,6 +91,7 @@ def test_a_text_turn_tells_each_step_once_in_order(client: promptkit.Client, ser
     finished = recorder.events("round_finished")[0]
     assert finished.content == "Hello there." and finished.reasoning == "greet" and finished.finish_reason == "stop"
     assert finished.usage == response.usage and finished.cost == response.cost and finished.chunks >= 2
+    assert recorder.events("first_token")[0].elapsed <= finished.last_chunk <= finished.duration
     end = recorder.events("turn_finished")[0]
     assert end.response is response and end.error is None and end.duration > 0
 
@@ -196,3 +197,16 @@ def test_hooks_must_be_hooks_and_none_means_none(server: MockServer) -> None:
         promptkit.Client(base_url=server.url, api_key="k", hooks=[object()])  # type: ignore[list-item]
     with promptkit.Client(base_url=server.url, api_key="k") as client:
         assert client.hooks is None  # nothing is called, nothing is paid, per event or per turn
+
+
+def test_a_failing_tool_handler_is_told_with_its_exception(client: promptkit.Client, server: MockServer, recorder: Recorder) -> None:
+    @promptkit.tool
+    def explode() -> str:
+        """Fail."""
+        raise ValueError("no such thing")
+
+    server.enqueue(MockReply.tool_calls([{"name": "explode", "arguments": {}}]), MockReply.text("sorry"))
+    client.conversation(tools=[explode]).send("go")
+    finished = recorder.events("tool_finished")[0]
+    assert finished.result.is_error and "ValueError: no such thing" in finished.result.content
+    assert isinstance(finished.error, ValueError) and str(finished.error) == "no such thing"
