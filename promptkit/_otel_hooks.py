@@ -128,6 +128,13 @@ class OTelHooks(Hooks):
         with self._lock:
             return self._turns.get(turn_id)
 
+    def _round(self, turn_id: int, round_no: int) -> Optional[_Round]:
+        turn = self._turn(turn_id)
+        if turn is None:
+            return None
+        with turn.lock:
+            return turn.rounds.get(round_no)
+
     # -- the turn ----------------------------------------------------------
     def turn_started(self, event: TurnStarted) -> None:
         """Start the turn's ``invoke_agent`` span under the caller's current span."""
@@ -237,8 +244,7 @@ class OTelHooks(Hooks):
 
     def first_token(self, event: FirstToken) -> None:
         """Note the round's time to first chunk."""
-        turn = self._turn(event.turn_id)
-        rnd = turn.rounds.get(event.round) if turn is not None else None
+        rnd = self._round(event.turn_id, event.round)
         if rnd is None:
             return
         rnd.first = _monotonic()
@@ -247,8 +253,7 @@ class OTelHooks(Hooks):
 
     def retry_scheduled(self, event: RetryScheduled) -> None:
         """A ``promptkit.retry`` event on the round's span (the retried error is not the round's)."""
-        turn = self._turn(event.turn_id)
-        rnd = turn.rounds.get(event.round) if turn is not None else None
+        rnd = self._round(event.turn_id, event.round)
         if rnd is None:
             return
         rnd.span.add_event("promptkit.retry", {

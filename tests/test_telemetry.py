@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 import promptkit  # noqa: E402
+from tests._processes import free_port  # noqa: E402
 from promptkit._telemetry import Telemetry, make_hooks  # noqa: E402
 from promptkit.testing import MockReply, MockServer  # noqa: E402
 
@@ -108,10 +109,12 @@ def server() -> Iterator[MockServer]:
         yield mock
 
 
-def otel_client(server: MockServer, telemetry: Telemetry, **options: Any) -> promptkit.Client:
+def otel_client(server: Optional[MockServer], telemetry: Telemetry, **options: Any) -> promptkit.Client:
+    """A client of ``server`` (or of ``base_url=``) reporting to ``telemetry``."""
+    options.setdefault("base_url", server.url if server is not None else None)
     hooks = make_hooks(telemetry)  # TODO(lead wiring): Client(telemetry=telemetry)
     assert hooks is not None
-    return promptkit.Client(base_url=server.url, api_key=API_KEY, hooks=[hooks], **options)
+    return promptkit.Client(api_key=API_KEY, hooks=[hooks], **options)
 
 
 def port_of(server: MockServer) -> int:
@@ -330,6 +333,41 @@ def test_an_in_band_error_after_content_fails_the_round_and_the_turn(otel: Otel,
     assert chat.attributes["gen_ai.response.time_to_first_chunk"] >= 0  # type: ignore[index,operator]
     assert turn.attributes["gen_ai.usage.output_tokens"] == partial.usage.completion_tokens > 0  # type: ignore[index]
     assert sum(1 for s in otel.spans() for e in s.events if e.name == "exception") == 1
+
+
+def test_a_turn_that_cannot_connect_fails_with_its_error_type(otel: Otel) -> None:
+    with otel_client(None, otel.telemetry(), base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0) as client:
+        with pytest.raises(promptkit.APIConnectionError):
+            client.conversation().send("q")
+    turn, chat = otel.span("invoke_agent promptkit"), otel.span(f"chat {client.model}")
+    assert turn.status.status_code == chat.status.status_code == StatusCode.ERROR
+    assert turn.attributes["error.type"] == chat.attributes["error.type"] == "APIConnectionError"  # type: ignore[index]
+    assert "gen_ai.usage.input_tokens" not in (chat.attributes or {})  # nothing was counted for a request never answered
+
+
+def test_concurrent_turns_keep_their_own_spans(otel: Otel, server: MockServer) -> None:
+    server.enqueue(MockReply.text("first reply", delay=0.01), MockReply.text("second reply", delay=0.01))
+    app = otel.tracer_provider.get_tracer("app")
+    callers: Dict[str, int] = {}
+    both_sending = threading.Barrier(2, timeout=10)
+    with otel_client(server, otel.telemetry()) as client:
+
+        def user(name: str) -> None:
+            with app.start_as_current_span(name) as caller:
+                callers[name] = caller.get_span_context().span_id
+                both_sending.wait()
+                client.conversation().send(name)
+
+        threads = [threading.Thread(target=user, args=(name,)) for name in ("alice", "bob")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    turns = [s for s in otel.spans() if s.name == "invoke_agent promptkit"]
+    assert sorted(parent_id(t) for t in turns) == sorted(callers.values())  # type: ignore[type-var]
+    for turn in turns:
+        (chat,) = [s for s in chats(otel) if parent_id(s) == turn.context.span_id]
+        assert chat.attributes["gen_ai.conversation.id"] == turn.attributes["gen_ai.conversation.id"]  # type: ignore[index]
 
 
 def test_retries_are_events_of_one_chat_span(otel: Otel, server: MockServer) -> None:
