@@ -20,7 +20,7 @@ Metrics, per round: ``gen_ai.client.operation.duration``,
 ``gen_ai.client.operation.time_per_output_chunk`` and the promptkit counter
 ``promptkit.client.cost`` (US dollars). Hooks are told per round, not per
 chunk, so time per output chunk is recorded once per streamed round: the mean
-gap between its chunks, (round end - first chunk) / (chunks - 1).
+gap between its chunks, (last chunk - first chunk) / (chunks - 1).
 
 ``error.type`` is the exception's class name (``RateLimitError``,
 ``APITimeoutError``, a handler's own exception type...), or ``_OTHER`` for a
@@ -62,14 +62,13 @@ _TOKENS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304
 class _Round:
     """One request round: its span (all its attempts) and its timings."""
 
-    __slots__ = ("span", "model", "started", "first", "ttfc")
+    __slots__ = ("span", "model", "started", "ttfc")
 
     def __init__(self, span: Span, model: str) -> None:
         self.span = span
         self.model = model
         self.started = _monotonic()
-        self.first: Optional[float] = None  # when its first chunk arrived
-        self.ttfc: Optional[float] = None  # seconds from its (last attempt's) request to that chunk
+        self.ttfc: Optional[float] = None  # seconds from the request (of the attempt that answered) to the first chunk
 
 
 class _Turn:
@@ -247,7 +246,6 @@ class OTelHooks(Hooks):
         rnd = self._round(event.turn_id, event.round)
         if rnd is None:
             return
-        rnd.first = _monotonic()
         rnd.ttfc = event.elapsed
         rnd.span.set_attribute("gen_ai.response.time_to_first_chunk", event.elapsed)
 
@@ -295,8 +293,8 @@ class OTelHooks(Hooks):
         self._cost.add(event.cost, labels)
         if rnd.ttfc is not None:
             self._ttfc.record(rnd.ttfc, labels)
-        if rnd.first is not None and event.chunks > 1:
-            self._tpoc.record((now - rnd.first) / (event.chunks - 1), labels)
+        if rnd.ttfc is not None and event.chunks > 1 and event.last_chunk >= rnd.ttfc:
+            self._tpoc.record((event.last_chunk - rnd.ttfc) / (event.chunks - 1), labels)
         span.end()
 
     def _labels(self, turn: _Turn, rnd: _Round, response_model: Optional[str]) -> Dict[str, Any]:
