@@ -335,6 +335,7 @@ _IMPORT_CODE = (
     "import {module}\n"
     "dt = time.perf_counter() - t\n"
     "print(json.dumps({{'ms': dt * 1000.0, 'tiktoken': 'tiktoken' in sys.modules,"
+    " 'opentelemetry': any(m.startswith('opentelemetry') for m in sys.modules),"
     " 'requests': 'requests' in sys.modules, 'modules': len(sys.modules)}}))\n"
 )
 
@@ -404,6 +405,7 @@ def imports(modules: Sequence[str], *, runs: int) -> Dict[str, Any]:
             "ms": _median([s["ms"] for s in samples]),
             "runs_ms": [s["ms"] for s in samples],
             "tiktoken_imported": any(s["tiktoken"] for s in samples),
+            "opentelemetry_imported": any(s["opentelemetry"] for s in samples),
             "modules_loaded": samples[-1]["modules"],
             "slowest": _import_profile(module) if n == 0 else [],
         }

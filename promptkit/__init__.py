@@ -33,10 +33,6 @@ from ._errors import (
     ToolError,
     UsageError,
 )
-from ._hooks import (
-    FirstToken, Hooks, LoggingHooks, RequestSent, RetryScheduled, RoundFinished, ToolFinished, ToolStarted,
-    TurnFinished, TurnStarted,
-)
 from ._limits import Limits
 from ._stream import Stream
 from ._tools import Tool, ToolRegistry, tool
@@ -65,6 +61,7 @@ __all__ = [
     "ToolStarted",
     "ToolFinished",
     "TurnFinished",
+    "Telemetry",
     "Tool",
     "ToolRegistry",
     "tool",
@@ -99,6 +96,14 @@ __all__ = [
 _STORE_NAMES = frozenset(
     {"ConversationStore", "MemoryStore", "SQLiteStore", "RedisStore", "StoreConflictError"}
 )
+# So do the hooks and the telemetry options: a client without them never loads them.
+_LAZY = {
+    **{name: "_hooks" for name in (
+        "Hooks", "LoggingHooks", "TurnStarted", "RequestSent", "FirstToken", "RoundFinished", "RetryScheduled",
+        "ToolStarted", "ToolFinished", "TurnFinished",
+    )},
+    "Telemetry": "_telemetry",
+}  # fmt: skip
 
 
 def __getattr__(name: str) -> object:
@@ -106,4 +111,9 @@ def __getattr__(name: str) -> object:
         from . import stores
 
         return getattr(stores, name)
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
     raise AttributeError(f"module 'promptkit' has no attribute {name!r}")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 from urllib.parse import urlparse
 
 from ._conversation import Conversation
 from ._dialects import OPENAI, dialect_for
-from ._hooks import HookRunner, Hooks
 from ._secrets import check_api_key, safe_url
 from ._validate import check_model
 from ._errors import ConfigurationError
@@ -18,6 +17,10 @@ from .pricing import PriceTable
 from ._retry import RetryPolicy
 from ._turn import TurnSettings
 from ._types import Timeout
+
+if TYPE_CHECKING:  # pragma: no cover - loaded only for a client with hooks or telemetry
+    from ._hooks import HookRunner, Hooks
+    from ._telemetry import Telemetry
 
 __all__ = ["Client", "ConversationIndex", "OPENAI_BASE_URL"]
 
@@ -67,6 +70,9 @@ class Client:
         hooks: :class:`~promptkit.Hooks` told what happens in each turn
             (requests, first tokens, rounds, retries, tools, outcomes); see
             :class:`~promptkit.LoggingHooks` for structured logging.
+        telemetry: ``True`` or a :class:`~promptkit.Telemetry`: OpenTelemetry
+            GenAI spans and metrics for every turn (needs ``pip install
+            'promptkit[otel]'``); off by default.
 
     Raises:
         ConfigurationError: bad options, or no key for OpenAI's URL (before any I/O).
@@ -89,7 +95,8 @@ class Client:
         tool_workers: int = 4,
         store: Any = None,
         limits: Optional[Limits] = None,
-        hooks: Optional[Sequence[Hooks]] = None,
+        hooks: Optional[Sequence["Hooks"]] = None,
+        telemetry: "bool | Telemetry | None" = None,
     ) -> None:
         dialect = dialect_for(api)
         provider = dialect.provider
@@ -134,11 +141,19 @@ class Client:
         if limits is not None and not isinstance(limits, Limits):
             raise ConfigurationError(f"limits must be a promptkit.Limits, got {type(limits).__name__}")
         self.limits = Limits() if limits is None else limits
-        hook_list = list(hooks or ())
-        for hook in hook_list:
-            if not isinstance(hook, Hooks):
-                raise ConfigurationError(f"hooks must be promptkit.Hooks instances, got {type(hook).__name__}")
-        self.hooks: Optional[HookRunner] = HookRunner(hook_list) if hook_list else None
+        self.hooks: Optional["HookRunner"] = None  # none: no hook module is even loaded
+        if hooks or telemetry:
+            from ._hooks import HookRunner, Hooks
+            from ._telemetry import make_hooks
+
+            hook_list = list(hooks or ())
+            for hook in hook_list:
+                if not isinstance(hook, Hooks):
+                    raise ConfigurationError(f"hooks must be promptkit.Hooks instances, got {type(hook).__name__}")
+            otel = make_hooks(telemetry)  # None when off: nothing of OpenTelemetry is imported
+            if otel is not None:
+                hook_list.append(otel)
+            self.hooks = HookRunner(hook_list) if hook_list else None
         from ._transport import Transport  # requests loads with the first Client, not with `import promptkit`
 
         self.api = api

@@ -36,10 +36,6 @@ from ._accounting import TurnAccount
 from ._dialects import Decoder, Dialect, dialect_for
 from ._dialects.base import assistant_message
 from ._errors import APIError, APITimeoutError, BudgetExceededError, ToolError
-from ._hooks import (
-    FirstToken, HookRunner, RequestSent, RetryScheduled, RoundFinished, ToolFinished, ToolStarted, TurnFinished,
-    TurnStarted,
-)
 from ._limits import DEFAULT_LIMITS, Limits
 from ._pool import run_parallel
 from .pricing import PriceTable
@@ -50,6 +46,7 @@ from ._tools import ToolRegistry
 from ._types import Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
 
 if TYPE_CHECKING:  # pragma: no cover - the transport (and requests) load with the first Client
+    from ._hooks import HookRunner
     from ._transport import HTTPStream, Transport
 
 __all__ = ["TurnSettings", "Turn", "TurnSink"]
@@ -91,7 +88,7 @@ class TurnSettings:
     include_usage: bool = True
     limits: Limits = DEFAULT_LIMITS
     dialect: Dialect = attrs.field(factory=lambda: dialect_for("chat"))
-    hooks: Optional[HookRunner] = None  # None: no hook is ever called (nothing to pay)
+    hooks: Optional["HookRunner"] = None  # None: no hook is ever called (nothing to pay, nothing loaded)
 
 
 @attrs.define
@@ -174,6 +171,8 @@ class Turn:
         """
         hooks = self._hooks
         if hooks is not None:
+            from ._hooks import TurnStarted
+
             settings = self._settings
             hooks("turn_started", TurnStarted(
                 turn_id=self._id, conversation_id=self._conversation_id, api=settings.dialect.name,
@@ -198,6 +197,8 @@ class Turn:
 
     def _tell_finished(self, response: Optional[Response], error: Optional[BaseException]) -> None:
         if self._hooks is not None and not self._hooks_told:
+            from ._hooks import TurnFinished
+
             self._hooks_told = True
             self._hooks("turn_finished", TurnFinished(self._id, response, error, _monotonic() - self._t0))
 
@@ -286,6 +287,8 @@ class Turn:
                     payload = self.payload()
                     self._request_at = _monotonic()
                     if self._hooks is not None:
+                        from ._hooks import RequestSent
+
                         self._hooks("request_sent", RequestSent(self._id, self._totals.rounds or 1, self._attempt, self._settings.model))
                     self._http = self._transport.open(payload, self._plan, control)
                 if not read:
@@ -314,6 +317,8 @@ class Turn:
             raise error
         logger.info("attempt %d failed (%s); retrying in %.2fs", self._attempt, log_text(error), delay)
         if self._hooks is not None:
+            from ._hooks import RetryScheduled
+
             self._hooks("retry_scheduled", RetryScheduled(self._id, self._totals.rounds or 1, self._attempt, delay, error))
         if control.sleep(delay):
             self._attempt += 1
@@ -355,6 +360,8 @@ class Turn:
         if self._totals.ttft is None:
             self._totals.ttft = now
         if self._hooks is not None and not self._round_output:
+            from ._hooks import FirstToken
+
             self._round_output = True
             self._hooks("first_token", FirstToken(self._id, self._totals.rounds or 1, now - self._request_at))
 
@@ -405,8 +412,10 @@ class Turn:
             tasks, max_workers=self._settings.tool_workers, timeouts=timeouts, on_timeout=timed_out, deadline=self._plan.deadline
         )
 
-    def _execute_told(self, hooks: HookRunner, call: ToolCall) -> ToolResult:
+    def _execute_told(self, hooks: "HookRunner", call: ToolCall) -> ToolResult:
         """Run one tool call on its thread between ``tool_started`` and ``tool_finished``."""
+        from ._hooks import ToolFinished, ToolStarted
+
         round_no = self._totals.rounds
         hooks("tool_started", ToolStarted(self._id, round_no, call))
         started = _monotonic()
@@ -432,6 +441,8 @@ class Turn:
         """Tell the hooks a round ended, with its own usage and cost."""
         if self._hooks is None:
             return
+        from ._hooks import RoundFinished
+
         usage, cost = counted if counted is not None else self._account.round_of(acc)
         self._hooks("round_finished", RoundFinished(
             turn_id=self._id, round=self._totals.rounds or 1, model=acc.model or self._settings.model, response_id=acc.id,

@@ -28,8 +28,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 import promptkit  # noqa: E402
+from promptkit import Telemetry  # noqa: E402
 from tests._processes import free_port  # noqa: E402
-from promptkit._telemetry import Telemetry, make_hooks  # noqa: E402
 from promptkit.testing import MockReply, MockServer  # noqa: E402
 
 API_KEY = "sk-telemetry-test-key-0123456789"
@@ -112,9 +112,7 @@ def server() -> Iterator[MockServer]:
 def otel_client(server: Optional[MockServer], telemetry: Telemetry, **options: Any) -> promptkit.Client:
     """A client of ``server`` (or of ``base_url=``) reporting to ``telemetry``."""
     options.setdefault("base_url", server.url if server is not None else None)
-    hooks = make_hooks(telemetry)  # TODO(lead wiring): Client(telemetry=telemetry)
-    assert hooks is not None
-    return promptkit.Client(api_key=API_KEY, hooks=[hooks], **options)
+    return promptkit.Client(api_key=API_KEY, telemetry=telemetry, **options)
 
 
 def port_of(server: MockServer) -> int:
@@ -501,10 +499,12 @@ def test_telemetry_that_raises_never_breaks_a_turn(server: MockServer, caplog: p
     assert len(warnings) == 1 and "OTelHooks.turn_started raised RuntimeError" in warnings[0]
 
 
-def test_telemetry_options_are_checked() -> None:
-    assert make_hooks(None) is None and make_hooks(False) is None
+def test_telemetry_options_are_checked(server: MockServer) -> None:
+    for off in (None, False):
+        with promptkit.Client(base_url=server.url, api_key=API_KEY, telemetry=off) as client:
+            assert client.hooks is None  # telemetry off adds no hook: nothing is called, nothing is paid
     with pytest.raises(promptkit.ConfigurationError, match="promptkit.Telemetry"):
-        make_hooks("yes")  # type: ignore[arg-type]
+        promptkit.Client(base_url=server.url, api_key=API_KEY, telemetry="yes")  # type: ignore[arg-type]
     with pytest.raises(promptkit.ConfigurationError, match="capture_content"):
         Telemetry(capture_content="no")  # type: ignore[arg-type]
     with pytest.raises(promptkit.ConfigurationError, match="agent_name"):
@@ -543,9 +543,9 @@ def test_telemetry_without_opentelemetry_installed_says_what_to_install() -> Non
     code = (
         "import sys\n"
         "sys.modules['opentelemetry'] = None  # as if opentelemetry-api were not installed\n"
-        "import promptkit, promptkit._telemetry\n"
+        "import promptkit\n"
         "try:\n"
-        "    promptkit._telemetry.make_hooks(True)\n"
+        "    promptkit.Client(base_url='http://127.0.0.1:9/v1', api_key='k', telemetry=True)\n"
         "except promptkit.ConfigurationError as exc:\n"
         "    print(exc)\n"
     )
