@@ -24,6 +24,7 @@ __all__ = [
     "ToolError",
     "BudgetExceededError",
     "StoreError",
+    "OutputValidationError",
     "APIError",
     "APIStatusError",
     "BadRequestError",
@@ -136,6 +137,27 @@ class StoreError(PromptKitError):
         if self.attempts > 1:
             return f"{self.message} (after {self.attempts} attempts)"
         return self.message
+
+
+class OutputValidationError(PromptKitError, ValueError):
+    """A structured reply (``response_format=``) is not valid JSON or does not fit its format.
+
+    The message quotes the validation message and the start of the reply.
+
+    Attributes:
+        raw: the reply's text, as the model sent it.
+        errors: the validation message: the JSON syntax error, or where and
+            how the value breaks the format (``$.age: expected an integer,
+            got the string 'ten'``).
+        partial: the turn's Response, when a turn raised it; else ``None``.
+    """
+
+    def __init__(self, message: str, *, raw: str, errors: str, partial: Optional["Response"] = None) -> None:
+        start = raw[:80] + ("..." if len(raw) > 80 else "")
+        super().__init__(f"{message}: {errors} (the reply starts: {start!r})")
+        self.raw = raw
+        self.errors = errors
+        self.partial = partial
 
 
 class APIError(PromptKitError):
