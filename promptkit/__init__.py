@@ -24,6 +24,7 @@ from ._errors import (
     ConfigurationError,
     ConversationBusyError,
     NotFoundError,
+    OutputValidationError,
     PromptKitError,
     RateLimitError,
     ServerError,
@@ -90,6 +91,7 @@ __all__ = [
     "APITimeoutError",
     "StreamError",
     "StreamTruncatedError",
+    "OutputValidationError",
 ]
 
 # The stores load on first use: sqlite3 and the store modules are not needed to stream.

@@ -212,14 +212,25 @@ class Client:
                 start over it raises :class:`~promptkit.BudgetExceededError`; a
                 stream that crosses it is stopped with that error.
             variables: values for the system prompt's ``{{name}}`` placeholders.
-            **params: extra request fields: ``temperature``, ``max_tokens``, ...
+            **params: extra request fields: ``temperature``, ``max_tokens``, ...;
+                ``response_format`` (a pydantic model, a dataclass or attrs class, a
+                JSON schema dict, or an OpenAI response_format dict) asks for
+                structured output: each content event carries ``event.parsed``, the
+                value so far, and ``Response.parsed`` the validated value.
         """
         self._transport.check_open()
         if model is not None:
             check_model(model)
+        params = dict(params)
+        response_format = params.pop("response_format", None)
+        output = None
+        if response_format is not None:
+            from ._structured import OutputFormat
+
+            output = OutputFormat.create(response_format)
         settings = TurnSettings(
             model=model or self.model,
-            params=dict(params),
+            params=params,
             timeout=self.timeout if timeout is None else Timeout.coerce(timeout),
             policy=self._policy,
             prices=self.prices,
@@ -228,6 +239,7 @@ class Client:
             limits=self.limits,
             dialect=self._dialect,
             hooks=self.hooks,
+            output=output,
         )
         return Conversation(
             transport=self._transport,

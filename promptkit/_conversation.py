@@ -204,6 +204,7 @@ class Conversation:
         on_done: Optional[Callable[[Response], Any]] = None,
         buffer_size: int = 10,
         max_retries: Optional[int] = None,
+        response_format: Any = None,
     ) -> Stream:
         """Send a message and return a :class:`~promptkit.Stream` of the reply's events.
 
@@ -211,7 +212,8 @@ class Conversation:
         before that (HTTP status, connection, timeouts, a non-stream body) are
         raised here after retries. Later errors arrive as the stream's single
         ``error`` event. ``message=None`` continues after pending tool calls
-        were answered with :meth:`add_tool_result`. A :meth:`cancel` from
+        were answered with :meth:`add_tool_result`. ``response_format`` asks this
+        turn for structured output (see :meth:`promptkit.Client.conversation`). A :meth:`cancel` from
         another thread while this still waits makes it return at once, with a
         Stream that ends ``done`` with ``finish_reason == "cancelled"``.
 
@@ -251,6 +253,10 @@ class Conversation:
             settings = self._settings
             if max_retries is not None:
                 settings = _with_retries(settings, max_retries)
+            if response_format is not None:  # this turn's structured output, instead of the conversation's
+                from ._structured import OutputFormat
+
+                settings = attrs.evolve(settings, output=OutputFormat.create(response_format))
             new_messages = self._history.start(content)
             control = StreamControl(buffer_size)
             self._active = control  # from here on, cancel() reaches this turn, whatever it is waiting for
@@ -282,6 +288,7 @@ class Conversation:
                 on_done=on_done,
                 progress=turn.progress,
                 control=control,
+                structured=settings.output is not None,
             )
         except BaseException as error:  # no worker thread could be started: close the response, free the turn
             turn.discard()

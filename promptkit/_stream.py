@@ -341,6 +341,7 @@ class Stream:
         on_done: Optional[Callable[[Response], Any]] = None,
         progress: Optional[Callable[[], Tuple[Usage, float]]] = None,
         control: Optional[StreamControl] = None,
+        structured: bool = False,
     ) -> None:
         # A control made before the stream lets a cancel reach the turn while it is still opening.
         self._control = control if control is not None else StreamControl(buffer_size)
@@ -354,6 +355,8 @@ class Stream:
             "done": on_done,
         }
         self._has_callbacks = any(cb is not None for cb in self._callbacks.values())
+        self._structured = structured  # content events carry the value so far (response_format)
+        self._parsed: Any = None
         self._lock = threading.Lock()  # guards _state and _terminal, which change only in _move()
         self._state = _State.NEW
         self._terminal: Optional[StreamEvent] = None  # set exactly when _state leaves _OPEN
@@ -425,6 +428,7 @@ class Stream:
         get = self._control.channel.get
         deliver = self._control.deliver
         callbacks = self._has_callbacks
+        structured = self._structured
         # Local, not the state: close() from another thread may end the state, and this
         # consumer must still receive its terminal event.
         last = False
@@ -446,6 +450,8 @@ class Stream:
                         self._move(_State.ENDED, event)
                     elif not deliver(event):
                         continue  # cancelled: what was read ahead is not shown (nor committed)
+                    if structured and event.parsed is not None:
+                        self._parsed = event.parsed
                     if callbacks:
                         self._dispatch(event)
                     yield event
@@ -512,6 +518,12 @@ class Stream:
             raise terminal.error
         assert terminal.final is not None
         return terminal.final
+
+    @property
+    def parsed_so_far(self) -> Any:
+        """With ``response_format``: the structured value as far as the consumer has taken the reply
+        (``None`` before any of it); each one refines the one before."""
+        return self._parsed
 
     # -- stopping --------------------------------------------------------
     def cancel(self) -> None:

@@ -26,7 +26,7 @@ import itertools
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import attrs
 
@@ -35,7 +35,7 @@ from ._timeouts import TimeoutPlan
 from ._accounting import TurnAccount
 from ._dialects import Decoder, Dialect, dialect_for
 from ._dialects.base import assistant_message
-from ._errors import APIError, APITimeoutError, BudgetExceededError, ToolError
+from ._errors import APIError, APITimeoutError, BudgetExceededError, OutputValidationError, ToolError
 from ._limits import DEFAULT_LIMITS, Limits
 from ._pool import run_parallel
 from .pricing import PriceTable
@@ -47,6 +47,7 @@ from ._types import Response, StreamEvent, Timeout, ToolCall, ToolResult, Usage
 
 if TYPE_CHECKING:  # pragma: no cover - the transport (and requests) load with the first Client
     from ._hooks import HookRunner
+    from ._structured import OutputFormat
     from ._transport import HTTPStream, Transport
 
 __all__ = ["TurnSettings", "Turn", "TurnSink"]
@@ -89,6 +90,7 @@ class TurnSettings:
     limits: Limits = DEFAULT_LIMITS
     dialect: Dialect = attrs.field(factory=lambda: dialect_for("chat"))
     hooks: Optional["HookRunner"] = None  # None: no hook is ever called (nothing to pay, nothing loaded)
+    output: Optional["OutputFormat"] = None  # response_format: the structured output asked for
 
 
 @attrs.define
@@ -160,6 +162,7 @@ class Turn:
             tools=self._tools.to_openai() if len(self._tools) else [],
             include_usage=settings.include_usage,
             base_url=self._transport.base_url,
+            output=settings.output,
         )
 
     def start(self, control: StreamControl) -> None:
@@ -263,7 +266,7 @@ class Turn:
             error.partial = self._response(finish_reason=None)
             self._report(None, error.partial)
             raise
-        except ToolError as error:
+        except (ToolError, OutputValidationError) as error:
             error.partial = self._response(finish_reason=None)
             self._report(None, error.partial)
             raise
@@ -325,18 +328,34 @@ class Turn:
 
     def _read(self, control: StreamControl, http: "HTTPStream") -> None:
         """Read one response body into a new ``self._acc``, emitting each read's events at once."""
-        acc = self._acc = self._settings.dialect.decoder(self._settings.limits)
+        acc = self._acc = self._settings.dialect.decoder(self._settings.limits, self._settings.output)
         self._emitted = False
         control.attach(http)
         emit_many = control.emit_many
         # Only a store's turn lock, a budget or a hook (the last chunk's time) needs a look after each read.
         after_read = self._after_read if self._budget is not None or self._sink.renews or self._hooks is not None else None
+        parse = self._partial_parser() if self._settings.output is not None else None
         for events, last in read_body(control, http, acc, self._plan):
             if not self._emitted:
                 self._first_output()
+            if parse is not None:
+                events = parse(events)
             emit_many(events)
             if after_read is not None:
                 after_read(last)
+
+    @staticmethod
+    def _partial_parser() -> Callable[[List[StreamEvent]], List[StreamEvent]]:
+        """What gives each content event of a round the structured value parsed so far (``event.parsed``)."""
+        from ._structured import PartialParser
+
+        parser = PartialParser()
+        feed = parser.feed
+
+        def parse(events: List[StreamEvent]) -> List[StreamEvent]:
+            return [attrs.evolve(e, parsed=feed(e.content)) if e.type == "content" else e for e in events]
+
+        return parse
 
     def _release(self, control: StreamControl) -> None:
         """Close the current response (pooled if read to its end) and stop aborting it on cancel."""
@@ -489,10 +508,18 @@ class Turn:
     def _end(self, acc: Decoder, assistant: Optional[Dict[str, Any]] = None) -> Response:
         if assistant is None:
             assistant = acc.assistant_message(())
+        # A structured reply is checked before anything is committed: one that does not fit
+        # fails the turn (OutputValidationError); a refusal is a refusal, with nothing parsed.
+        output = self._settings.output
+        parsed = None
+        if output is not None and not assistant.get("tool_calls") and not acc.refusal:
+            parsed = output.parse(acc.content)
         self._totals.messages.append(assistant)
         # Calls left for the application end the turn as "tool_calls", whatever the
         # server said (Ollama and some vLLM parsers send "stop").
         response = self._response("tool_calls" if assistant.get("tool_calls") else acc.finish_reason)
+        if parsed is not None:
+            response = attrs.evolve(response, parsed=parsed)
         self._report(response)
         return response
 

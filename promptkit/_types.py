@@ -13,7 +13,7 @@ import attrs
 
 from ._money import format_cost
 
-__all__ = ["Usage", "ToolCall", "ToolResult", "Choice", "Response", "StreamEvent", "Timeout", "EVENT_TYPES"]
+__all__ = ["Usage", "ToolCall", "ToolResult", "Choice", "Response", "StreamEvent", "Timeout", "EVENT_TYPES", "jsonable"]
 
 EVENT_TYPES = ("content", "reasoning", "tool_call", "tool_result", "error", "done")
 
@@ -265,6 +265,7 @@ class Response:
     tool_results: Tuple[ToolResult, ...] = ()
     rounds: int = 1
     choices: Tuple[Choice, ...] = ()
+    parsed: Any = None  # with response_format: the validated value (a model instance, or a dict)
 
     @property
     def tokens_used(self) -> int:
@@ -306,7 +307,24 @@ class Response:
             "refusal": self.refusal,
             "tool_results": [tr.to_dict() for tr in self.tool_results],
             "rounds": self.rounds,
+            "parsed": jsonable(self.parsed),
         }
+
+
+def jsonable(value: Any) -> Any:
+    """A structured-output value as JSON data: a pydantic model dumped, a dataclass or attrs instance as a dict."""
+    if value is None or isinstance(value, (dict, list, str, int, float, bool)):
+        return value
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if attrs.has(type(value)):
+        return attrs.asdict(value)
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def error_to_dict(error: BaseException) -> Dict[str, Any]:
@@ -337,6 +355,7 @@ class StreamEvent:
     error: Optional[BaseException] = None
     final: Optional[Response] = None
     reasoning: str = ""
+    parsed: Any = None  # with response_format: the reply's value so far, on each content event
 
     @property
     def is_terminal(self) -> bool:
@@ -362,6 +381,8 @@ class StreamEvent:
             out["tool_result"] = self.tool_result.to_dict()
         if self.type == "reasoning":
             out["reasoning"] = self.reasoning
+        elif self.parsed is not None:
+            out["parsed"] = self.parsed  # JSON values only: a partial parse is dicts, lists and scalars
         return out
 
 

@@ -202,3 +202,17 @@ def test_usage_is_known_only_from_the_final_counts() -> None:
     assert out.decoder.usage is None
     out = run(start(input_tokens=30), *end(output_tokens=9))
     assert out.decoder.usage is not None and (out.decoder.usage.prompt_tokens, out.decoder.usage.completion_tokens) == (30, 9)
+
+
+def test_the_output_tool_streams_as_text_and_is_no_call() -> None:
+    reads = [
+        start(), block(0, "tool_use", id="toolu_1", name="Person", input={}),
+        delta(0, "input_json_delta", partial_json=""), delta(0, "input_json_delta", partial_json='{"name": '),
+        delta(0, "input_json_delta", partial_json='"Ada"}'), stop(0), *end("tool_use"),
+    ]  # fmt: skip
+    out = replay_reads(reads, AnthropicDecoder(output_tool="Person"))
+    assert [(e.type, e.content) for e in out.events] == [("content", '{"name": '), ("content", '"Ada"}')]
+    assert out.decoder.content == '{"name": "Ada"}' and out.decoder.tool_calls() == () and out.decoder.finish_reason == "stop"
+    # The same stream without output_tool: an ordinary call.
+    out = replay_reads(reads, AnthropicDecoder())
+    assert [e.type for e in out.events] == ["tool_call"] and out.decoder.finish_reason == "tool_calls"

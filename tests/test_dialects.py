@@ -144,14 +144,16 @@ def test_responses_refuses_params_it_cannot_send(params: Dict[str, Any], match: 
         ResponsesDialect().check_params(params)
 
 
-def test_responses_maps_tool_choice_and_response_format() -> None:
-    body = responses(
-        [{"role": "user", "content": "q"}],
-        tool_choice={"type": "function", "function": {"name": "get"}},
-        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": True}},
+def test_responses_maps_tool_choice_and_the_structured_output() -> None:
+    from promptkit._structured import OutputFormat
+
+    output = OutputFormat.create({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": True}})
+    body = ResponsesDialect().payload(
+        model="m", messages=[{"role": "user", "content": "q"}], params={"tool_choice": {"type": "function", "function": {"name": "get"}}},
+        tools=[], include_usage=True, base_url=BASE, output=output,
     )
     assert body["tool_choice"] == {"type": "function", "name": "get"}
-    assert body["text"] == {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}, "strict": True}}
+    assert body["text"] == {"format": output.responses_format()} and body["text"]["format"]["name"] == "x"
 
 
 def test_encrypted_reasoning_goes_back_when_the_server_keeps_nothing() -> None:
@@ -257,7 +259,7 @@ def test_anthropic_prompt_caching_marks_tools_system_and_the_conversation() -> N
     assert hour["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
 
 
-@pytest.mark.parametrize("params,match", [({"n": 2}, "'n'"), ({"response_format": {}}, "response_format"), ({"cache_control": "yes"}, "cache_control")])
+@pytest.mark.parametrize("params,match", [({"n": 2}, "'n'"), ({"seed": 1}, "seed"), ({"cache_control": "yes"}, "cache_control")])
 def test_anthropic_refuses_params_it_cannot_send(params: Dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigurationError, match=match):
         dialect_for("anthropic").check_params(params)
@@ -268,3 +270,22 @@ def test_the_shared_suites_run_on_every_dialect(every_dialect: str) -> None:
 
     with promptkit.Client(base_url=BASE, api_key="k") as client:
         assert client.api == every_dialect
+
+
+def test_anthropic_structured_output_with_thinking_uses_the_native_format() -> None:
+    from promptkit._dialects.anthropic import AnthropicDialect
+    from promptkit._structured import OutputFormat
+
+    output = OutputFormat.create({"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]})
+    params = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    body = AnthropicDialect().payload(
+        model="claude", messages=[{"role": "user", "content": "q"}], params=params, tools=[], include_usage=True,
+        base_url=BASE, output=output,
+    )
+    assert body["output_config"] == output.anthropic_output_config() and "tool_choice" not in body  # forced tools exclude thinking
+    with pytest.raises(ConfigurationError, match="output tool"):
+        AnthropicDialect().payload(
+            model="claude", messages=[{"role": "user", "content": "q"}], params={},
+            tools=[{"type": "function", "function": {"name": output.name, "parameters": {}}}], include_usage=True, base_url=BASE,
+            output=output,
+        )

@@ -60,3 +60,14 @@ def test_reasoning_and_images_example_reports_a_bad_image_in_one_line() -> None:
     proc = run_example("reasoning_and_images.py", "--image", "/no/such/picture.png")
     assert proc.returncode == 1
     assert proc.stderr == "error: ConfigurationError: images[0] ('/no/such/picture.png') does not exist\n"
+
+
+def test_structured_form_example_fills_in_on_each_dialect() -> None:
+    for api in ("chat", "responses", "anthropic"):
+        proc = run_example("structured_form.py", "--api", api)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        forms = [line for line in lines if line.startswith("name: ")]
+        assert forms[0] == "name: ... | city: ... | languages: ... | bio: ..."  # empty at first, then filling in
+        assert len(forms) > 4 and forms[-1].startswith('name: "Grace Hopper" | city: "New York"') and "..." not in forms[-1]
+        assert lines[-1] == "Done: Grace Hopper (New York), 2 languages."

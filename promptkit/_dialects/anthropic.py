@@ -29,19 +29,22 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 
 from .._errors import ConfigurationError
 from .._limits import Limits
 from .anthropic_decoder import AnthropicDecoder
 from .base import ANTHROPIC, split_extra_body
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .._structured import OutputFormat
+
 __all__ = ["AnthropicDialect", "ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # every current Claude model allows at least this many output tokens
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.S)
-_REJECTED_PARAMS = {"n", "response_format", "logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "seed"}
+_REJECTED_PARAMS = {"n", "logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "seed"}
 
 
 def _image(part: Mapping[str, Any]) -> Dict[str, Any]:
@@ -129,9 +132,8 @@ class AnthropicDialect:
         """Refuse what the Messages API cannot take, before any request.
 
         Raises:
-            ConfigurationError: ``n``, ``response_format``, ``logprobs``,
-                penalties, ``logit_bias``, ``seed``, or a ``cache_control`` that is
-                neither ``True`` nor a dict.
+            ConfigurationError: ``n``, ``logprobs``, penalties, ``logit_bias``,
+                ``seed``, or a ``cache_control`` that is neither ``True`` nor a dict.
         """
         for key in _REJECTED_PARAMS & set(params):
             if key == "n" and params[key] == 1:
@@ -151,8 +153,17 @@ class AnthropicDialect:
         tools: List[Dict[str, Any]],
         include_usage: bool,
         base_url: str,
+        output: Optional["OutputFormat"] = None,
     ) -> Dict[str, Any]:
-        """The request body (see the module docstring); the usage always comes with the stream."""
+        """The request body (see the module docstring); the usage always comes with the stream.
+
+        Structured ``output`` goes as a forced tool whose input is the answer (every Claude
+        model and compatible server takes it), or, when ``thinking`` is on (which a forced tool
+        choice excludes), as Anthropic's native ``output_config.format``.
+
+        Raises:
+            ConfigurationError: a tool of the conversation has the output tool's name.
+        """
         params, extra = split_extra_body(params)
         cache = params.get("cache_control")
         marker: Optional[Dict[str, Any]] = None
@@ -179,8 +190,16 @@ class AnthropicDialect:
         body["stream"] = True
         if tools:
             body["tools"] = [dict(_tool(tool)) for tool in tools]
-            if marker:
-                body["tools"][-1]["cache_control"] = marker
+        if output is not None:
+            if isinstance(params.get("thinking"), Mapping) and params["thinking"].get("type") != "disabled":
+                body["output_config"] = {**(body.get("output_config") or {}), **output.anthropic_output_config()}
+            else:
+                if any(tool.get("name") == output.name for tool in body.get("tools", ())):
+                    raise ConfigurationError(f"a tool is named {output.name!r}, the name of the response_format's output tool")
+                body["tools"] = [*body.get("tools", ()), output.anthropic_tool()]
+                body["tool_choice"] = {"type": "tool", "name": output.name}
+        if marker and body.get("tools"):
+            body["tools"][-1]["cache_control"] = marker
         if marker and converted and converted[-1]["content"]:
             last = converted[-1]["content"][-1]
             converted[-1]["content"][-1] = {**last, "cache_control": marker}
@@ -217,9 +236,9 @@ class AnthropicDialect:
                 out.append({"role": role, "content": blocks})
         return "\n\n".join(system), out
 
-    def decoder(self, limits: Limits) -> AnthropicDecoder:
-        """A fresh :class:`~promptkit._dialects.anthropic_decoder.AnthropicDecoder`."""
-        return AnthropicDecoder(limits)
+    def decoder(self, limits: Limits, output: Optional["OutputFormat"] = None) -> AnthropicDecoder:
+        """A fresh :class:`~promptkit._dialects.anthropic_decoder.AnthropicDecoder` (the output tool's input is the reply's text)."""
+        return AnthropicDecoder(limits, output_tool=output.name if output is not None else None)
 
     def refused(self, error: BaseException, base_url: str) -> bool:
         """Nothing optional is sent that a server could refuse."""

@@ -80,8 +80,9 @@ class AnthropicDecoder(Assembly):
             (of tool inputs) apply here.
     """
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS, output_tool: Optional[str] = None) -> None:
         super().__init__(limits)  # ended: message_stop arrived
+        self._output_tool = output_tool  # a forced tool whose input is the structured reply: its JSON is the text
         self.stop_reason: Optional[str] = None
         self._usage: Dict[str, Any] = {}
         self._blocks: Dict[int, _Block] = {}
@@ -102,6 +103,8 @@ class AnthropicDecoder(Assembly):
 
     def _start(self, index: int, data: Dict[str, Any], chunk: Any) -> _Block:
         kind = string_field(data, "type", "content_block.type", chunk)
+        if kind == "tool_use" and self._output_tool is not None and data.get("name") == self._output_tool:
+            kind = "answer"  # the structured reply, not a call: its input streams as the text
         if kind == "tool_use" and sum(b.type == "tool_use" for b in self._order) >= self.limits.max_tool_calls:
             raise exceeded("max_tool_calls", self.limits.max_tool_calls, "calls", "a response has more tool calls")
         block = self._blocks[index] = _Block(kind, data)
@@ -141,7 +144,10 @@ class AnthropicDecoder(Assembly):
                     events.append(StreamEvent("reasoning", reasoning=text))
             elif dkind == "input_json_delta":
                 text = string_field(delta, "partial_json", "input_json_delta.partial_json", chunk)
-                if text:
+                if text and block.type == "answer":
+                    self._piece(block, text, self._content)
+                    events.append(StreamEvent("content", content=text))
+                elif text:
                     self._piece(block, text)
             elif dkind == "signature_delta":
                 signature = string_field(delta, "signature", "signature_delta.signature", chunk)
@@ -271,10 +277,15 @@ class AnthropicDecoder(Assembly):
 
     @property
     def finish_reason(self) -> Optional[str]:
-        """The ``stop_reason`` in Chat Completions terms (see the module docstring)."""
+        """The ``stop_reason`` in Chat Completions terms (see the module docstring); a reply given
+        through the output tool (and no other tool) ended as ``stop``."""
         reason = self.stop_reason
         if reason is None:
             return None
+        if reason == "tool_use" and self._output_tool is not None:
+            kinds = {block.type for block in self._order}
+            if "answer" in kinds and "tool_use" not in kinds:
+                return "stop"
         return FINISH_REASONS.get(reason, reason)
 
     @property

@@ -17,9 +17,12 @@ every client in the process.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
 import attrs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .._structured import OutputFormat
 
 from .._errors import ConfigurationError
 from .._images import Provider as ImageRule
@@ -128,8 +131,9 @@ class Dialect(Protocol):
         tools: List[Dict[str, Any]],
         include_usage: bool,
         base_url: str,
+        output: Optional["OutputFormat"] = None,
     ) -> Dict[str, Any]:
-        """The JSON body of one request.
+        """The JSON body of one request (``output``: the structured output asked for, in this protocol's form).
 
         ``messages`` is the canonical history, system prompt first, this
         turn's messages (and tool rounds) last. ``tools`` are OpenAI Chat
@@ -139,8 +143,8 @@ class Dialect(Protocol):
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Raise :class:`~promptkit.ConfigurationError` for a parameter this protocol cannot send."""
 
-    def decoder(self, limits: Limits) -> Decoder:
-        """A fresh decoder for one request's reply."""
+    def decoder(self, limits: Limits, output: Optional["OutputFormat"] = None) -> Decoder:
+        """A fresh decoder for one request's reply (``output``: the structured output asked for)."""
 
     def refused(self, error: BaseException, base_url: str) -> bool:
         """Whether ``error`` is a server refusing an optional feature of the last request.

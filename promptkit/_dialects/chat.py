@@ -17,12 +17,15 @@ adds to it:
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 
 from .._errors import BadRequestError
 from .._limits import Limits
 from .base import OPENAI, QUIRKS, bearer_auth, split_extra_body
 from .chat_decoder import Accumulator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .._structured import OutputFormat
 
 __all__ = ["ChatDialect", "CHAT_MESSAGE_KEYS"]
 
@@ -61,8 +64,9 @@ class ChatDialect:
         tools: List[Dict[str, Any]],
         include_usage: bool,
         base_url: str,
+        output: Optional["OutputFormat"] = None,
     ) -> Dict[str, Any]:
-        """The request body (see the module docstring)."""
+        """The request body (see the module docstring); ``output`` as ``response_format``."""
         params, extra = split_extra_body(params)
         body: Dict[str, Any] = {"model": model, "messages": self.messages(messages, base_url)}
         body.update(params)
@@ -71,6 +75,8 @@ class ChatDialect:
             body["stream_options"] = {"include_usage": True}
         if tools:
             body["tools"] = tools
+        if output is not None:
+            body["response_format"] = output.chat_format()
         body.update(extra)
         return body
 
@@ -90,7 +96,7 @@ class ChatDialect:
             out.append(clean)
         return out
 
-    def decoder(self, limits: Limits) -> Accumulator:
+    def decoder(self, limits: Limits, output: Optional["OutputFormat"] = None) -> Accumulator:
         """A fresh :class:`~promptkit._dialects.chat_decoder.Accumulator`."""
         return Accumulator(limits)
 

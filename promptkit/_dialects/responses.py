@@ -22,8 +22,8 @@ encrypted content is then left out. A server that answers an item id with
 
 Parameters map onto this API where Chat Completions names differ:
 ``max_tokens`` / ``max_completion_tokens`` become ``max_output_tokens``,
-``reasoning_effort`` becomes ``reasoning.effort``, a chat ``tool_choice`` and a
-``response_format`` take this API's shapes. Others go through as given. Tools
+``reasoning_effort`` becomes ``reasoning.effort``, a chat ``tool_choice`` takes
+this API's shape, and a ``response_format`` becomes ``text.format``. Others go through as given. Tools
 are sent with ``strict: false`` unless they say otherwise, as Chat Completions
 defaults (this API defaults to ``true``, which rejects most hand-written schemas).
 Reasoning summaries are the model's and the caller's choice:
@@ -33,12 +33,15 @@ Reasoning summaries are the model's and the caller's choice:
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 
 from .._errors import BadRequestError, ConfigurationError, NotFoundError
 from .._limits import Limits
 from .base import OPENAI, QUIRKS, bearer_auth, split_extra_body
 from .responses_decoder import REPLAYED_ITEM_TYPES, ResponsesDecoder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .._structured import OutputFormat
 
 __all__ = ["ResponsesDialect"]
 
@@ -120,8 +123,9 @@ class ResponsesDialect:
         tools: List[Dict[str, Any]],
         include_usage: bool,
         base_url: str,
+        output: Optional["OutputFormat"] = None,
     ) -> Dict[str, Any]:
-        """The request body (see the module docstring); usage is always reported by this API."""
+        """The request body (see the module docstring; ``output`` as ``text.format``); usage is always reported."""
         params, extra = split_extra_body(params)
         stateless = extra.get("store", params.get("store")) is False
         body: Dict[str, Any] = {"model": model, "input": self.input(messages, base_url, stateless=stateless)}
@@ -138,8 +142,6 @@ class ResponsesDialect:
                 body["reasoning"] = {**(body.get("reasoning") or {}), **value}
             elif key == "tool_choice":
                 body["tool_choice"] = self._tool_choice(value)
-            elif key == "response_format":
-                body["text"] = {**(body.get("text") or {}), "format": self._format(value)}
             else:
                 body[key] = value
         body["stream"] = True
@@ -150,6 +152,8 @@ class ResponsesDialect:
             body["include"] = include
         if tools:
             body["tools"] = [_tool(tool) for tool in tools]
+        if output is not None:
+            body["text"] = {**(body.get("text") or {}), "format": output.responses_format()}
         body.update(extra)
         return body
 
@@ -157,12 +161,6 @@ class ResponsesDialect:
     def _tool_choice(value: Any) -> Any:
         if isinstance(value, Mapping) and value.get("type") == "function" and isinstance(value.get("function"), Mapping):
             return {"type": "function", "name": value["function"].get("name")}
-        return value
-
-    @staticmethod
-    def _format(value: Any) -> Any:
-        if isinstance(value, Mapping) and value.get("type") == "json_schema" and isinstance(value.get("json_schema"), Mapping):
-            return {"type": "json_schema", **value["json_schema"]}
         return value
 
     def input(self, messages: Sequence[Mapping[str, Any]], base_url: str, *, stateless: bool) -> List[Any]:
@@ -211,7 +209,7 @@ class ResponsesDialect:
             )
         return items
 
-    def decoder(self, limits: Limits) -> ResponsesDecoder:
+    def decoder(self, limits: Limits, output: Optional["OutputFormat"] = None) -> ResponsesDecoder:
         """A fresh :class:`~promptkit._dialects.responses_decoder.ResponsesDecoder`."""
         return ResponsesDecoder(limits)
 
