@@ -205,6 +205,7 @@ class Conversation:
         buffer_size: int = 10,
         max_retries: Optional[int] = None,
         response_format: Any = None,
+        tool_call_deltas: bool = False,
     ) -> Stream:
         """Send a message and return a :class:`~promptkit.Stream` of the reply's events.
 
@@ -213,7 +214,10 @@ class Conversation:
         raised here after retries. Later errors arrive as the stream's single
         ``error`` event. ``message=None`` continues after pending tool calls
         were answered with :meth:`add_tool_result`. ``response_format`` asks this
-        turn for structured output (see :meth:`promptkit.Client.conversation`). A :meth:`cancel` from
+        turn for structured output (see :meth:`promptkit.Client.conversation`).
+        ``tool_call_deltas=True`` adds a ``tool_call_delta`` event per piece of a
+        tool call's arguments, with the call so far and ``event.parsed``, the
+        arguments parsed so far. A :meth:`cancel` from
         another thread while this still waits makes it return at once, with a
         Stream that ends ``done`` with ``finish_reason == "cancelled"``.
 
@@ -257,6 +261,8 @@ class Conversation:
                 from ._structured import OutputFormat
 
                 settings = attrs.evolve(settings, output=OutputFormat.create(response_format))
+            if tool_call_deltas:  # tool-call arguments observed as they stream, parsed so far
+                settings = attrs.evolve(settings, tool_call_deltas=True)
             new_messages = self._history.start(content)
             control = StreamControl(buffer_size)
             self._active = control  # from here on, cancel() reaches this turn, whatever it is waiting for

@@ -349,6 +349,7 @@ class Stream:
         self._callbacks: Dict[str, Optional[Callable[[Any], Any]]] = {
             "content": on_content,
             "reasoning": on_reasoning,
+            "tool_call_delta": None,
             "tool_call": on_tool_call,
             "tool_result": on_tool_result,
             "error": on_error,
@@ -450,7 +451,7 @@ class Stream:
                         self._move(_State.ENDED, event)
                     elif not deliver(event):
                         continue  # cancelled: what was read ahead is not shown (nor committed)
-                    if structured and event.parsed is not None:
+                    if structured and kind == "content" and event.parsed is not None:
                         self._parsed = event.parsed
                     if callbacks:
                         self._dispatch(event)

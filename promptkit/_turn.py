@@ -91,6 +91,7 @@ class TurnSettings:
     dialect: Dialect = attrs.field(factory=lambda: dialect_for("chat"))
     hooks: Optional["HookRunner"] = None  # None: no hook is ever called (nothing to pay, nothing loaded)
     output: Optional["OutputFormat"] = None  # response_format: the structured output asked for
+    tool_call_deltas: bool = False  # tool_call_delta events, with the arguments parsed so far
 
 
 @attrs.define
@@ -334,7 +335,8 @@ class Turn:
         emit_many = control.emit_many
         # Only a store's turn lock, a budget or a hook (the last chunk's time) needs a look after each read.
         after_read = self._after_read if self._budget is not None or self._sink.renews or self._hooks is not None else None
-        parse = self._partial_parser() if self._settings.output is not None else None
+        acc.tool_deltas = self._settings.tool_call_deltas
+        parse = self._partial_parser() if self._settings.output is not None or acc.tool_deltas else None
         for events, last in read_body(control, http, acc, self._plan):
             if not self._emitted:
                 self._first_output()
@@ -346,14 +348,26 @@ class Turn:
 
     @staticmethod
     def _partial_parser() -> Callable[[List[StreamEvent]], List[StreamEvent]]:
-        """What gives each content event of a round the structured value parsed so far (``event.parsed``)."""
+        """What gives each content event of a round the structured value parsed so far, and each
+        ``tool_call_delta`` event its call's arguments so far (``event.parsed``)."""
         from ._structured import PartialParser
 
-        parser = PartialParser()
-        feed = parser.feed
+        feed = PartialParser().feed  # the structured reply's text
+        calls: Dict[str, Any] = {}  # a parser per tool call's arguments
+
+        def parsed(event: StreamEvent) -> StreamEvent:
+            if event.type == "content":
+                return attrs.evolve(event, parsed=feed(event.content))
+            if event.type == "tool_call_delta" and event.tool_call is not None:
+                key = event.tool_call.id or event.tool_call.name
+                parser = calls.get(key)
+                if parser is None:
+                    parser = calls[key] = PartialParser()
+                return attrs.evolve(event, parsed=parser.feed(event.content))
+            return event
 
         def parse(events: List[StreamEvent]) -> List[StreamEvent]:
-            return [attrs.evolve(e, parsed=feed(e.content)) if e.type == "content" else e for e in events]
+            return [parsed(e) for e in events]
 
         return parse
 

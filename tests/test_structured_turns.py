@@ -160,3 +160,22 @@ def test_against_llmock(llmock: str, every_dialect: str) -> None:
     assert isinstance(response.parsed, Person) and response.finish_reason == "stop"
     assert len(values) > 1  # it streamed: the value filled in over several events
     check_monotone(values, response.parsed.model_dump())
+
+
+def test_tool_call_arguments_can_be_watched_as_they_stream(client: promptkit.Client, server: MockServer) -> None:
+    arguments = {"city": "Oslo", "days": [1, 2, 3], "units": "metric"}
+    server.enqueue(MockReply.tool_calls([{"id": "call_w", "name": "forecast", "arguments": arguments}], split_arguments=5))
+    spec = {"type": "function", "function": {"name": "forecast", "parameters": {"type": "object", "properties": {}}}}
+    stream = client.conversation(tools=[spec]).send_stream("weather?", tool_call_deltas=True)
+    events = list(stream)
+    deltas = [e for e in events if e.type == "tool_call_delta"]
+    assert len(deltas) > 3 and all(e.tool_call is not None and e.tool_call.name == "forecast" for e in deltas)
+    assert "".join(e.content for e in deltas) == json.dumps(arguments)
+    assert deltas[-1].tool_call.arguments_json == json.dumps(arguments)  # type: ignore[union-attr]
+    check_monotone([e.parsed for e in deltas if e.parsed is not None], arguments)
+    call = next(e.tool_call for e in events if e.type == "tool_call")
+    assert call is not None and call.arguments == arguments  # the complete call still comes once
+    assert json.loads(json.dumps(deltas[-1].to_dict()))["parsed"] == arguments
+    server.enqueue(MockReply.tool_calls([{"name": "forecast", "arguments": arguments}], split_arguments=5))
+    plain = list(client.conversation(tools=[spec]).send_stream("weather?"))
+    assert "tool_call_delta" not in [e.type for e in plain]  # only when asked for

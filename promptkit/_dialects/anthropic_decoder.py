@@ -149,6 +149,10 @@ class AnthropicDecoder(Assembly):
                     events.append(StreamEvent("content", content=text))
                 elif text:
                     self._piece(block, text)
+                    if self.tool_deltas and block.type == "tool_use":
+                        start = block.start
+                        partial = ToolCall(str(start.get("id") or ""), str(start.get("name") or ""), "".join(block.parts))
+                        events.append(StreamEvent("tool_call_delta", content=text, tool_call=partial))
             elif dkind == "signature_delta":
                 signature = string_field(delta, "signature", "signature_delta.signature", chunk)
                 self.spend(len(signature))

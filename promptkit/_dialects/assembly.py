@@ -31,6 +31,7 @@ class Assembly:
         self.model = ""
         self.id = ""
         self.ended = False  # the protocol's last event arrived
+        self.tool_deltas = False  # emit tool_call_delta events (send_stream(tool_call_deltas=True))
         self.saw_output = False
         self._content: List[str] = []
         self._reasoning: List[str] = []

@@ -52,6 +52,7 @@ class Decoder(Protocol):
     model: str
     id: str
     ended: bool
+    tool_deltas: bool  # set by the turn: emit tool_call_delta events as arguments stream
 
     def feed(self, chunk: Any) -> List[StreamEvent]:
         """Fold one parsed payload in; return the events it completes (often one, often none)."""

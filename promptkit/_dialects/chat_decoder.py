@@ -69,7 +69,9 @@ class _ChoiceState:
         self.finish_reason: Optional[str] = None
         self.emitted = 0  # how many calls already went out as tool_call events
 
-    def add_tool_deltas(self, deltas: List[Any], acc: "Accumulator", chunk: Any) -> None:
+    def add_tool_deltas(
+        self, deltas: List[Any], acc: "Accumulator", chunk: Any, events: Optional[List[StreamEvent]] = None
+    ) -> None:
         for delta in deltas:
             if delta.__class__ is not dict:
                 raise malformed("a tool_calls entry", delta, chunk, "an object")
@@ -120,6 +122,9 @@ class _ChoiceState:
                 acc.spend(len(arguments))
                 call.parts.append(arguments)
                 self.output.append(arguments)
+                if events is not None:  # asked for (tool_deltas): the arguments as they stream
+                    partial = ToolCall(call.id, call.name, "".join(call.parts))
+                    events.append(StreamEvent("tool_call_delta", content=arguments, tool_call=partial))
             self.last_call = call
 
     def _find(self, index: Optional[int], call_id: str) -> Optional[_PendingCall]:
@@ -208,7 +213,7 @@ class Accumulator:
 
     __slots__ = (
         "_main", "_others", "usage", "cost", "model", "id", "saw_output", "limits", "_chars", "_max_chars", "_saw_main",
-        "ended",
+        "ended", "tool_deltas",
     )  # fmt: skip
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
@@ -224,6 +229,7 @@ class Accumulator:
         self._max_chars = limits.max_reply_chars
         self._saw_main = False  # some chunk carried choice 0
         self.ended = False  # Chat Completions ends with [DONE] (the usage chunk follows the finish chunk)
+        self.tool_deltas = False  # emit tool_call_delta events (send_stream(tool_call_deltas=True))
 
     def spend(self, chars: int) -> None:
         """Count a stored piece of ``chars`` characters against max_reply_chars."""
@@ -384,7 +390,7 @@ class Accumulator:
             raise malformed("delta.tool_calls", tool_calls, chunk, "a list")
         if not tool_calls:
             return False
-        state.add_tool_deltas(tool_calls, self, chunk)
+        state.add_tool_deltas(tool_calls, self, chunk, events if self.tool_deltas else None)
         return True
 
     def _emit_calls(self, events: List[StreamEvent]) -> None:

@@ -251,6 +251,9 @@ class ResponsesDecoder(Assembly):
                 item.arguments.append(delta)
                 self._output.append(delta)
                 self.saw_output = True
+                if self.tool_deltas:
+                    partial = ToolCall(item.call_id or item.id, item.name, "".join(item.arguments))
+                    events.append(StreamEvent("tool_call_delta", content=delta, tool_call=partial))
         elif kind == "response.refusal.delta":
             delta = string_field(chunk, "delta", "refusal.delta")
             item = self._item(chunk, "message")
