@@ -179,3 +179,19 @@ def test_tool_call_arguments_can_be_watched_as_they_stream(client: promptkit.Cli
     server.enqueue(MockReply.tool_calls([{"name": "forecast", "arguments": arguments}], split_arguments=5))
     plain = list(client.conversation(tools=[spec]).send_stream("weather?"))
     assert "tool_call_delta" not in [e.type for e in plain]  # only when asked for
+
+
+class Ticket(pydantic.BaseModel):
+    code: str = pydantic.Field(pattern=r"^[A-Z]{3}-\d{4}$")
+    year: int
+
+
+def test_an_invalid_reply_from_llmock_raises_the_documented_error(llmock: str, every_dialect: str) -> None:
+    # llmock fills a schema's strings with placeholders ("mock-code"), which this pattern refuses:
+    # a real reply that does not fit, from a server promptkit did not write.
+    base_url = f"{llmock}/anthropic/v1" if every_dialect == "anthropic" else f"{llmock}/v1"
+    with promptkit.Client(base_url=base_url, api_key="k") as client:
+        conv = client.conversation(response_format=Ticket)
+        with pytest.raises(promptkit.OutputValidationError) as info:
+            conv.send("Open a ticket.")
+    assert "$.code" in info.value.errors and json.loads(info.value.raw)["code"] and conv.messages == []
