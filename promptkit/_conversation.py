@@ -216,7 +216,7 @@ class Conversation:
         were answered with :meth:`add_tool_result`. ``response_format`` asks this
         turn for structured output (see :meth:`promptkit.Client.conversation`).
         ``tool_call_deltas=True`` adds a ``tool_call_delta`` event per piece of a
-        tool call's arguments, with the call so far and ``event.parsed``, the
+        tool call's arguments, naming the call, with ``event.parsed``, the
         arguments parsed so far. A :meth:`cancel` from
         another thread while this still waits makes it return at once, with a
         Stream that ends ``done`` with ``finish_reason == "cancelled"``.

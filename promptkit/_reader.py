@@ -58,6 +58,7 @@ def read_body(
     no_deadline = plan.deadline is None
     last = _monotonic()
     fresh = True  # an event just arrived: the read may wait the whole idle time
+    pending: List[StreamEvent] = []  # events of an unterminated last event (see _last_event)
     while True:
         # While events flow, the wait stays exactly `idle` (no settimeout per read);
         # after a comment-only read it shrinks to what is left of the idle time.
@@ -79,6 +80,10 @@ def read_body(
             tail = parser.close()
             if tail is not None and tail.data == "[DONE]":
                 break
+            if tail is not None and not acc.complete:
+                # The body's last event lost only its blank line (a server that closes right after
+                # response.completed or message_stop): the reply is whole if that event completes it.
+                pending = _last_event(acc, tail.event, tail.data)
             if not acc.complete:
                 raise StreamTruncatedError(acc.truncation)
             break  # a finished reply whose server omitted [DONE]
@@ -144,6 +149,20 @@ def read_body(
         if done:
             http.finish()
             return
-    finish = acc.finish()
+    finish = pending + acc.finish()
     if finish:
         yield finish, True
+
+
+def _last_event(acc: Decoder, event: str, text: str) -> List[StreamEvent]:
+    """Feed an unterminated last event to ``acc`` when it is a whole JSON payload; its events (or none)."""
+    excess = json_excess(text, acc.limits)
+    if excess is not None:
+        raise excess
+    try:
+        chunk = _loads(text)
+    except (ValueError, RecursionError):
+        return []  # cut inside the payload: the truncation stands
+    if chunk.__class__ is dict and "type" not in chunk and event not in ("message", "error"):
+        chunk["type"] = event
+    return acc.feed(chunk)

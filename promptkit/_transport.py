@@ -265,8 +265,8 @@ class Transport:
             "Accept-Encoding": "identity",
             "User-Agent": f"promptkit/{__version__}",
         }
-        self._headers.update(extra)
         self._headers.update(auth_headers or {})
+        self._headers.update(extra)  # the caller's headers win (an anthropic-version to pin, say)
         # An owned session's request differs from turn to turn by its body only: prepared once,
         # copied per turn (requests' full preparation costs about 75 us a turn). A caller's
         # session is prepared in full each time: its auth, hooks and cookies apply.

@@ -263,7 +263,7 @@ class Turn:
                 return self._end_cancelled(control)
             if isinstance(error, APIError):
                 self._transport.redact_error(error)
-            self._count_usage()
+            self._count_usage()  # a failed round's tokens reach the hooks in turn_finished (error.partial.usage)
             error.partial = self._response(finish_reason=None)
             self._report(None, error.partial)
             raise
@@ -336,7 +336,7 @@ class Turn:
         # Only a store's turn lock, a budget or a hook (the last chunk's time) needs a look after each read.
         after_read = self._after_read if self._budget is not None or self._sink.renews or self._hooks is not None else None
         acc.tool_deltas = self._settings.tool_call_deltas
-        parse = self._partial_parser() if self._settings.output is not None or acc.tool_deltas else None
+        parse = self._partial_parser(self._settings.output is not None) if self._settings.output is not None or acc.tool_deltas else None
         for events, last in read_body(control, http, acc, self._plan):
             if not self._emitted:
                 self._first_output()
@@ -347,7 +347,7 @@ class Turn:
                 after_read(last)
 
     @staticmethod
-    def _partial_parser() -> Callable[[List[StreamEvent]], List[StreamEvent]]:
+    def _partial_parser(content: bool) -> Callable[[List[StreamEvent]], List[StreamEvent]]:
         """What gives each content event of a round the structured value parsed so far, and each
         ``tool_call_delta`` event its call's arguments so far (``event.parsed``)."""
         from ._structured import PartialParser
@@ -357,9 +357,9 @@ class Turn:
 
         def parsed(event: StreamEvent) -> StreamEvent:
             if event.type == "content":
-                return attrs.evolve(event, parsed=feed(event.content))
+                return attrs.evolve(event, parsed=feed(event.content)) if content else event
             if event.type == "tool_call_delta" and event.tool_call is not None:
-                key = event.tool_call.id or event.tool_call.name
+                key = event.tool_call.id  # the decoders give every call an id, its position when the server gave none
                 parser = calls.get(key)
                 if parser is None:
                     parser = calls[key] = PartialParser()

@@ -343,9 +343,9 @@ class StreamEvent:
     ``type`` is ``"content"`` (``content`` holds the text delta), ``"reasoning"``
     (``reasoning`` holds a delta of the model's visible reasoning: never mixed
     into ``content``), ``"tool_call_delta"`` (only when asked for with
-    ``send_stream(tool_call_deltas=True)``: ``content`` is the arguments' delta,
-    ``tool_call`` the call so far with ``arguments_json`` so far, ``parsed`` the
-    arguments parsed so far), ``"tool_call"`` (``tool_call``), ``"tool_result"`` (``tool_result``, when promptkit ran a
+    ``send_stream(tool_call_deltas=True)``: ``content`` is the arguments' piece,
+    ``tool_call`` names the call (its id and name), ``parsed`` is the arguments
+    parsed so far), ``"tool_call"`` (``tool_call``), ``"tool_result"`` (``tool_result``, when promptkit ran a
     tool handler), ``"error"`` (``error``; terminal) or ``"done"`` (``final``,
     the Response; terminal). Every stream ends with exactly one ``error`` or
     ``done``.

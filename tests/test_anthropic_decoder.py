@@ -216,3 +216,10 @@ def test_the_output_tool_streams_as_text_and_is_no_call() -> None:
     # The same stream without output_tool: an ordinary call.
     out = replay_reads(reads, AnthropicDecoder())
     assert [e.type for e in out.events] == ["tool_call"] and out.decoder.finish_reason == "tool_calls"
+
+
+def test_a_message_stop_without_its_blank_line_still_ends_the_reply() -> None:
+    body = [start(), block(0, "text"), delta(0, "text_delta", text="x"), stop(0), sse({"type": "message_delta", "delta": {}}),
+            sse({"type": "message_stop"})[:-1]]  # fmt: skip
+    out = run(*body)
+    assert out.error is None and out.decoder.ended and out.decoder.content == "x"

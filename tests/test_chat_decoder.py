@@ -1004,3 +1004,8 @@ def test_arguments_with_too_many_values_are_not_parsed() -> None:
     assert call.arguments == {} and "Limits.max_json_values (100 values)" in str(call.arguments_error)
     with pytest.raises(StreamError, match=r"Limits.max_json_values \(100 values\).*tool call 'c'"):
         acc.feed(chunk({}, "tool_calls"))
+
+
+def test_an_error_typed_chunk_is_the_servers_error() -> None:
+    with pytest.raises(StreamError, match="overloaded"):
+        Accumulator().feed({"type": "error", "message": "overloaded", "code": "server_error"})

@@ -289,3 +289,25 @@ def test_anthropic_structured_output_with_thinking_uses_the_native_format() -> N
             tools=[{"type": "function", "function": {"name": output.name, "parameters": {}}}], include_usage=True, base_url=BASE,
             output=output,
         )
+
+
+def test_deepseek_asking_for_reasoning_content_is_no_refusal() -> None:
+    missing = BadRequestError("400", status_code=400, body={"error": {"message": "Missing `reasoning_content` field in the assistant message at message index 1"}})
+    assert ChatDialect().refused(missing, BASE) is False
+    history = [{"role": "user", "content": "a"}, {"role": "assistant", "content": None, "tool_calls": [CALL], "reasoning_content": "t"}]
+    assert chat(history)["messages"][1]["reasoning_content"] == "t"  # still sent
+
+
+def test_anthropic_leaves_out_empty_messages_and_keeps_user_tools_callable() -> None:
+    from promptkit._structured import OutputFormat
+
+    body = anthropic([{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "b"}])
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+    output = OutputFormat.create({"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]})
+    from promptkit._dialects.anthropic import AnthropicDialect
+
+    with_tools = AnthropicDialect().payload(
+        model="claude", messages=[{"role": "user", "content": "q"}], params={}, tools=[TOOL], include_usage=True,
+        base_url=BASE, output=output,
+    )
+    assert with_tools["tool_choice"] == {"type": "any"} and [t["name"] for t in with_tools["tools"]] == ["get", output.name]

@@ -280,3 +280,22 @@ def test_an_event_named_only_in_the_sse_field_is_understood() -> None:
         b'event: response.completed\ndata: {"response": {"id": "r", "status": "completed", "output": []}}\n\n',
     )
     assert out.error is None and [e.content for e in out.events] == ["hi"] and out.decoder.finish_reason == "stop"
+
+
+def test_a_last_event_without_its_blank_line_still_ends_the_reply() -> None:
+    closing = sse({"type": "response.completed", "response": response()})
+    out = run(text_delta("hi"), closing[:-1])  # the server closed right after the event's last line
+    assert out.error is None and out.decoder.finish_reason == "stop" and [e.content for e in out.events] == ["hi"]
+    out = run(text_delta("hi"), closing[: len(closing) // 2])  # cut inside the payload: truncated
+    assert isinstance(out.error, StreamTruncatedError)
+
+
+def test_deltas_without_item_ids_are_one_item_and_indexes_are_checked() -> None:
+    item = {"type": "message", "id": "msg_1", "content": [{"type": "output_text", "text": "hello"}]}
+    out = run(
+        sse({"type": "response.output_text.delta", "delta": "hel"}), sse({"type": "response.output_text.delta", "delta": "lo"}),
+        sse({"type": "response.output_item.done", "output_index": 0, "item": item}), completed(output=[item]),
+    )
+    assert out.error is None and out.decoder.content == "hello"
+    out = run(sse({"type": "response.output_text.delta", "item_id": "m", "content_index": [0], "delta": "x"}))
+    assert out.error is not None and "content_index" in str(out.error)

@@ -196,8 +196,12 @@ class AnthropicDialect:
             else:
                 if any(tool.get("name") == output.name for tool in body.get("tools", ())):
                     raise ConfigurationError(f"a tool is named {output.name!r}, the name of the response_format's output tool")
+                user_tools = bool(body.get("tools"))
                 body["tools"] = [*body.get("tools", ()), output.anthropic_tool()]
-                body["tool_choice"] = {"type": "tool", "name": output.name}
+                if "tool_choice" not in params:
+                    # With the conversation's own tools, any tool may be called (the answer is one of
+                    # them); without, the output tool is the only choice.
+                    body["tool_choice"] = {"type": "any"} if user_tools else {"type": "tool", "name": output.name}
         if marker and body.get("tools"):
             body["tools"][-1]["cache_control"] = marker
         if marker and converted and converted[-1]["content"]:
@@ -230,6 +234,8 @@ class AnthropicDialect:
                     blocks.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": _arguments(call)})
             else:
                 blocks, role = _blocks(message.get("content")), "user"
+            if not blocks:
+                continue  # an empty reply is valid history, but Anthropic refuses empty content
             if out and out[-1]["role"] == role:
                 out[-1]["content"].extend(blocks)  # consecutive messages of one role become one
             else:

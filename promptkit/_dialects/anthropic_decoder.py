@@ -151,7 +151,8 @@ class AnthropicDecoder(Assembly):
                     self._piece(block, text)
                     if self.tool_deltas and block.type == "tool_use":
                         start = block.start
-                        partial = ToolCall(str(start.get("id") or ""), str(start.get("name") or ""), "".join(block.parts))
+                        call_id = start.get("id")
+                        partial = ToolCall(call_id if isinstance(call_id, str) and call_id else f"toolu_{self._order.index(block)}", str(start.get("name") or ""))
                         events.append(StreamEvent("tool_call_delta", content=text, tool_call=partial))
             elif dkind == "signature_delta":
                 signature = string_field(delta, "signature", "signature_delta.signature", chunk)

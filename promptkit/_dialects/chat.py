@@ -105,7 +105,10 @@ class ChatDialect:
         if not isinstance(error, BadRequestError):
             return False
         body = str(error.body)
+        asked_for = any(word in body.lower() for word in ("missing", "required", "must include", "must be provided"))
         for feature in ("stream_options", "reasoning_content"):
+            if feature == "reasoning_content" and asked_for:
+                continue  # DeepSeek asking for it (a history without it), not refusing it
             if feature in body and QUIRKS.record(base_url, feature):
                 logger.info("%s rejected %s; retrying without it", base_url, feature)
                 return True

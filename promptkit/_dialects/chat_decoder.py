@@ -122,8 +122,8 @@ class _ChoiceState:
                 acc.spend(len(arguments))
                 call.parts.append(arguments)
                 self.output.append(arguments)
-                if events is not None:  # asked for (tool_deltas): the arguments as they stream
-                    partial = ToolCall(call.id, call.name, "".join(call.parts))
+                if events is not None:  # asked for (tool_deltas): each piece of the arguments as it streams
+                    partial = ToolCall(call.id or f"call_{self.calls.index(call)}", call.name)
                     events.append(StreamEvent("tool_call_delta", content=arguments, tool_call=partial))
             self.last_call = call
 
@@ -280,6 +280,8 @@ class Accumulator:
             raise StreamError(_error_message(error), body=error)
         choices = chunk.get("choices")
         if choices.__class__ is not list:
+            if chunk.get("type") == "error":  # {"type": "error", "message": ...} under an `event: error`
+                raise StreamError(_error_message(chunk), body=chunk)
             if choices is None or choices == {} or choices == "":
                 return []  # a usage-only chunk, or Azure's prompt_filter_results
             raise malformed("'choices'", choices, chunk, "a list")

@@ -116,9 +116,21 @@ class ResponsesDecoder(Assembly):
         item = self._items.get(item_id) if item_id else None
         if item is None and index is not None:
             item = self._by_index.get(index)
+        if item is None and not item_id and index is None:  # a server that names neither: the last of its kind
+            item = next((i for i in reversed(self._order) if i.type == kind and i.final is None), None)
         if item is None:
             item = self._add(kind, item_id or "", index)
         return item
+
+    @staticmethod
+    def _part(chunk: Dict[str, Any], key: str) -> int:
+        """A ``content_index`` / ``summary_index``: 0 when absent."""
+        value = chunk.get(key)
+        if value is None:
+            return 0
+        if value.__class__ is not int or value < 0:
+            raise malformed(key, value, chunk, "a non-negative integer")
+        return value
 
     def _add(self, kind: str, item_id: str, index: Optional[int]) -> _Item:
         item = _Item(kind, item_id)
@@ -139,6 +151,10 @@ class ResponsesDecoder(Assembly):
         item = self._items.get(item_id) if item_id else None
         if item is None and index is not None:
             item = self._by_index.get(index)
+        if item is None:  # deltas that named neither id nor index made an item of this kind, unfinished
+            item = next((i for i in self._order if i.type == kind and not i.id and i.final is None and i not in self._by_index.values()), None)
+            if item is not None and index is not None:
+                self._by_index[index] = item
         if item is None:
             if kind == "function_call" and sum(i.type == "function_call" for i in self._order) >= self.limits.max_tool_calls:
                 raise exceeded("max_tool_calls", self.limits.max_tool_calls, "calls", "a response has more tool calls")
@@ -231,16 +247,16 @@ class ResponsesDecoder(Assembly):
         if kind == "response.output_text.delta":
             delta = string_field(chunk, "delta", "output_text.delta")
             item = self._item(chunk, "message")
-            item.seen.add(("text", chunk.get("content_index") or 0))
+            item.seen.add(("text", self._part(chunk, "content_index")))
             if delta:
                 self.add_text(delta, events)
         elif kind == "response.reasoning_summary_text.delta" or kind == "response.reasoning_text.delta":
             delta = string_field(chunk, "delta", kind[9:])
             item = self._item(chunk, "reasoning")
             if kind == "response.reasoning_text.delta":
-                item.seen.add(("reasoning", chunk.get("content_index") or 0))
+                item.seen.add(("reasoning", self._part(chunk, "content_index")))
             else:
-                item.seen.add(("summary", chunk.get("summary_index") or 0))
+                item.seen.add(("summary", self._part(chunk, "summary_index")))
             if delta:
                 self.add_reasoning(delta, events)
         elif kind == "response.function_call_arguments.delta":
@@ -252,12 +268,12 @@ class ResponsesDecoder(Assembly):
                 self._output.append(delta)
                 self.saw_output = True
                 if self.tool_deltas:
-                    partial = ToolCall(item.call_id or item.id, item.name, "".join(item.arguments))
+                    partial = ToolCall(item.call_id or item.id or f"call_{self._order.index(item)}", item.name)
                     events.append(StreamEvent("tool_call_delta", content=delta, tool_call=partial))
         elif kind == "response.refusal.delta":
             delta = string_field(chunk, "delta", "refusal.delta")
             item = self._item(chunk, "message")
-            item.seen.add(("refusal", chunk.get("content_index") or 0))
+            item.seen.add(("refusal", self._part(chunk, "content_index")))
             if delta:
                 self.add_piece(delta, self._refusal)
         elif kind == "response.output_item.added":
@@ -268,16 +284,16 @@ class ResponsesDecoder(Assembly):
             self._finish_item(data, item, events)  # type: ignore[arg-type]  # _register checked it is a dict
         elif kind == "response.output_text.done":
             item = self._item(chunk, "message")
-            self._whole(item, ("text", chunk.get("content_index") or 0), string_field(chunk, "text", "output_text.done.text"), events)
+            self._whole(item, ("text", self._part(chunk, "content_index")), string_field(chunk, "text", "output_text.done.text"), events)
         elif kind == "response.reasoning_summary_text.done":
             item = self._item(chunk, "reasoning")
-            self._whole(item, ("summary", chunk.get("summary_index") or 0), string_field(chunk, "text", "summary_text.done.text"), events)
+            self._whole(item, ("summary", self._part(chunk, "summary_index")), string_field(chunk, "text", "summary_text.done.text"), events)
         elif kind == "response.reasoning_text.done":
             item = self._item(chunk, "reasoning")
-            self._whole(item, ("reasoning", chunk.get("content_index") or 0), string_field(chunk, "text", "reasoning_text.done.text"), events)
+            self._whole(item, ("reasoning", self._part(chunk, "content_index")), string_field(chunk, "text", "reasoning_text.done.text"), events)
         elif kind == "response.refusal.done":
             item = self._item(chunk, "message")
-            self._whole(item, ("refusal", chunk.get("content_index") or 0), string_field(chunk, "refusal", "refusal.done.refusal"), events)
+            self._whole(item, ("refusal", self._part(chunk, "content_index")), string_field(chunk, "refusal", "refusal.done.refusal"), events)
         elif kind == "response.function_call_arguments.done":
             arguments = chunk.get("arguments")
             if arguments is not None and arguments.__class__ is not str:
