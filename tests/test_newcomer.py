@@ -238,7 +238,15 @@ def test_a_server_that_hangs_up_is_described_plainly() -> None:
         def hang_up() -> None:
             conn, _ = listener.accept()
             with conn:
-                conn.recv(65536)
+                # Read the whole request (headers, then the body they announce) before closing: bytes
+                # left unread would make the kernel reset the connection instead of closing it.
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                while len(body) < length:
+                    body += conn.recv(65536)
             done.append(("closed",))
 
         thread = threading.Thread(target=hang_up, daemon=True)
