@@ -4,9 +4,12 @@
 //
 // Usage:
 //   node ui_chat_client.mjs URL MESSAGE [--chat-id ID] [--image URL --media-type TYPE]... [--body JSON]
+//       [--history FILE]
 //       POST URL with trigger 'submit-message': a chat whose one user message has MESSAGE as its
 //       text part (and a file part per --image; --media-type, default image/png, applies to the
 //       --image before it). --body adds its keys to the request body (the transport's body option).
+//       --history FILE puts the UIMessages of a JSON file (an array) before the new user message,
+//       as useChat sends a chat's earlier turns.
 //   node ui_chat_client.mjs URL --reconnect CHAT_ID
 //       GET URL/CHAT_ID/stream (transport.reconnectToStream); the server answers 204 when there
 //       is no stream to resume, which prints {"message": null, ...}.
@@ -17,16 +20,17 @@
 // Exits 0 when the exchange ran (an "error" chunk included), 2 for bad arguments, 1 when the
 // transport failed (non-2xx status, network error, a chunk that fails the schema).
 
+import { readFileSync } from 'node:fs';
 import { DefaultChatTransport, readUIMessageStream } from 'ai';
 
 function usage(problem) {
   process.stderr.write(`${problem}\nusage: node ui_chat_client.mjs URL MESSAGE [--chat-id ID] ` +
-    `[--image URL [--media-type TYPE]]... [--body JSON]\n       node ui_chat_client.mjs URL --reconnect CHAT_ID\n`);
+    `[--image URL [--media-type TYPE]]... [--body JSON] [--history FILE]\n       node ui_chat_client.mjs URL --reconnect CHAT_ID\n`);
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const options = { chatId: 'chat-1', images: [], body: undefined, reconnect: undefined, positional: [] };
+  const options = { chatId: 'chat-1', images: [], body: undefined, reconnect: undefined, history: [], positional: [] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -40,6 +44,7 @@ function parseArgs(argv) {
       if (options.images.length === 0) usage('--media-type must follow an --image');
       options.images[options.images.length - 1].mediaType = value();
     } else if (arg === '--body') options.body = JSON.parse(value());
+    else if (arg === '--history') options.history = JSON.parse(readFileSync(value(), 'utf8'));
     else if (arg.startsWith('--')) usage(`unknown option ${arg}`);
     else options.positional.push(arg);
   }
@@ -61,7 +66,7 @@ async function main() {
     for (const image of options.images) parts.push({ type: 'file', mediaType: image.mediaType, url: image.url });
     stream = await transport.sendMessages({
       chatId: options.chatId,
-      messages: [{ id: 'user-1', role: 'user', parts }],
+      messages: [...options.history, { id: `user-${options.history.length + 1}`, role: 'user', parts }],
       trigger: 'submit-message',
       messageId: undefined,
       abortSignal: undefined,
