@@ -22,7 +22,12 @@ import pytest
 
 import promptkit
 from promptkit.testing import MockReply, MockServer
-from promptkit.web._ai_sdk import AI_SDK_HEADERS, AIChatRequest, UIMessageEncoder, parse_chat_request
+from promptkit.web._ai_sdk import (
+    AI_SDK_HEADERS,
+    AIChatRequest,
+    UIMessageEncoder,
+    parse_chat_request,
+)
 from promptkit.web._common import SSE_CONTENT_TYPE, sse_headers
 from tests._image_bytes import png
 from tests.redis_server import _in_ci
@@ -515,7 +520,7 @@ def test_use_chat_assembles_the_response(ui_chat_client: List[str]) -> None:
     tools = [p for p in message["parts"] if p["type"].startswith("tool-")]
     expected = []
     for call, result in zip(response.tool_calls, response.tool_results):
-        state, key = ("output-error", "errorText") if result.is_error else ("output-available", "output")
+        state = "output-error" if result.is_error else "output-available"
         expected.append((f"tool-{call.name}", call.id, state, call.arguments, result.content))
     assert [(p["type"], p["toolCallId"], p["state"], p["input"], p.get("output", p.get("errorText"))) for p in tools] == expected
     assert len(parts_of(message, "step-start")) == 2
