@@ -18,7 +18,7 @@ It imports nothing of promptkit but :mod:`promptkit._types`, so both
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, Generator, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Generator, Iterator, Mapping, Optional, Union
 
 from ._types import StreamEvent
 
@@ -38,7 +38,7 @@ def json_frame(event: StreamEvent) -> str:
     return dumps(event.to_dict())
 
 
-def sse_event(event_type: str, data: Mapping[str, Any], *, event_id: Optional[int] = None) -> bytes:
+def sse_event(event_type: str, data: Mapping[str, Any], *, event_id: Union[int, str, None] = None) -> bytes:
     """One server-sent event: ``event: <type>``, optional ``id:``, ``data: <json of data>``, blank line."""
     head = f"event: {event_type}\n" if event_id is None else f"event: {event_type}\nid: {event_id}\n"
     return f"{head}data: {dumps(data)}\n\n".encode("utf-8")
@@ -58,19 +58,27 @@ class SSEFrames:
     """The iterator :meth:`Stream.iter_sse <promptkit.Stream.iter_sse>` returns: SSE bytes, and ``close()`` stops.
 
     It frames ``events`` (``None`` in it means "silent for a heartbeat
-    interval"), numbering the events ``id: 1``, ``id: 2``, ... A class
+    interval"), numbering the events ``id: 1``, ``id: 2``, ..., or hands each
+    event and its number to ``frame`` for another format (empty bytes: no frame). A class
     rather than a generator, because closing a generator that never started
     runs none of its code, and a client may leave before the first frame:
     :meth:`close` always calls ``stop``.
     """
 
-    def __init__(self, events: Iterator[Optional[StreamEvent]], stop: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        events: Iterator[Optional[StreamEvent]],
+        stop: Callable[[], None],
+        frame: Optional[Callable[[StreamEvent, int], bytes]] = None,
+    ) -> None:
         self._events = events
         self._stop = stop
+        self._frame = frame
         self._frames = self._generate()
 
     def _generate(self) -> Generator[bytes, None, None]:
         events = self._events
+        frame = self._frame
         number = 0
         try:
             for event in events:
@@ -78,7 +86,12 @@ class SSEFrames:
                     yield HEARTBEAT
                 else:
                     number += 1
-                    yield sse_frame(event, event_id=number)
+                    if frame is None:
+                        yield sse_frame(event, event_id=number)
+                    else:
+                        data = frame(event, number)
+                        if data:
+                            yield data
         finally:
             close = getattr(events, "close", None)
             if close is not None:

@@ -405,7 +405,9 @@ class Stream:
         # A generator: close() on it (or dropping it) before the end cancels, like a break.
         return cast(Generator[StreamEvent, None, None], self._events())
 
-    def iter_sse(self, heartbeat: Optional[float] = 15.0) -> SSEFrames:
+    def iter_sse(
+        self, heartbeat: Optional[float] = 15.0, *, frame: Optional[Callable[[StreamEvent, int], bytes]] = None
+    ) -> SSEFrames:
         """The stream as server-sent-event bytes, for a streaming HTTP response.
 
         Yields one ``event: <type>`` / ``id: <n>`` / ``data: <json of
@@ -415,8 +417,12 @@ class Stream:
         disconnects), even before the first frame, cancels the upstream
         request, and the turn is committed as cancelled. It consumes the
         stream, so the same rules as for iterating apply.
+
+        ``frame(event, number)`` replaces promptkit's framing (``number``
+        counts the events from 1); :mod:`promptkit.web` uses it for the AI
+        SDK's UI message stream.
         """
-        return SSEFrames(self._events(heartbeat), self._close_unless_done)
+        return SSEFrames(self._events(heartbeat), self._close_unless_done, frame)
 
     def _close_unless_done(self) -> None:
         if not self.done:

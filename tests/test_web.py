@@ -295,7 +295,9 @@ def store() -> RecordingStore:
 @pytest.fixture
 def flask_url(client: promptkit.Client, store: RecordingStore) -> Iterator[str]:
     # heartbeat 0.05 s: werkzeug only notices a departed client when a write fails.
-    app = load_example("flask_chat").create_app(client, store, mode="mock server (test)", mock=True, heartbeat=0.05)
+    # resumable=False: these tests are about the live helpers (test_web_resume.py: the published ones).
+    app = load_example("flask_chat").create_app(client, store, mode="mock server (test)", mock=True, heartbeat=0.05,
+                                                resumable=False)
     with serve_werkzeug(app) as url:
         yield url
 
@@ -310,7 +312,8 @@ def web(flask_url: str) -> Iterator[WebClient]:
 
 @pytest.fixture
 def django_wsgi_url(client: promptkit.Client, store: RecordingStore) -> Iterator[str]:
-    app = load_example("django_chat").create_app(client, store, mode="mock server (test)", mock=True, heartbeat=0.05)
+    app = load_example("django_chat").create_app(client, store, mode="mock server (test)", mock=True, heartbeat=0.05,
+                                                 resumable=False)
     with serve_django_wsgi(app) as url:
         yield url
 
@@ -319,7 +322,7 @@ def django_wsgi_url(client: promptkit.Client, store: RecordingStore) -> Iterator
 def django_asgi_url(client: promptkit.Client, store: RecordingStore) -> Iterator[str]:
     # A long heartbeat on purpose: under ASGI the server itself reports the disconnect.
     app = load_example("django_chat").create_app(client, store, mode="mock server (test)", mock=True, heartbeat=30.0,
-                                                 asgi=True)
+                                                 asgi=True, resumable=False)
     with serve_uvicorn(app) as url:
         yield url
 

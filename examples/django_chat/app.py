@@ -17,10 +17,14 @@ neither, it starts promptkit's embedded mock server and says so, on the page
 and in the log.
 
 The streaming view returns ``promptkit.web.django_response(stream,
-request=request)``: a synchronous body under WSGI, and under ASGI an
-asynchronous one that pulls frames on a worker thread, so Django streams
-instead of buffering the whole reply. Either way a client that disconnects
-cancels the upstream request, and the turn is committed as cancelled.
+request=request, log=..., key=...)``: a synchronous body under WSGI, and
+under ASGI an asynchronous one that pulls frames on a worker thread, so
+Django streams instead of buffering the whole reply. Replies are resumable
+(``PROMPTKIT_STREAM_LOG``, see ``chat_backend.py``): a reply goes on when the
+connection drops, ``GET /chat/streams/<id>`` resumes it after
+``Last-Event-ID`` on any worker, and ``POST /stop`` reaches the worker that
+generates it. ``POST /api/chat`` and ``GET /api/chat/<id>/stream`` serve the
+Vercel AI SDK's ``useChat`` (with ``resume: true``).
 """
 
 from __future__ import annotations
@@ -42,11 +46,18 @@ import django
 from django.conf import settings
 
 import promptkit
-from promptkit.web import django_error_response, django_response
+from promptkit.web import (
+    StreamLog,
+    StreamNotFoundError,
+    django_error_response,
+    django_response,
+    django_resume_response,
+    parse_chat_request,
+)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the backend both chat examples share
-from chat_backend import PAGE, ChatState, model_client, store_from_env  # noqa: E402
+from chat_backend import PAGE, ChatState, model_client, store_from_env, stream_log_from_env  # noqa: E402
 
 log = logging.getLogger("django_chat")
 
@@ -72,7 +83,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402 - needs the sett
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
-from django.views.decorators.csrf import ensure_csrf_cookie  # noqa: E402
+from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie  # noqa: E402
 from django.views.decorators.http import require_GET, require_POST  # noqa: E402
 
 
@@ -81,11 +92,16 @@ _state_lock = threading.Lock()
 
 
 def configure(client: promptkit.Client, store: Optional[promptkit.ConversationStore] = None, *,
-              mode: str = "custom client", mock: bool = False, heartbeat: float = 15.0) -> ChatState:
-    """Set the client and store the views use (tests and :func:`main` call this)."""
+              mode: str = "custom client", mock: bool = False, heartbeat: float = 15.0,
+              stream_log: Optional[StreamLog] = None, resumable: bool = True) -> ChatState:
+    """Set the client, store and stream log the views use (tests and :func:`main` call this).
+
+    ``resumable=False``: no stream log; a reply is cancelled when its connection drops.
+    """
     global _state
+    log = (stream_log if stream_log is not None else stream_log_from_env()) if resumable else None
     with _state_lock:
-        _state = ChatState(client, store if store is not None else store_from_env(), mode, mock, heartbeat)
+        _state = ChatState(client, store if store is not None else store_from_env(), mode, mock, heartbeat, log)
         return _state
 
 
@@ -135,21 +151,56 @@ def chat(request: HttpRequest) -> HttpResponse:
         stream = chat_state.conversation(cid).send_stream(message)
     except Exception as exc:  # before any stream: a JSON error with a 4xx/5xx status
         return django_error_response(exc)
-    with chat_state.lock:
-        chat_state.active[cid] = stream
+    if chat_state.log is None:
+        with chat_state.lock:
+            chat_state.active[cid] = stream
     # request=: under ASGI this picks the async body, so Django streams instead of buffering.
-    return django_response(stream, heartbeat=chat_state.heartbeat, request=request)
+    # log=: published, so the reply goes on if the connection drops, and resumes on any worker.
+    return django_response(stream, heartbeat=chat_state.heartbeat, request=request, log=chat_state.log, key=cid)
+
+
+@require_GET
+def resume(request: HttpRequest, stream_id: str) -> HttpResponse:
+    chat_state = state()
+    if chat_state.log is None or not chat_state.owns_stream(_conversation_id(request), stream_id):
+        return django_error_response(StreamNotFoundError("no such reply in this session"))
+    # EventSource sends Last-Event-ID when it reconnects; the page's first attempt says ?after=.
+    last = request.headers.get("Last-Event-ID") or request.GET.get("after")
+    return django_resume_response(request, chat_state.log, stream_id, last_event_id=last, heartbeat=chat_state.heartbeat)
 
 
 @require_POST
 def stop(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"stopped": state().stop(_conversation_id(request))})
+
+
+# The Vercel AI SDK's useChat: its request body in, its UI message stream out. useChat sends no
+# CSRF token; a JSON body cannot come from a cross-site form without a CORS preflight.
+@csrf_exempt
+@require_POST
+def ai_chat(request: HttpRequest) -> HttpResponse:
     chat_state = state()
-    with chat_state.lock:
-        stream = chat_state.active.get(_conversation_id(request))
-    running = stream is not None and not stream.done
-    if running:
-        stream.cancel()
-    return JsonResponse({"stopped": running})
+    if request.content_type != "application/json":
+        return django_error_response(promptkit.ConfigurationError("send the AI SDK's JSON body"))
+    try:
+        chat = parse_chat_request(json.loads(request.body or b"null"))
+        stream = chat_state.conversation(f"ai_{chat.chat_id}").send_stream(chat.message, images=list(chat.images))
+    except ValueError as exc:  # not JSON at all
+        return django_error_response(promptkit.ConfigurationError(f"send the AI SDK's JSON body: {exc}"))
+    except Exception as exc:
+        return django_error_response(exc)
+    return django_response(stream, heartbeat=chat_state.heartbeat, request=request, log=chat_state.log,
+                           key=f"ai_{chat.chat_id}", protocol="ai-sdk")
+
+
+@require_GET
+def ai_resume(request: HttpRequest, chat_id: str) -> HttpResponse:
+    chat_state = state()
+    if chat_state.log is None:
+        return HttpResponse(status=204)
+    # 204 unless a reply is still being generated: useChat shows finished ones from its own history.
+    return django_resume_response(request, chat_state.log, chat_state.log.current(f"ai_{chat_id}"),
+                                  protocol="ai-sdk", heartbeat=chat_state.heartbeat, replay_finished=False)
 
 
 @require_POST
@@ -162,7 +213,10 @@ urlpatterns = [
     path("", index),
     path("history", history),
     path("chat", chat),
+    path("chat/streams/<str:stream_id>", resume),
     path("stop", stop),
+    path("api/chat", ai_chat),
+    path("api/chat/<str:chat_id>/stream", ai_resume),
     path("reset", reset),
 ]
 
@@ -171,10 +225,11 @@ asgi_application = get_asgi_application()
 
 
 def create_app(client: Optional[promptkit.Client] = None, store: Optional[promptkit.ConversationStore] = None, *,
-               mode: str = "custom client", mock: bool = False, heartbeat: float = 15.0, asgi: bool = False) -> Any:
-    """The WSGI (or, with ``asgi=True``, ASGI) application, using ``client`` and ``store`` when given."""
+               mode: str = "custom client", mock: bool = False, heartbeat: float = 15.0, asgi: bool = False,
+               stream_log: Optional[StreamLog] = None, resumable: bool = True) -> Any:
+    """The WSGI (or, with ``asgi=True``, ASGI) application, using ``client``, ``store`` and ``stream_log`` when given."""
     if client is not None:
-        configure(client, store, mode=mode, mock=mock, heartbeat=heartbeat)
+        configure(client, store, mode=mode, mock=mock, heartbeat=heartbeat, stream_log=stream_log, resumable=resumable)
     return asgi_application if asgi else application
 
 

@@ -10,15 +10,31 @@ in memory by default, or set ``PROMPTKIT_STORE=sqlite:/path/chats.db`` (or
 ``redis://...``) to keep it across restarts and worker processes, with
 ``FLASK_SECRET_KEY`` fixed so that session cookies stay valid.
 
+Replies are resumable (``PROMPTKIT_STREAM_LOG``, see ``chat_backend.py``): a
+reply goes on when the connection drops, and the page resumes it at
+``GET /chat/streams/<id>`` (``EventSource`` reconnects there by itself with
+``Last-Event-ID``), on any worker. Under gunicorn with several workers, use
+a redis URL for both::
+
+    PROMPTKIT_STORE=redis://localhost:6379/0 FLASK_SECRET_KEY=... \
+        gunicorn -w 4 -k gthread --threads 32 'app:create_app()'
+
+The same back end speaks the Vercel AI SDK: ``POST /api/chat`` takes
+``useChat``'s request and answers with its UI message stream, and
+``GET /api/chat/<chat id>/stream`` resumes it (``useChat({resume: true})``).
+
 With OPENAI_API_KEY (or OPENAI_BASE_URL) set it talks to that server, with
 the model ``--model``, else ``PROMPTKIT_MODEL``, else gpt-4o-mini. With
 neither, it starts promptkit's embedded mock server and says so, on the page
 and in the log.
 
 Routes: ``GET /`` the page, ``GET /history`` the conversation as JSON,
-``POST /chat`` ``{"message": ...}`` the reply as server-sent events,
-``POST /stop`` cancels this session's reply, ``POST /reset`` starts a new
-conversation, and ``/ws`` (with flask-sock installed) the same chat over a
+``POST /chat`` ``{"message": ...}`` the reply as server-sent events (its
+``X-Stream-Id`` header names it), ``GET /chat/streams/<id>`` resumes it after
+``Last-Event-ID`` (or ``?after=``), ``POST /stop`` cancels this session's
+reply on whichever worker runs it, ``POST /reset`` starts a new
+conversation, ``POST /api/chat`` and ``GET /api/chat/<id>/stream`` the AI SDK
+pair, and ``/ws`` (with flask-sock installed) the same chat over a
 WebSocket: ``{"action": "send_message", "message": ...}`` / ``{"action": "stop"}``.
 """
 
@@ -37,11 +53,18 @@ from typing import Any, Optional, Sequence
 from flask import Flask, Response, jsonify, request, session
 
 import promptkit
-from promptkit.web import flask_error_response, flask_response, relay_websocket
+from promptkit.web import (
+    StreamLog,
+    flask_error_response,
+    flask_response,
+    flask_resume_response,
+    parse_chat_request,
+    relay_websocket,
+)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the backend both chat examples share
-from chat_backend import PAGE, ChatState, model_client, store_from_env  # noqa: E402
+from chat_backend import PAGE, ChatState, model_client, store_from_env, stream_log_from_env  # noqa: E402
 
 log = logging.getLogger("flask_chat")
 
@@ -61,6 +84,8 @@ def create_app(
     mock: bool = False,
     heartbeat: float = 15.0,
     secret_key: Optional[str] = None,
+    stream_log: Optional[StreamLog] = None,
+    resumable: bool = True,
 ) -> Flask:
     """Build the chat app.
 
@@ -72,13 +97,17 @@ def create_app(
         mock: whether to flag the label as the mock server.
         heartbeat: seconds between SSE keep-alive comments while the model is silent.
         secret_key: signs session cookies; default ``FLASK_SECRET_KEY``, else random per process.
+        stream_log: where replies are published; default: :func:`stream_log_from_env`.
+        resumable: ``False``: no stream log; a reply is cancelled when its connection drops.
     """
     if client is None:
         stack = contextlib.ExitStack()
         client, default_mode, mock = stack.enter_context(model_client())
         atexit.register(stack.close)
         mode = mode or default_mode
-    state = ChatState(client, store if store is not None else store_from_env(), mode or "custom client", mock, heartbeat)
+    log = (stream_log if stream_log is not None else stream_log_from_env()) if resumable else None
+    state = ChatState(client, store if store is not None else store_from_env(), mode or "custom client", mock, heartbeat,
+                      log)
 
     app = Flask(__name__, root_path=str(HERE))
     app.secret_key = secret_key or os.environ.get("FLASK_SECRET_KEY") or secrets.token_hex(32)
@@ -106,20 +135,45 @@ def create_app(
             stream = state.conversation(cid).send_stream(message)
         except Exception as exc:  # before any stream: a JSON error with a 4xx/5xx status
             return flask_error_response(exc)
+        if state.log is not None:  # published: the reply goes on if the connection drops
+            return flask_response(stream, heartbeat=state.heartbeat, log=state.log, key=cid)
         with state.lock:
             state.active[cid] = stream
         return flask_response(stream, heartbeat=state.heartbeat)
+
+    @app.get("/chat/streams/<stream_id>")
+    def resume(stream_id: str) -> Response:
+        if state.log is None or not state.owns_stream(_conversation_id(), stream_id):
+            return flask_error_response(promptkit.web.StreamNotFoundError("no such reply in this session"))
+        # EventSource sends Last-Event-ID when it reconnects; the page's first attempt says ?after=.
+        last = request.headers.get("Last-Event-ID") or request.args.get("after")
+        return flask_resume_response(state.log, stream_id, last_event_id=last, heartbeat=state.heartbeat)
 
     @app.post("/stop")
     def stop() -> Response:
         if not request.is_json:
             return flask_error_response(promptkit.ConfigurationError("send JSON"))
-        with state.lock:
-            stream = state.active.get(_conversation_id())
-        running = stream is not None and not stream.done
-        if running:
-            stream.cancel()
-        return jsonify({"stopped": running})
+        return jsonify({"stopped": state.stop(_conversation_id())})
+
+    # The Vercel AI SDK's useChat: its request body in, its UI message stream out. The chat id
+    # (made by useChat) names the conversation; keep it unguessable, as useChat's ids are.
+    @app.post("/api/chat")
+    def ai_chat() -> Response:
+        try:
+            chat = parse_chat_request(request.get_json(silent=True))
+            stream = state.conversation(f"ai_{chat.chat_id}").send_stream(chat.message, images=list(chat.images))
+        except Exception as exc:
+            return flask_error_response(exc)
+        return flask_response(stream, heartbeat=state.heartbeat, log=state.log, key=f"ai_{chat.chat_id}",
+                              protocol="ai-sdk")
+
+    @app.get("/api/chat/<chat_id>/stream")
+    def ai_resume(chat_id: str) -> Response:
+        if state.log is None:
+            return Response(status=204)
+        # 204 unless a reply is still being generated: useChat shows finished ones from its own history.
+        return flask_resume_response(state.log, state.log.current(f"ai_{chat_id}"), protocol="ai-sdk",
+                                     heartbeat=state.heartbeat, replay_finished=False)
 
     @app.post("/reset")
     def reset() -> Response:

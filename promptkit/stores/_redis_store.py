@@ -16,11 +16,11 @@ slot, so the Lua scripts below may touch them together.
 from __future__ import annotations
 
 import logging
-import socket
-import urllib.parse
-from typing import Any, Callable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, List, Optional, TypeVar
 
 from .._errors import ConfigurationError, StoreError
+from .._redis import connect, failure_cause, ms
+from .._redis import text as _text
 from ._protocol import (
     DEFAULT_LOCK_TTL,
     DEFAULT_STORE_TIMEOUT,
@@ -35,6 +35,8 @@ from ._values import ConversationMeta, StoreConflictError, StoredConversation, S
 __all__ = ["RedisStore"]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # KEYS: meta, turns. ARGV: index, turn JSON, meta JSON, ttl in ms (0: none).
 # Returns {1, new length} when appended, {0, stored length} on a conflict.
@@ -73,90 +75,8 @@ end
 return 0
 """
 
-_MISSING_REDIS = "RedisStore needs redis-py: pip install 'promptkit[redis]'"
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)
-
-
 def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(round(seconds * 1000)))
-
-
-_T = TypeVar("_T")
-
-
-def _describe(client: Any) -> str:
-    """Where the client points, as ``redis://host:port/db`` or ``unix://path``: never its password."""
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
-    if not isinstance(kwargs, dict):
-        return type(client).__name__  # a cluster client or a custom one: no single address to name
-    if kwargs.get("path"):
-        return f"unix://{kwargs['path']}"
-    scheme = "rediss" if "SSL" in getattr(client.connection_pool.connection_class, "__name__", "") else "redis"
-    return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
-
-
-def _bounded(redis: Any, client: Any, timeout: float) -> Tuple[Any, bool]:
-    """A client on a pool of its own with ``timeout`` on every connect and read, and no hidden retries.
-
-    redis-py waits forever for a frozen server when ``socket_timeout`` is
-    ``None``, and retries with growing backoff by default (10 times in
-    redis-py 8): neither may hold a turn hostage. The pool copies the
-    client's connection settings (host, password, TLS, decoding), so the
-    caller's own client and its settings stay untouched. Returns the client
-    to use and whether the store owns (and closes) it; a client without a
-    plain connection pool (cluster, sentinel) is used as it is.
-    """
-    pool: Any = getattr(client, "connection_pool", None)
-    if type(pool) not in (redis.ConnectionPool, redis.BlockingConnectionPool):
-        logger.warning(
-            "RedisStore cannot bound %s's operations itself: set socket_timeout on that client", type(client).__name__
-        )
-        return client, False
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    kwargs = dict(pool.connection_kwargs)
-    kwargs["socket_timeout"] = timeout
-    if "path" not in kwargs:  # unix sockets take no connect timeout
-        kwargs["socket_connect_timeout"] = timeout
-    kwargs["retry"] = Retry(NoBackoff(), 0)  # promptkit retries a commit itself, within its own bound
-    own = redis.ConnectionPool(connection_class=pool.connection_class, max_connections=pool.max_connections, **kwargs)
-    return redis.Redis(connection_pool=own), True
-
-
-def _cause(redis: Any, exc: BaseException, timeout: float, secret: Optional[str]) -> str:
-    """A short, credential-free reason for a redis-py failure."""
-    text = str(exc)
-    if isinstance(exc, (redis.TimeoutError, socket.timeout)):
-        return f"no answer within {timeout:g}s (timed out)"
-    if isinstance(exc, redis.AuthenticationError):
-        return "authentication failed"
-    if isinstance(exc, redis.ConnectionError):
-        lowered = text.lower()
-        if "refused" in lowered:
-            return "connection refused"
-        if "timeout" in lowered or "timed out" in lowered:
-            return f"no answer within {timeout:g}s (timed out)"
-        return "connection lost"
-    return _scrub(f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else '(no message)'}", secret)
-
-
-def _scrub(text: str, secret: Optional[str]) -> str:
-    return text.replace(secret, "***") if secret else text
-
-
-def _url_password(url: str) -> Optional[str]:
-    try:
-        return urllib.parse.urlsplit(url).password
-    except ValueError:
-        return None
 
 
 class RedisStore:
@@ -200,34 +120,10 @@ class RedisStore:
         if not isinstance(prefix, str):
             raise ConfigurationError(f"prefix must be a str, got {prefix!r}")
         self.prefix = prefix
-        if not isinstance(url_or_client, str) and not hasattr(url_or_client, "register_script"):
-            raise ConfigurationError(
-                f"RedisStore needs a redis URL or a redis.Redis client, got {type(url_or_client).__name__}"
-            )
-        try:
-            import redis
-        except ImportError:
-            raise ConfigurationError(_MISSING_REDIS) from None
-        self._redis = redis
-        given = url_or_client
-        if isinstance(url_or_client, str):
-            try:
-                given = redis.Redis.from_url(url_or_client)
-            except ValueError as exc:  # redis-py's message may quote the URL, password included
-                reason = _scrub(str(exc), _url_password(url_or_client))
-            else:
-                reason = ""
-            if reason:
-                raise ConfigurationError(f"RedisStore got a malformed redis URL: {reason}")
-        self._given = given
-        self._secret = (getattr(getattr(given, "connection_pool", None), "connection_kwargs", None) or {}).get("password")
-        self.description = f"RedisStore({_describe(given)})"
-        self._client, self._owns_client = _bounded(redis, given, self.timeout)
-        if isinstance(url_or_client, str):
-            if self._owns_client:
-                given.close()  # only its settings were needed
-            else:
-                self._owns_client = True
+        self._redis, link = connect(url_or_client, "RedisStore", self.timeout)
+        self._given, self._client, self._owns_client = link.given, link.client, link.owned
+        self._secret = link.secret
+        self.description = f"RedisStore({link.where})"
         self._append = self._client.register_script(_APPEND)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._release = self._client.register_script(_RELEASE)
@@ -250,7 +146,7 @@ class RedisStore:
         try:
             return action()
         except (self._redis.RedisError, OSError) as exc:
-            cause = _cause(self._redis, exc, self.timeout, self._secret)
+            cause = failure_cause(self._redis, exc, self.timeout, self._secret)
         # Raised outside the except block: redis-py's exception stays out of __context__.
         raise StoreError(
             f"{self.description}: {operation} failed: {cause}", store=self.description, operation=operation
@@ -298,7 +194,7 @@ class RedisStore:
         check_id(conversation_id)
         check_index(index)
         check_turn(turn, meta)
-        ttl_ms = 0 if self.ttl is None else _ms(self.ttl)
+        ttl_ms = 0 if self.ttl is None else ms(self.ttl)
         done, length = self._run(
             "append",
             lambda: self._append(
@@ -318,7 +214,7 @@ class RedisStore:
         check_id(conversation_id)
         seconds = self.lock_ttl if ttl is None else check_seconds("ttl", ttl)
         key = self._key(conversation_id, "lock")
-        return bool(int(self._run("acquire", lambda: self._acquire(keys=[key], args=[owner, _ms(seconds)], client=self._client))))
+        return bool(int(self._run("acquire", lambda: self._acquire(keys=[key], args=[owner, ms(seconds)], client=self._client))))
 
     def release(self, conversation_id: str, owner: str) -> None:
         """Release the turn lock if ``owner`` holds it (an atomic compare-and-delete)."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, AsyncIterator, Iterator, Optional
+from typing import TYPE_CHECKING, AsyncIterator, Iterator, Optional, Protocol, Union
+
+from ._follow import FollowBody, check_protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._stream import Stream
@@ -41,11 +43,19 @@ class SSEBody:
             (``None``: none). Besides keeping proxies from closing an idle
             response, a heartbeat is how a WSGI server learns that the client
             left: it only notices when a write fails.
+        protocol: ``"promptkit"`` (its own event frames) or ``"ai-sdk"`` (the
+            Vercel AI SDK's UI message stream).
     """
 
-    def __init__(self, stream: "Stream", heartbeat: Optional[float] = 15.0) -> None:
+    def __init__(self, stream: "Stream", heartbeat: Optional[float] = 15.0, protocol: str = "promptkit") -> None:
         self._stream = stream
-        self._frames = stream.iter_sse(heartbeat)
+        if check_protocol(protocol) == "ai-sdk":
+            from ._ai_sdk import UIMessageEncoder
+
+            encoder = UIMessageEncoder(None)
+            self._frames = stream.iter_sse(heartbeat, frame=lambda event, _n: encoder.encode(event.to_dict()))
+        else:
+            self._frames = stream.iter_sse(heartbeat)
         # One next() at a time: under ASGI the pulls run on worker threads while
         # close() may come from another; closing a generator that is executing raises.
         self._lock = threading.Lock()
@@ -88,12 +98,20 @@ class SSEBody:
             stream.cancel()
 
 
-def _next_or_none(body: SSEBody) -> Optional[bytes]:
+class _Body(Protocol):
+    def __next__(self) -> bytes: ...
+
+    def cancel(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _next_or_none(body: _Body) -> Optional[bytes]:
     return next(body, None)
 
 
 class AsyncSSEBody:
-    """An async iterable over an :class:`SSEBody`, for ASGI servers.
+    """An async iterable over an :class:`SSEBody` (or a resumable stream's body), for ASGI servers.
 
     Each frame is pulled from the synchronous body on a worker thread
     (``asgiref.sync.sync_to_async(thread_sensitive=False)``), so the event
@@ -106,12 +124,14 @@ class AsyncSSEBody:
     resource closer.
     """
 
-    def __init__(self, body: SSEBody) -> None:
+    def __init__(self, body: Union[SSEBody, FollowBody]) -> None:
         self._body = body
 
     @property
     def stream(self) -> "Stream":
-        """The relayed stream."""
+        """The relayed stream (an :class:`SSEBody`'s; a resumable body follows a log and has none)."""
+        if not isinstance(self._body, SSEBody):
+            raise AttributeError("a resumable response follows a stream log, not a Stream")
         return self._body.stream
 
     def __aiter__(self) -> AsyncIterator[bytes]:

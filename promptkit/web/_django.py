@@ -5,13 +5,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ._body import AsyncSSEBody, SSEBody
-from ._common import SSE_CONTENT_TYPE, sse_headers
 from ._errors import error_reply
+from ._follow import FollowBody
+from ._replies import Reply, resume_http_reply, stream_reply
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._stream import Stream
+    from ._log import StreamLog
 
-__all__ = ["django_response", "django_async_response", "django_error_response", "is_asgi_request"]
+__all__ = [
+    "django_response",
+    "django_async_response",
+    "django_resume_response",
+    "django_error_response",
+    "is_asgi_request",
+]
 
 
 def _http() -> Any:
@@ -28,10 +36,16 @@ def is_asgi_request(request: Any) -> bool:
     return isinstance(getattr(request, "scope", None), dict)
 
 
-def _streaming(content: Any, headers: Optional[Mapping[str, str]]) -> Any:
+def _response(reply: Reply, asgi: bool) -> Any:
+    """The Django response for ``reply``: streaming for an SSE body (async under ASGI), plain otherwise."""
     http = _http()
-    response = http.StreamingHttpResponse(content, content_type=SSE_CONTENT_TYPE, status=200)
-    for key, value in sse_headers(headers).items():
+    body = reply.body
+    if isinstance(body, (SSEBody, FollowBody)):
+        content = AsyncSSEBody(body) if asgi else body
+        response = http.StreamingHttpResponse(content, content_type=reply.content_type, status=reply.status)
+    else:
+        response = http.HttpResponse(body, content_type=reply.content_type, status=reply.status)
+    for key, value in reply.headers.items():
         response[key] = value
     return response
 
@@ -42,6 +56,9 @@ def django_response(
     heartbeat: Optional[float] = 15.0,
     request: Any = None,
     headers: Optional[Mapping[str, str]] = None,
+    log: Optional["StreamLog"] = None,
+    key: Optional[str] = None,
+    protocol: str = "promptkit",
 ) -> Any:
     """A ``StreamingHttpResponse`` that streams ``stream`` as server-sent events.
 
@@ -64,19 +81,27 @@ def django_response(
     Keep ``GZipMiddleware`` (and any middleware that reads the whole body)
     away from this view: compression buffers the tokens.
 
+    ``log=`` makes the reply resumable, as for
+    :func:`promptkit.web.flask_response`; resume it with
+    :func:`django_resume_response`.
+
     Args:
         stream: the stream to relay (from ``send_stream``); nothing else may consume it.
         heartbeat: seconds of silence before a keep-alive comment; ``None`` for none.
         request: the view's ``HttpRequest``; an ``ASGIRequest`` selects the async body.
         headers: extra response headers.
+        log: publish to this :class:`~promptkit.web.StreamLog` and follow it (resumable).
+        key: with ``log``: names the stream as the current one of ``key``.
+        protocol: ``"promptkit"`` or ``"ai-sdk"`` (the Vercel AI SDK's UI message stream).
 
     Raises:
         ImportError: Django is not installed.
+        ConfigurationError: an unknown ``protocol`` (the stream is closed first).
     """
     _http()  # fail before touching the stream when Django is missing
-    if request is not None and is_asgi_request(request):
-        return django_async_response(stream, heartbeat=heartbeat, headers=headers)
-    return _streaming(SSEBody(stream, heartbeat), headers)
+    asgi = request is not None and is_asgi_request(request)
+    reply = stream_reply(stream, heartbeat=heartbeat, headers=headers, log=log, key=key, protocol=protocol)
+    return _response(reply, asgi)
 
 
 def django_async_response(
@@ -84,6 +109,9 @@ def django_async_response(
     *,
     heartbeat: Optional[float] = 15.0,
     headers: Optional[Mapping[str, str]] = None,
+    log: Optional["StreamLog"] = None,
+    key: Optional[str] = None,
+    protocol: str = "promptkit",
 ) -> Any:
     """Like :func:`django_response`, always with the asynchronous body (for ASGI deployments).
 
@@ -95,7 +123,46 @@ def django_async_response(
         ImportError: Django is not installed.
     """
     _http()
-    return _streaming(AsyncSSEBody(SSEBody(stream, heartbeat)), headers)
+    reply = stream_reply(stream, heartbeat=heartbeat, headers=headers, log=log, key=key, protocol=protocol)
+    return _response(reply, True)
+
+
+def django_resume_response(
+    request: Any,
+    log: "StreamLog",
+    stream_id: Optional[str],
+    *,
+    last_event_id: Optional[str] = None,
+    heartbeat: Optional[float] = 15.0,
+    protocol: str = "promptkit",
+    replay_finished: bool = True,
+    headers: Optional[Mapping[str, str]] = None,
+) -> Any:
+    """Resume a published stream on any worker, as :func:`promptkit.web.flask_resume_response` does.
+
+    ``last_event_id`` defaults to the request's ``Last-Event-ID`` header
+    (``EventSource`` sends it when it reconnects). Under ASGI the body is
+    asynchronous::
+
+        def resume(request, stream_id):
+            return django_resume_response(request, log, stream_id)
+
+    Raises:
+        ImportError: Django is not installed.
+    """
+    _http()
+    if last_event_id is None and request is not None:
+        last_event_id = request.META.get("HTTP_LAST_EVENT_ID")
+    reply = resume_http_reply(
+        log,
+        stream_id,
+        last_event_id=last_event_id,
+        heartbeat=heartbeat,
+        protocol=protocol,
+        replay_finished=replay_finished,
+        headers=headers,
+    )
+    return _response(reply, request is not None and is_asgi_request(request))
 
 
 def django_error_response(error: BaseException, *, sse: bool = False) -> Any:

@@ -18,6 +18,7 @@ from .._errors import (
 from .._types import StreamEvent, error_to_dict
 from .._sse_out import dumps, sse_event
 from ._common import SSE_CONTENT_TYPE, sse_headers
+from ._log import StreamNotFoundError
 
 __all__ = ["error_status", "error_event", "error_sse", "ErrorReply", "error_reply"]
 
@@ -38,7 +39,8 @@ def error_status(error: BaseException) -> int:
 
     Returns:
         409 for a busy conversation or unanswered tool calls, 402 for a spent
-        budget, 400 for invalid input or configuration, 429 for an upstream
+        budget, 400 for invalid input or configuration, 404 for a published
+        stream that is not in its log, 429 for an upstream
         rate limit, 504 for an upstream timeout, 502 for any other upstream
         failure, and 500 for anything else.
     """
@@ -48,6 +50,8 @@ def error_status(error: BaseException) -> int:
         return 402
     if isinstance(error, ConfigurationError):
         return 400
+    if isinstance(error, StreamNotFoundError):
+        return 404
     if isinstance(error, RateLimitError):
         return 429
     if isinstance(error, APITimeoutError):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from ._body import SSEBody
-from ._common import SSE_CONTENT_TYPE, sse_headers
 from ._errors import error_reply
+from ._replies import Reply, resume_http_reply, stream_reply
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._stream import Stream
+    from ._log import StreamLog
 
-__all__ = ["flask_response", "flask_error_response"]
+__all__ = ["flask_response", "flask_resume_response", "flask_error_response"]
 
 
 def _flask() -> Any:
@@ -22,11 +22,18 @@ def _flask() -> Any:
     return flask
 
 
+def _response(flask: Any, reply: Reply) -> Any:
+    return flask.Response(reply.body, status=reply.status, headers=reply.headers, content_type=reply.content_type)
+
+
 def flask_response(
     stream: "Stream",
     *,
     heartbeat: Optional[float] = 15.0,
     headers: Optional[Mapping[str, str]] = None,
+    log: Optional["StreamLog"] = None,
+    key: Optional[str] = None,
+    protocol: str = "promptkit",
 ) -> Any:
     """A ``flask.Response`` that streams ``stream`` as server-sent events.
 
@@ -50,21 +57,84 @@ def flask_response(
                 return flask_error_response(exc)
             return flask_response(stream)
 
+    **Resumable** (``log=``): the stream is published to the log
+    (:func:`promptkit.web.publish`) and the response follows it. The turn
+    then goes on when the client leaves, and is committed as usual; each
+    frame's ``id:`` is its log entry id (``0-<n>``), and the ``X-Stream-Id``
+    header names the stream, which :func:`flask_resume_response` serves on
+    any worker and :meth:`StreamLog.stop <promptkit.web.StreamLog.stop>`
+    stops from any worker.
+
     Args:
         stream: the stream to relay (from ``send_stream``); nothing else may consume it.
         heartbeat: seconds of silence before a keep-alive comment; ``None`` for none.
+        headers: extra response headers.
+        log: publish to this :class:`~promptkit.web.StreamLog` and follow it (resumable).
+        key: with ``log``: names the stream as the current one of ``key``
+            (usually the conversation id), for ``log.current(key)``.
+        protocol: ``"promptkit"`` (the frames above) or ``"ai-sdk"`` (the
+            Vercel AI SDK's UI message stream, for ``useChat``).
+
+    Raises:
+        ImportError: Flask is not installed.
+        ConfigurationError: an unknown ``protocol`` (the stream is closed first).
+    """
+    flask = _flask()
+    return _response(flask, stream_reply(stream, heartbeat=heartbeat, headers=headers, log=log, key=key, protocol=protocol))
+
+
+def flask_resume_response(
+    log: "StreamLog",
+    stream_id: Optional[str],
+    *,
+    last_event_id: Optional[str] = None,
+    heartbeat: Optional[float] = 15.0,
+    protocol: str = "promptkit",
+    replay_finished: bool = True,
+    headers: Optional[Mapping[str, str]] = None,
+) -> Any:
+    """A ``flask.Response`` that resumes a published stream on any worker: the events after ``last_event_id``, then the live ones.
+
+    ``EventSource`` reconnects by itself with a ``Last-Event-ID`` header;
+    without ``last_event_id`` this reads that header from the current
+    request. The answer is 200 with the events (ending after the terminal
+    one), 204 when there is nothing to resume (``stream_id`` is ``None``,
+    the client has the terminal event, or the stream finished and
+    ``replay_finished`` is false), 404 for a stream not in the log (never
+    published or expired), or 400 for a malformed id::
+
+        @app.get("/chat/streams/<stream_id>")
+        def resume(stream_id):
+            return flask_resume_response(log, stream_id)
+
+    Args:
+        log: the stream log the stream was published to.
+        stream_id: the stream (``X-Stream-Id`` of its response, or ``log.current(key)``).
+        last_event_id: the id of the last event the client has; default:
+            the request's ``Last-Event-ID`` header; none: from the start.
+        heartbeat: seconds of silence before a keep-alive comment; ``None`` for none.
+        protocol: ``"promptkit"`` or ``"ai-sdk"``.
+        replay_finished: whether a finished stream is replayed (``True``) or
+            answered with 204 (the AI SDK's ``resume``, whose page already
+            shows finished replies from the history, wants ``False``).
         headers: extra response headers.
 
     Raises:
         ImportError: Flask is not installed.
     """
     flask = _flask()
-    return flask.Response(
-        SSEBody(stream, heartbeat),
-        status=200,
-        headers=sse_headers(headers),
-        content_type=SSE_CONTENT_TYPE,
+    if last_event_id is None and flask.has_request_context():
+        last_event_id = flask.request.headers.get("Last-Event-ID")
+    reply = resume_http_reply(
+        log,
+        stream_id,
+        last_event_id=last_event_id,
+        heartbeat=heartbeat,
+        protocol=protocol,
+        replay_finished=replay_finished,
+        headers=headers,
     )
+    return _response(flask, reply)
 
 
 def flask_error_response(error: BaseException, *, sse: bool = False) -> Any:

@@ -1,0 +1,109 @@
+"""Publishing a turn: its events go to a :class:`StreamLog` as they arrive, whoever is watching.
+
+:func:`publish` hands the :class:`~promptkit.Stream` to a producer thread that
+appends every event to the log and ends with the terminal one. The browser's
+connection is only a follower (:mod:`promptkit.web._follow`), so the turn goes
+on when it drops and is committed as usual; a stop request, from any worker,
+reaches the producer through the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+from .._errors import ConfigurationError, PromptKitError, StoreError
+from .._stream import start_thread
+from ._log import StreamLog, check_stream_id, new_stream_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .._stream import Stream
+
+__all__ = ["publish"]
+
+logger = logging.getLogger(__name__)
+
+
+def publish(stream: "Stream", log: StreamLog, *, key: Optional[str] = None, stream_id: Optional[str] = None) -> str:
+    """Publish ``stream`` to ``log`` and return its stream id, at once.
+
+    A producer thread takes the stream over (nothing else may consume it) and
+    appends each event to the log as it arrives, the terminal ``done`` or
+    ``error`` last. Followers on any worker read the log with
+    :func:`~promptkit.web.flask_resume_response` (or the Django one); the turn
+    runs to its end whether or not anyone follows, and is committed to the
+    conversation's store as usual. :meth:`StreamLog.stop` cancels it from any
+    worker.
+
+    Args:
+        stream: the stream from ``send_stream``.
+        log: where the events go.
+        key: names the stream as the current one of something, usually the
+            conversation id: ``log.current(key)`` then finds it (the AI SDK's
+            resume and a stop button need no stream id).
+        stream_id: the id to publish under; default a fresh unguessable one.
+
+    Raises:
+        ConfigurationError: a bad ``key`` or ``stream_id``, or one already used.
+        StoreError: the log's engine failed. In both cases ``stream`` is
+            cancelled and closed first, so no turn runs unseen.
+    """
+    try:
+        if not isinstance(log, StreamLog):
+            raise ConfigurationError(f"log must be a promptkit.web.StreamLog, got {type(log).__name__}")
+        if key is not None:
+            check_stream_id(key, "key")
+        sid = new_stream_id() if stream_id is None else check_stream_id(stream_id)
+        log.create(sid, key)
+    except BaseException:
+        stream.close()  # a turn nobody can follow or stop must not run on
+        raise
+    start_thread(_produce, "publish", log, sid, stream)
+    return sid
+
+
+def _error_dict(error: BaseException) -> Dict[str, Any]:
+    from .._types import StreamEvent
+
+    if not isinstance(error, PromptKitError):
+        error = StoreError(f"the stream's producer failed: {type(error).__name__}")
+    return StreamEvent("error", error=error).to_dict()
+
+
+def _produce(log: StreamLog, sid: str, stream: "Stream") -> None:
+    """The producer thread: every event of ``stream`` into the log, until the terminal one."""
+    relaying = True
+    try:
+        log.hold(sid, stream)  # from here on a stop request reaches this stream
+    except Exception as exc:
+        logger.warning("stream %s: could not take its lease (%s); cancelling the turn", sid, exc)
+        stream.cancel()
+    try:
+        for event in stream:
+            if not relaying:
+                continue  # drain: the turn still runs to its end and is committed
+            try:
+                appended = log.append(sid, event.to_dict())
+            except Exception as exc:  # the log's engine failed: nobody can follow this turn now
+                logger.error("stream %s: appending to the log failed (%s); the turn continues unrelayed", sid, exc)
+                relaying = False
+                continue
+            if not appended.live:  # a follower declared this producer lost: stop the turn
+                logger.warning("stream %s was ended by a follower (its lease lapsed); cancelling the turn", sid)
+                relaying = False
+                stream.cancel()
+            elif appended.stop:
+                stream.cancel()
+    except BaseException as exc:  # pragma: no cover - iterating a Stream raises only on misuse
+        logger.error("stream %s: the producer failed", sid, exc_info=True)
+        if relaying:
+            try:
+                log.append(sid, _error_dict(exc))
+            except Exception:
+                logger.error("stream %s: could not record the failure", sid)
+        raise
+    finally:
+        try:
+            log.release(sid)
+        except Exception as exc:
+            logger.warning("stream %s: releasing its lease failed (%s)", sid, exc)

@@ -1,0 +1,304 @@
+"""The stream log engines (MemoryStreamLog, RedisStreamLog on a real redis-server), publish() and the follower.
+
+Behaviour both engines share is tested once, parametrised over them; the
+Redis-only parts (several log instances standing for several workers, lapsed
+leases, key layout and expiry) follow.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from typing import Any, Iterator, List
+
+import pytest
+
+import promptkit
+from promptkit.testing import MockReply, MockServer
+from promptkit.web import (
+    FollowBody,
+    LogEntry,
+    MemoryStreamLog,
+    ProducerLostError,
+    RedisStreamLog,
+    StreamLog,
+    StreamNotFoundError,
+    publish,
+)
+from promptkit.web._follow import follow
+
+from tests.redis_server import redis_server, redis_url  # noqa: F401 - fixtures
+
+ENGINES = ("memory", "redis")
+
+
+def _redis_log(url: str, **options: Any) -> RedisStreamLog:
+    return RedisStreamLog(url, prefix=f"t{uuid.uuid4().hex[:8]}:", **options)
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_log(engine: str, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``make_log(**options)``: a log of the engine under test; Redis logs made together share a prefix."""
+    made: List[StreamLog] = []
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+
+    def make(**options: Any) -> StreamLog:
+        if engine == "memory":
+            options.pop("lease", None)
+            log: StreamLog = MemoryStreamLog(**options)
+        else:
+            url = request.getfixturevalue("redis_url")
+            log = RedisStreamLog(url, prefix=prefix, **options)
+        made.append(log)
+        return log
+
+    yield make
+    for log in made:
+        log.close()
+
+
+@pytest.fixture
+def server() -> Iterator[MockServer]:
+    with MockServer() as s:
+        yield s
+
+
+@pytest.fixture
+def client(server: MockServer) -> Iterator[promptkit.Client]:
+    with promptkit.Client(base_url=server.url, api_key="k", max_retries=0) as c:
+        yield c
+
+
+def _entries(log: StreamLog, sid: str, after: int = 0) -> List[LogEntry]:
+    out = []
+    for entry in follow(log, sid, after, None, threading.Event()):
+        assert entry is not None
+        out.append(entry)
+    return out
+
+
+def _text(entries: List[LogEntry]) -> str:
+    return "".join(e.event["content"] for e in entries if e.event["type"] == "content")
+
+
+# -- what every engine does ------------------------------------------------------------------
+
+
+def test_a_published_turn_is_logged_whole_in_order_and_committed(make_log: Any, client: promptkit.Client) -> None:
+    log = make_log()
+    conv = client.conversation()
+    sid = publish(conv.send_stream("Tell me a story."), log, key=conv.id)
+    entries = _entries(log, sid)
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    assert [e.id for e in entries][:2] == ["0-1", "0-2"]
+    assert entries[-1].terminal and entries[-1].event["type"] == "done"
+    assert not any(e.terminal for e in entries[:-1])
+    final = entries[-1].event["final"]
+    assert _text(entries) == final["content"] == conv.messages[-1]["content"]
+    info = log.info(sid)
+    assert info.finished and info.events == len(entries) and info.last_id == entries[-1].id and info.key == conv.id
+    assert log.current(conv.id) == sid
+
+
+def test_a_finished_stream_replays_from_any_point_without_loss_or_repeat(make_log: Any, client: promptkit.Client) -> None:
+    log = make_log()
+    sid = publish(client.conversation().send_stream("Tell me a story."), log)
+    whole = _entries(log, sid)
+    for after in (0, 1, len(whole) // 2, len(whole) - 1):
+        assert _entries(log, sid, after) == whole[after:]
+    assert _entries(log, sid, len(whole)) == []  # nothing after the terminal: the follower ends at once
+
+
+def test_a_follower_that_joins_mid_reply_gets_the_rest_live(make_log: Any, client: promptkit.Client,
+                                                          server: MockServer) -> None:
+    log = make_log()
+    server.enqueue(MockReply.text("one two three four five six", chunk_size=4, delay=0.01))
+    sid = publish(client.conversation().send_stream("go"), log)
+    first = next(follow(log, sid, 0, None, threading.Event()))
+    assert first is not None and first.seq == 1
+    rest = _entries(log, sid, first.seq)  # whatever was appended meanwhile, then live to the end
+    assert rest[0].seq == 2 and rest[-1].terminal
+    assert _text([first] + rest) == "one two three four five six"
+
+
+def test_stop_cancels_a_silent_turn_which_commits_as_cancelled(make_log: Any, client: promptkit.Client,
+                                                              server: MockServer) -> None:
+    producer, other = make_log(), make_log()  # with Redis: two instances, as two workers would have
+    server.enqueue(MockReply.stall(after_text="Let me think"))
+    conv = client.conversation()
+    sid = publish(conv.send_stream("think"), producer, key=conv.id)
+    updates = follow(producer, sid, 0, None, threading.Event())
+    seen = ""
+    while seen != "Let me think":  # the model is now silent for ever
+        entry = next(updates)
+        assert entry is not None
+        seen += entry.event["content"]
+    asker = other if isinstance(producer, RedisStreamLog) else producer
+    assert asker.stop(asker.current(conv.id) or "")
+    assert server.disconnected.wait(10.0), "the stop request did not cancel the upstream request"
+    rest = list(updates)
+    assert rest[-1] is not None and rest[-1].event["final"]["finish_reason"] == "cancelled"
+    assert conv.messages[-1] == {"role": "assistant", "content": "Let me think"}
+    assert not asker.stop(sid), "a finished stream cannot be stopped"
+    assert producer.info(sid).finished
+
+
+def test_a_stop_that_comes_before_the_producer_listens_is_not_lost(make_log: Any, client: promptkit.Client,
+                                                                  server: MockServer) -> None:
+    log = make_log()
+    server.enqueue(MockReply.stall(after_text="x"))
+    log.create("early-stop", None)
+    assert log.stop("early-stop")
+    stream = client.conversation().send_stream("q")
+    log.hold("early-stop", stream)  # what the producer does first: it finds the request and cancels
+    try:
+        assert stream.result().finish_reason == "cancelled"
+    finally:
+        log.release("early-stop")
+
+
+def test_an_unknown_stream_is_not_found(make_log: Any) -> None:
+    log = make_log()
+    with pytest.raises(StreamNotFoundError):
+        log.info("ps_nothing")
+    with pytest.raises(StreamNotFoundError):
+        list(follow(log, "ps_nothing", 0, None, threading.Event()))
+    assert log.current("no-such-key") is None
+    assert not log.stop("ps_nothing")
+
+
+def test_a_resume_point_that_was_trimmed_ends_with_an_error_not_a_gap(make_log: Any, client: promptkit.Client) -> None:
+    log = make_log(max_events=5)
+    sid = publish(client.conversation().send_stream("Tell me a story."), log)
+    while not log.info(sid).finished:
+        log.read(sid, log.info(sid).events, 1.0)  # wait for the next event
+    kept = _entries(log, sid, log.info(sid).events - 5)
+    assert len(kept) == 5 and kept[-1].terminal
+    trimmed = _entries(log, sid, 1)
+    assert len(trimmed) == 1 and trimmed[0].seq == 0 and trimmed[0].event["type"] == "error"
+    assert trimmed[0].event["error"]["type"] == "StreamNotFoundError"
+    assert "no longer holds events 0-2 to" in trimmed[0].event["error"]["message"]
+
+
+def test_the_same_stream_id_cannot_be_published_twice(make_log: Any, client: promptkit.Client, server: MockServer) -> None:
+    log = make_log()
+    publish(client.conversation().send_stream("a"), log, stream_id="fixed-id")
+    first = _entries(log, "fixed-id")
+    server.enqueue(MockReply.stall(after_text="never seen"))
+    second = client.conversation().send_stream("b")
+    with pytest.raises(promptkit.ConfigurationError, match="already in the log"):
+        publish(second, log, stream_id="fixed-id")
+    assert second.done and second.result().finish_reason == "cancelled"  # closed, not left running
+    assert _entries(log, "fixed-id") == first
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "x" * 129, "a{b}", None, 7])
+def test_bad_ids_are_refused_before_any_io(make_log: Any, client: promptkit.Client, bad: Any) -> None:
+    log = make_log()
+    for call in (lambda: log.stop(bad), lambda: log.info(bad), lambda: log.current(bad)):
+        with pytest.raises(promptkit.ConfigurationError):
+            call()
+    stream = client.conversation().send_stream("q")
+    with pytest.raises(promptkit.ConfigurationError):
+        publish(stream, log, key=bad if bad is not None else 7)
+    assert stream.done
+
+
+def test_heartbeats_while_the_model_is_silent_and_closing_stops_a_follower(make_log: Any, client: promptkit.Client,
+                                                                        server: MockServer) -> None:
+    log = make_log()
+    server.enqueue(MockReply.stall(after_text="wait"))
+    conv = client.conversation()
+    sid = publish(conv.send_stream("q"), log)
+    body = FollowBody(log, sid, heartbeat=0.01)
+    frames = []
+    while b": keep-alive" not in b"".join(frames[-1:]):
+        frames.append(next(body))
+    body.close()  # the client left: the follower ends, the turn goes on
+    assert list(body) == []
+    assert not log.info(sid).finished
+    assert log.stop(sid)
+    assert _entries(log, sid)[-1].event["final"]["finish_reason"] == "cancelled"
+
+
+# -- Redis only: several workers, lapsed leases, keys ------------------------------------------
+
+
+def test_a_producer_whose_lease_lapses_ends_its_followers_with_one_error(redis_url: str) -> None:
+    log = _redis_log(redis_url, lease=0.3)
+    log.create("orphan", "chat-1")  # a producer that took its lease, wrote one event, and died
+    assert log.append("orphan", {"type": "content", "content": "half"}).seq == 1
+    a, b = (_entries(log, "orphan") for _ in range(2))
+    assert a == b and [e.event["type"] for e in a] == ["content", "error"]
+    assert a[-1].event["error"]["type"] == "ProducerLostError" and "lease" in a[-1].event["error"]["message"]
+    assert log.info("orphan").finished and log.info("orphan").events == 2
+    assert not log.append("orphan", {"type": "content", "content": "late"}).live  # a frozen producer learns it
+    log.close()
+
+
+def test_a_live_producer_keeps_its_lease_through_a_long_silence(redis_url: str, client: promptkit.Client,
+                                                               server: MockServer) -> None:
+    log = _redis_log(redis_url, lease=0.3)
+    server.enqueue(MockReply.stall(after_text="thinking"))
+    sid = publish(client.conversation().send_stream("q"), log)
+    seen = []
+    for entry in follow(log, sid, 0, 0.05, threading.Event()):
+        seen.append(entry)
+        if seen.count(None) == 20:  # a second of silence: more than three leases, renewed all along
+            break
+    assert not log.info(sid).finished
+    assert log.stop(sid)
+    assert _entries(log, sid)[-1].event["final"]["finish_reason"] == "cancelled"
+    log.close()
+
+
+def test_redis_keys_share_a_hash_tag_and_expire(redis_url: str, client: promptkit.Client) -> None:
+    import redis
+
+    log = _redis_log(redis_url, ttl=120)
+    conv = client.conversation()
+    sid = publish(conv.send_stream("q"), log, key=conv.id)
+    _entries(log, sid)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        keys = sorted(k.decode() for k in raw.scan_iter(match=f"{log.prefix}*"))
+        assert keys == sorted([f"{log.prefix}stream:{{{sid}}}:log", f"{log.prefix}stream:{{{sid}}}:meta",
+                               f"{log.prefix}current:{{{conv.id}}}"])  # the lease is gone with the producer
+        for key in keys:
+            assert 0 < raw.pttl(key) <= 120_000
+        first = raw.xrange(f"{log.prefix}stream:{{{sid}}}:log", count=1)[0]
+        assert first[0] == b"0-1" and json.loads(first[1][b"e"])["type"] == "content"
+    finally:
+        raw.close()
+        log.close()
+
+
+def test_redis_failures_are_store_errors_without_the_password(redis_url: str, client: promptkit.Client) -> None:
+    log = RedisStreamLog("redis://:s3cret-pw@127.0.0.1:1/0", timeout=0.5)
+    stream = client.conversation().send_stream("q")
+    with pytest.raises(promptkit.StoreError) as caught:
+        publish(stream, log)
+    assert "s3cret-pw" not in str(caught.value) and "refused" in str(caught.value)
+    assert stream.done  # a turn nobody could follow was closed
+    log.close()
+
+
+def test_options_are_checked_before_any_io() -> None:
+    for bad in ({"ttl": 0}, {"lease": -1}, {"max_events": 0}, {"prefix": 3}, {"timeout": "1"}):
+        with pytest.raises(promptkit.ConfigurationError):
+            RedisStreamLog("redis://127.0.0.1:1/0", **bad)
+    with pytest.raises(promptkit.ConfigurationError):
+        RedisStreamLog(object())
+    with pytest.raises(promptkit.ConfigurationError):
+        MemoryStreamLog(ttl=-1)
+
+
+def test_lost_producer_error_type_is_public() -> None:
+    assert issubclass(ProducerLostError, promptkit.PromptKitError)
+    assert issubclass(StreamNotFoundError, LookupError)
