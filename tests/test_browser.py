@@ -1,4 +1,5 @@
-"""The Flask chat example in a real headless Chromium: tokens appear as they stream, Stop cancels upstream.
+"""The Flask chat example in a real headless Chromium: tokens appear as they stream, Stop cancels upstream,
+and a reply whose connection drops is resumed (the page's EventSource reconnects by itself).
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) and the
 ``selenium`` package. Selenium is given both binaries' paths and runs offline, so it never
@@ -11,13 +12,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
 import promptkit
 from promptkit.testing import MockReply, MockServer
+from promptkit.web import MemoryStreamLog
 from tests.test_web import ARTIFACTS, RecordingStore, load_example, serve_werkzeug
 
 CHROMIUM = "/usr/bin/chromium"
@@ -146,3 +150,76 @@ def test_chat_page_streams_tokens_and_stop_cancels_upstream(browser: Any, mock: 
         assert len(browser.find_elements(By.CSS_SELECTOR, ".msg.assistant.stopped")) == 1
 
     assert [store.next_commit()[1].finish_reason for _ in range(2)] == ["stop", "cancelled"]
+
+
+class ConnectionCutter:
+    """WSGI middleware that drops a response's connection after some frames, as a flaky network would.
+
+    ``cuts[path_prefix]`` lists frame budgets for the next requests to that prefix: each such
+    request sends that many body chunks, then its socket is shut down mid-response. Requests
+    beyond the list pass untouched. ``seen`` records every request (path, Last-Event-ID).
+    """
+
+    def __init__(self, app: Any, cuts: Dict[str, List[int]]) -> None:
+        self.app, self.cuts = app, cuts
+        self.seen: List[Tuple[str, Optional[str]]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: Dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        with self.lock:
+            self.seen.append((path, environ.get("HTTP_LAST_EVENT_ID")))
+            prefix = next((p for p in self.cuts if path.startswith(p) and self.cuts[p]), None)
+            budget = self.cuts[prefix].pop(0) if prefix is not None else None
+        body = self.app(environ, start_response)
+        return body if budget is None else self._cut(body, budget, environ["werkzeug.socket"])
+
+    @staticmethod
+    def _cut(body: Any, budget: int, sock: Any) -> Iterator[bytes]:
+        sent = 0
+        try:
+            for chunk in body:
+                if chunk.startswith(b":") or chunk.startswith(b"retry:"):
+                    yield chunk  # keep-alive comments and the retry hint are not frames
+                    continue
+                if sent == budget:
+                    sock.shutdown(socket.SHUT_RDWR)  # the connection drops mid-reply
+                    raise ConnectionAbortedError("dropped by the test")
+                sent += 1
+                yield chunk
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()  # only the follower ends: the published reply goes on
+
+
+def test_chat_page_resumes_a_dropped_reply_and_eventsource_reconnects_by_itself(
+        browser: Any, mock: MockServer, client: promptkit.Client) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    store = RecordingStore()
+    story = "Once upon a time a small robot learned to paint the evening sky with a thousand tiny brushes."
+    mock.enqueue(MockReply.text(story, chunk_size=4, delay=0.06))
+    app = load_example("flask_chat").create_app(client, store, mode="mock server (test)", mock=True, heartbeat=0.05,
+                                                stream_log=MemoryStreamLog())
+    # The POST's connection drops after 3 events; the page resumes with an EventSource whose first
+    # connection drops after 4 more; EventSource then reconnects by itself, sending Last-Event-ID.
+    cutter = ConnectionCutter(app, {"/chat/streams/": [4], "/chat": [3]})
+    wait = WebDriverWait(browser, 20, poll_frequency=0.02)
+    with serve_werkzeug(cutter) as url:
+        browser.get(url + "/")
+        wait.until(lambda d: d.find_element(By.ID, "mode").text == "mock server (test)")
+        browser.find_element(By.ID, "message").send_keys("Tell me a story about a robot.")
+        browser.find_element(By.ID, "send").click()
+        wait.until(lambda d: _state(d) in ("done", "error"))
+        assert _state(browser) == "done", browser.find_element(By.ID, "status").text
+        assert browser.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1].text == story
+        assert SUMMARY.fullmatch(browser.find_elements(By.CSS_SELECTOR, ".cost")[-1].text)
+    resumes = [(path, last) for path, last in cutter.seen if path.startswith("/chat/streams/")]
+    assert len(resumes) >= 2, cutter.seen
+    assert resumes[0][1] is None  # the page's own first attempt: ?after=0-3
+    assert resumes[1][1] == "0-7"  # EventSource's own reconnect, after the 4 events it had (0-4 .. 0-7)
+    committed = store.next_commit(timeout=20)[1]
+    assert committed.finish_reason == "stop" and committed.messages[-1]["content"] == story
+    assert not mock.disconnected.is_set()  # no drop cancelled the model

@@ -302,3 +302,21 @@ def test_options_are_checked_before_any_io() -> None:
 def test_lost_producer_error_type_is_public() -> None:
     assert issubclass(ProducerLostError, promptkit.PromptKitError)
     assert issubclass(StreamNotFoundError, LookupError)
+
+
+def test_a_follower_whose_log_fails_ends_with_one_error_event(redis_server: Any, client: promptkit.Client,
+                                                             server: MockServer) -> None:
+    log = RedisStreamLog(redis_server.url, prefix=f"t{uuid.uuid4().hex[:8]}:", timeout=1.0, lease=0.5)
+    server.enqueue(MockReply.stall(after_text="half"))
+    sid = publish(client.conversation().send_stream("q"), log)
+    body = FollowBody(log, sid, heartbeat=None)
+    assert b'"content":"half"' in next(body)
+    redis_server.kill()  # Redis goes away while the follower waits
+    try:
+        frames = list(body)
+    finally:
+        redis_server.restart()
+        server.close()  # the stalled reply ends; its producer's appends fail and it stops
+        log.close()
+    assert len(frames) == 1 and frames[0].startswith(b"event: error\ndata: ")  # no id: not in the log
+    assert json.loads(frames[0].split(b"data: ", 1)[1])["error"]["type"] == "StoreError"

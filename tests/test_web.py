@@ -181,11 +181,13 @@ class WebClient:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def open_stream(self, path: str, body: Any) -> "SSEStream":
-        """POST ``body`` as JSON and return the response, unread, for incremental reading."""
+    def open_stream(self, path: str, body: Any, *, method: str = "POST",
+                    headers: Optional[Dict[str, str]] = None) -> "SSEStream":
+        """POST ``body`` as JSON (or GET with ``body=None``) and return the response, unread, for incremental reading."""
         host, port = self.base_url.split("//", 1)[1].split(":")
         conn = HTTPConnection(host, int(port), timeout=10)
-        conn.request("POST", path, body=json.dumps(body).encode(), headers=self.headers())
+        payload = None if body is None else json.dumps(body).encode()
+        conn.request(method, path, body=payload, headers={**self.headers(), **(headers or {})})
         sock = conn.sock  # getresponse() hands a "Connection: close" socket over to the response
         stream = SSEStream(conn, sock, conn.getresponse())
         self.streams.append(stream)

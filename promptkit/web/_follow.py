@@ -170,14 +170,19 @@ class FollowBody:
             start, skip = 0, after
         else:
             encode, start, skip = _promptkit_frame, after, 0
-        for entry in follow(self.log, self.stream_id, start, heartbeat, self._closing):
-            if entry is None:
-                yield HEARTBEAT
-                continue
-            frame = encode(entry.event, entry.id if entry.seq else None)
-            if entry.seq > skip or entry.seq == 0:
-                if frame:
+        try:
+            for entry in follow(self.log, self.stream_id, start, heartbeat, self._closing):
+                if entry is None:
+                    yield HEARTBEAT
+                    continue
+                frame = encode(entry.event, entry.id if entry.seq else None)
+                if frame and (entry.seq > skip or entry.seq == 0):
                     yield frame
+        except PromptKitError as error:  # the log failed (or expired) mid-way: one clear error, not a cut
+            logger.warning("stream %s: following failed: %s", self.stream_id, error)
+            frame = encode(StreamEvent("error", error=error).to_dict(), None)
+            if frame:
+                yield frame
 
     def __iter__(self) -> Iterator[bytes]:
         return self
