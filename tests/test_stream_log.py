@@ -320,3 +320,54 @@ def test_a_follower_whose_log_fails_ends_with_one_error_event(redis_server: Any,
         log.close()
     assert len(frames) == 1 and frames[0].startswith(b"event: error\ndata: ")  # no id: not in the log
     assert json.loads(frames[0].split(b"data: ", 1)[1])["error"]["type"] == "StoreError"
+
+
+# -- followers on an event loop ------------------------------------------------------------------
+
+
+async def _afollow_all(log: StreamLog, sid: str, after: int = 0, heartbeat: Any = None) -> List[Any]:
+    from promptkit.web._follow import afollow
+
+    return [entry async for entry in afollow(log, sid, after, heartbeat, threading.Event())]
+
+
+def test_async_followers_see_what_sync_ones_see(make_log: Any, client: promptkit.Client) -> None:
+    import asyncio
+
+    log = make_log()
+    sid = publish(client.conversation().send_stream("Tell me a story."), log)
+    live = asyncio.run(_afollow_all(log, sid))  # started while the reply streams
+    assert live == _entries(log, sid) and live[-1].terminal
+    assert asyncio.run(_afollow_all(log, sid, 5)) == live[5:]
+    assert asyncio.run(_afollow_all(log, sid, len(live))) == []
+
+
+def test_many_async_followers_wait_without_a_thread_each(make_log: Any, client: promptkit.Client,
+                                                        server: MockServer) -> None:
+    import asyncio
+
+    from promptkit.web._follow import afollow
+
+    log = make_log()
+    server.enqueue(MockReply.stall(after_text="silent now"))
+    sid = publish(client.conversation().send_stream("q"), log)
+
+    async def main() -> List[List[Any]]:
+        followers = [afollow(log, sid, 0, None, threading.Event()) for _ in range(50)]
+        seen: List[List[Any]] = [[] for _ in followers]
+        for follower, entries in zip(followers, seen):
+            while _text(entries) != "silent now":  # the model is silent from here on
+                entries.append(await follower.__anext__())
+        threads = threading.active_count()
+        waiting = [asyncio.ensure_future(f.__anext__()) for f in followers]
+        await asyncio.sleep(0)  # one pass of the loop: every follower runs to its wait for the next entry
+        assert threading.active_count() == threads, "a waiting follower took a thread"
+        assert not any(w.done() for w in waiting)
+        assert await asyncio.get_running_loop().run_in_executor(None, log.stop, sid)  # as another worker would
+        for follower, entries, next_entry in zip(followers, seen, waiting):
+            entries.append(await next_entry)
+            entries.extend([e async for e in follower])
+        return seen
+
+    results = asyncio.run(main())
+    assert all(r == results[0] for r in results) and results[0][-1].event["final"]["finish_reason"] == "cancelled"

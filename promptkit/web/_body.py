@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, AsyncIterator, Iterator, Optional, Protocol, Union
+from typing import TYPE_CHECKING, AsyncIterator, Iterator, Optional
 
-from ._follow import FollowBody, check_protocol
+from ._follow import check_protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._stream import Stream
@@ -98,20 +98,12 @@ class SSEBody:
             stream.cancel()
 
 
-class _Body(Protocol):
-    def __next__(self) -> bytes: ...
-
-    def cancel(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _next_or_none(body: _Body) -> Optional[bytes]:
+def _next_or_none(body: SSEBody) -> Optional[bytes]:
     return next(body, None)
 
 
 class AsyncSSEBody:
-    """An async iterable over an :class:`SSEBody` (or a resumable stream's body), for ASGI servers.
+    """An async iterable over an :class:`SSEBody`, for ASGI servers.
 
     Each frame is pulled from the synchronous body on a worker thread
     (``asgiref.sync.sync_to_async(thread_sensitive=False)``), so the event
@@ -124,14 +116,12 @@ class AsyncSSEBody:
     resource closer.
     """
 
-    def __init__(self, body: Union[SSEBody, FollowBody]) -> None:
+    def __init__(self, body: SSEBody) -> None:
         self._body = body
 
     @property
     def stream(self) -> "Stream":
-        """The relayed stream (an :class:`SSEBody`'s; a resumable body follows a log and has none)."""
-        if not isinstance(self._body, SSEBody):
-            raise AttributeError("a resumable response follows a stream log, not a Stream")
+        """The relayed stream."""
         return self._body.stream
 
     def __aiter__(self) -> AsyncIterator[bytes]:

@@ -41,7 +41,10 @@ def _response(reply: Reply, asgi: bool) -> Any:
     http = _http()
     body = reply.body
     if isinstance(body, (SSEBody, FollowBody)):
-        content = AsyncSSEBody(body) if asgi else body
+        # Under ASGI: an SSEBody is pulled on worker threads; a follower waits on the event loop itself.
+        content: Any = body
+        if asgi:
+            content = AsyncSSEBody(body) if isinstance(body, SSEBody) else body.asynchronous()
         response = http.StreamingHttpResponse(content, content_type=reply.content_type, status=reply.status)
     else:
         response = http.HttpResponse(body, content_type=reply.content_type, status=reply.status)
@@ -83,7 +86,8 @@ def django_response(
 
     ``log=`` makes the reply resumable, as for
     :func:`promptkit.web.flask_response`; resume it with
-    :func:`django_resume_response`.
+    :func:`django_resume_response`. Under ASGI a resumable reply's body
+    waits on the event loop (no thread while the model is silent).
 
     Args:
         stream: the stream to relay (from ``send_stream``); nothing else may consume it.

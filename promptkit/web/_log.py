@@ -16,11 +16,12 @@ readable until its time to live runs out.
 from __future__ import annotations
 
 import abc
+import asyncio
 import re
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 import attrs
 
@@ -216,6 +217,19 @@ class StreamLog(abc.ABC):
             StreamNotFoundError: the stream does not exist (or expired).
         """
 
+    async def aread(self, stream_id: str, after: int, timeout: float) -> List[LogEntry]:
+        """:meth:`read` for an event loop. The engines here wait without a thread; this default runs
+        :meth:`read` in the loop's executor (override it in an engine with an async client)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.read, stream_id, after, timeout)
+
+    async def ainfo(self, stream_id: str) -> StreamInfo:
+        """:meth:`info` for an event loop (this default: in the loop's executor)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.info, stream_id)
+
+    async def adeclare_lost(self, stream_id: str, event: Mapping[str, Any]) -> bool:
+        """:meth:`declare_lost` for an event loop (this default: in the loop's executor)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.declare_lost, stream_id, event)
+
     @abc.abstractmethod
     def info(self, stream_id: str) -> StreamInfo:
         """What the log knows of a stream.
@@ -256,6 +270,11 @@ class StreamLog(abc.ABC):
         self.close()
 
 
+def _wake(future: "asyncio.Future[None]") -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class _Record:
     """One stream in a :class:`MemoryStreamLog`."""
 
@@ -271,8 +290,8 @@ class _Record:
 class MemoryStreamLog(StreamLog):
     """A :class:`StreamLog` in this process's memory: resumable streams for a single-process app.
 
-    Followers wait on a condition, so one waiting costs no thread and no
-    polling. A reconnect must reach the same process (one worker, or sticky
+    Followers wait on a condition (an asyncio future on an event loop), so
+    one waiting costs no thread of its own and no polling. A reconnect must reach the same process (one worker, or sticky
     sessions); use :class:`~promptkit.web.RedisStreamLog` across workers.
     The producer cannot die apart from its followers here, so there is no
     lease to watch.
@@ -287,6 +306,8 @@ class MemoryStreamLog(StreamLog):
         self.max_events = check_count("max_events", max_events)
         self.lease = DEFAULT_LEASE
         self._changed = threading.Condition()
+        # Followers on event loops, woken with the condition's waiters: (loop, future) pairs.
+        self._waiters: List[Tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]] = []
         self._streams: Dict[str, _Record] = {}
         self._current: Dict[str, str] = {}
         self._held: Dict[str, "Stream"] = {}
@@ -331,7 +352,14 @@ class MemoryStreamLog(StreamLog):
                 record.finished = True
             record.expires = time.monotonic() + self.ttl
             self._changed.notify_all()
-            return Appended(record.count, stop=record.stop)
+            waiters, self._waiters = self._waiters, []
+            appended = Appended(record.count, stop=record.stop)
+        for loop, future in waiters:
+            try:
+                loop.call_soon_threadsafe(_wake, future)
+            except RuntimeError:  # that loop is closed: nobody waits there any more
+                pass
+        return appended
 
     def hold(self, stream_id: str, stream: "Stream") -> None:
         with self._changed:
@@ -357,6 +385,35 @@ class MemoryStreamLog(StreamLog):
                 if remaining <= 0:
                     return []
                 self._changed.wait(remaining)
+
+    async def aread(self, stream_id: str, after: int, timeout: float) -> List[LogEntry]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            with self._changed:
+                record = self._record(stream_id)
+                if record.count > after:
+                    first = record.count - len(record.entries) + 1
+                    return record.entries[max(0, after + 1 - first):]
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return []
+                future: "asyncio.Future[None]" = loop.create_future()
+                self._waiters.append((loop, future))
+            try:
+                await asyncio.wait_for(future, remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                with self._changed:
+                    if (loop, future) in self._waiters:
+                        self._waiters.remove((loop, future))
+
+    async def ainfo(self, stream_id: str) -> StreamInfo:
+        return self.info(stream_id)  # memory only: nothing to wait for
+
+    async def adeclare_lost(self, stream_id: str, event: Mapping[str, Any]) -> bool:
+        return False
 
     def info(self, stream_id: str) -> StreamInfo:
         check_stream_id(stream_id)

@@ -23,12 +23,14 @@ ended at its next append and cancels its turn.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, TypeVar
+import weakref
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Mapping, Optional, TypeVar
 
 from .._errors import ConfigurationError, StoreError
 from .._redis import connect, failure_cause, ms, text
@@ -121,6 +123,12 @@ return 0
 _KEEPER_TICK = 0.2
 # How many entries one read returns at most.
 _READ_COUNT = 1000
+# The connection settings a redis.asyncio pool takes from the synchronous one.
+_ASYNC_KEYS = frozenset(
+    ("host", "port", "db", "username", "password", "path", "client_name", "encoding", "encoding_errors",
+     "decode_responses", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data",
+     "ssl_check_hostname", "ssl_min_version", "ssl_ciphers", "protocol")
+)
 
 
 class RedisStreamLog(StreamLog):
@@ -173,6 +181,9 @@ class RedisStreamLog(StreamLog):
         # A follower's blocking read may take a poll on top of the operation bound.
         self._redis, link = connect(url_or_client, "RedisStreamLog", self.timeout + self.poll)
         self._client, self._owns_client, self._secret = link.client, link.owned, link.secret
+        # Followers on event loops talk over redis.asyncio clients, one per loop, made on first use.
+        self._async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+        self._async_lock = threading.Lock()
         self.description = f"RedisStreamLog({link.where})"
         self.channel = f"{prefix}stop"
         self._create = self._client.register_script(_CREATE)
@@ -290,12 +301,76 @@ class RedisStreamLog(StreamLog):
     def info(self, stream_id: str) -> StreamInfo:
         check_stream_id(stream_id)
         fields = self._run("info", lambda: self._client.hgetall(self._key(stream_id, "meta")))
+        return self._info(stream_id, fields)
+
+    def _info(self, stream_id: str, fields: Any) -> StreamInfo:
         if not fields:
             raise StreamNotFoundError(f"no stream {stream_id!r} in {self.description} (never published, or expired)")
         meta = {text(k): text(v) for k, v in fields.items()}
         return StreamInfo(
             stream_id, meta.get("key") or None, int(meta.get("n", 0)), meta.get("state") == "done", meta.get("stop") == "1"
         )
+
+    # -- followers on an event loop -------------------------------------------------
+    def _aclient(self) -> Any:
+        """This loop's redis.asyncio client: the same server and settings, bounded the same way."""
+        loop = asyncio.get_running_loop()
+        with self._async_lock:
+            client = self._async_clients.get(loop)
+            if client is None:
+                import redis.asyncio
+
+                kwargs = {k: v for k, v in self._client.connection_pool.connection_kwargs.items() if k in _ASYNC_KEYS}
+                kwargs["socket_timeout"] = self.timeout + self.poll
+                unix = "path" in kwargs
+                if not unix:
+                    kwargs["socket_connect_timeout"] = self.timeout
+                ssl = "SSL" in getattr(self._client.connection_pool.connection_class, "__name__", "")
+                connection_class = (
+                    redis.asyncio.UnixDomainSocketConnection
+                    if unix
+                    else redis.asyncio.SSLConnection if ssl else redis.asyncio.Connection
+                )
+                pool = redis.asyncio.ConnectionPool(connection_class=connection_class, **kwargs)
+                client = self._async_clients[loop] = redis.asyncio.Redis(connection_pool=pool)
+            return client
+
+    async def _arun(self, operation: str, action: Callable[[Any], Awaitable[_T]]) -> _T:
+        if self._closed:
+            raise StoreError(f"{self.description} is closed", store=self.description)
+        try:
+            return await action(self._aclient())
+        except (self._redis.RedisError, OSError, asyncio.TimeoutError) as exc:
+            cause = failure_cause(self._redis, exc, self.timeout, self._secret)
+        raise StoreError(f"{self.description}: {operation} failed: {cause}", store=self.description, operation=operation)
+
+    async def aread(self, stream_id: str, after: int, timeout: float) -> List[LogEntry]:
+        meta, log = self._key(stream_id, "meta"), self._key(stream_id, "log")
+        block = ms(timeout) if timeout > 0 else None
+
+        async def fetch(client: Any) -> Any:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.exists(meta)
+                pipe.xread({log: f"0-{after}"}, count=_READ_COUNT, block=block)
+                return await pipe.execute()
+
+        exists, found = await self._arun("read", fetch)
+        if not exists:
+            raise StreamNotFoundError(f"no stream {stream_id!r} in {self.description} (never published, or expired)")
+        return self._entries(found[0][1]) if found else []
+
+    async def ainfo(self, stream_id: str) -> StreamInfo:
+        check_stream_id(stream_id)
+        meta = self._key(stream_id, "meta")
+        return self._info(stream_id, await self._arun("info", lambda client: client.hgetall(meta)))
+
+    async def adeclare_lost(self, stream_id: str, event: Mapping[str, Any]) -> bool:
+        data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
+        keys, args = self._keys(stream_id), [data, self.max_events, ms(self.ttl)]
+        done = await self._arun(
+            "declare_lost", lambda client: client.register_script(_DECLARE_LOST)(keys=keys, args=args)
+        )
+        return bool(int(done))
 
     def declare_lost(self, stream_id: str, event: Mapping[str, Any]) -> bool:
         data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -328,9 +403,21 @@ class RedisStreamLog(StreamLog):
             return
         self._closed = True
         self._keeper.close()
+        with self._async_lock:
+            clients = list(self._async_clients.items())
+            self._async_clients.clear()
+        for loop, client in clients:  # closed on their own loops, when those still run
+            try:
+                loop.call_soon_threadsafe(_close_async_client, client)
+            except RuntimeError:  # that loop is closed: its connections went with it
+                pass
         if self._owns_client:
             self._client.close()
             self._client.connection_pool.disconnect()
+
+
+def _close_async_client(client: Any) -> None:
+    asyncio.ensure_future(client.aclose())
 
 
 class _Keeper:
