@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
 
@@ -28,7 +28,8 @@ from promptkit.web._ai_sdk import (
     UIMessageEncoder,
     parse_chat_request,
 )
-from promptkit.web._common import SSE_CONTENT_TYPE, sse_headers
+from promptkit.web import MemoryStreamLog, StreamLog, flask_response, flask_resume_response
+from promptkit.web._common import sse_headers
 from tests._image_bytes import png
 from tests.redis_server import _in_ci
 
@@ -438,49 +439,47 @@ def node_chat(command: List[str], url: str, *args: str) -> Dict[str, Any]:
 
 
 class ChatApp:
-    """A Flask useChat back end on werkzeug: POST /api/chat runs a turn; GET /api/chat/<id>/stream replays it."""
+    """A Flask useChat back end on werkzeug, built on the public helpers.
+
+    POST /api/chat runs a turn and answers ``flask_response(stream, protocol="ai-sdk")``:
+    live, or published to ``log`` (then GET /api/chat/<id>/stream replays it with
+    ``flask_resume_response``). ``responses`` collects each turn's Response (``on_done``).
+    """
 
     def __init__(self, client: promptkit.Client, *, tools: Sequence[promptkit.Tool] = (), stop_after_content: bool = False,
-                 **options: Any) -> None:  # fmt: skip
+                 log: Optional[StreamLog] = None, **options: Any) -> None:  # fmt: skip
         import flask
 
         self.requests: List[AIChatRequest] = []
         self.responses: List[promptkit.Response] = []
-        self.logs: Dict[str, List[Event]] = {}
         self.finished = threading.Event()
+        self.log = log
         app = self.app = flask.Flask("ai_sdk_test")
 
         @app.post("/api/chat")
         def chat() -> Any:
             request = parse_chat_request(flask.request.get_json())
             self.requests.append(request)
-            stream = client.conversation(conversation_id=request.chat_id, tools=list(tools)).send_stream(
-                request.message, images=list(request.images), **options)
-            encoder = UIMessageEncoder(f"answer-{request.chat_id}")
-            log = self.logs[request.chat_id] = []
+            turn: Dict[str, promptkit.Stream] = {}
 
-            def body() -> Iterator[bytes]:
-                try:
-                    for number, event in enumerate(stream):
-                        log.append(event.to_dict())
-                        if stop_after_content and event.type == "content":
-                            stream.cancel()  # a stop request, as another worker would relay it
-                        yield encoder.encode(log[-1], event_id=str(number))
-                    self.responses.append(stream.result())
-                except promptkit.APIError:
-                    pass  # the error event was sent
-                finally:
-                    self.finished.set()
+            def on_content(_text: str) -> None:
+                if stop_after_content:
+                    turn["stream"].cancel()  # a stop request, as another worker would relay it
 
-            return flask.Response(body(), headers=sse_headers(AI_SDK_HEADERS), content_type=SSE_CONTENT_TYPE)
+            def on_done(response: promptkit.Response) -> None:
+                self.responses.append(response)
+                self.finished.set()
+
+            stream = turn["stream"] = client.conversation(conversation_id=request.chat_id, tools=list(tools)).send_stream(
+                request.message, images=list(request.images), on_content=on_content, on_done=on_done,
+                on_error=lambda _error: self.finished.set(), **options)  # fmt: skip
+            return flask_response(stream, log=self.log, key=request.chat_id, protocol="ai-sdk")
 
         @app.get("/api/chat/<chat_id>/stream")
         def resume(chat_id: str) -> Any:
-            if chat_id not in self.logs:
+            if self.log is None:
                 return flask.Response(status=204)
-            encoder = UIMessageEncoder(f"answer-{chat_id}")
-            body = b"".join(encoder.encode(event) for event in json.loads(json.dumps(self.logs[chat_id])))
-            return flask.Response(body, headers=sse_headers(AI_SDK_HEADERS), content_type=SSE_CONTENT_TYPE)
+            return flask_resume_response(self.log, self.log.current(chat_id), protocol="ai-sdk")
 
 
 def serve(app: ChatApp) -> Any:
@@ -493,12 +492,18 @@ def parts_of(message: Mapping[str, Any], kind: str) -> List[Dict[str, Any]]:
     return [p for p in message["parts"] if p["type"] == kind]
 
 
+@pytest.fixture(params=["live", "published"])
+def log(request: pytest.FixtureRequest) -> Optional[StreamLog]:
+    """How the back end answers: live (the reply dies with the connection) or published to a stream log."""
+    return MemoryStreamLog() if request.param == "published" else None
+
+
 @pytest.mark.usefixtures("every_dialect")
-def test_use_chat_assembles_the_response(ui_chat_client: List[str]) -> None:
+def test_use_chat_assembles_the_response(ui_chat_client: List[str], log: Optional[StreamLog]) -> None:
     image = "data:image/png;base64," + base64.b64encode(png(2, 2)).decode()
     with MockServer() as server, promptkit.Client(base_url=server.url, api_key="k") as client:
         server.enqueue(*weather_replies())
-        chat = ChatApp(client, tools=[get_weather, get_time], tool_call_deltas=True)
+        chat = ChatApp(client, tools=[get_weather, get_time], tool_call_deltas=True, log=log)
         with serve(chat) as url:
             out = node_chat(ui_chat_client, url + "/api/chat", "Weather in Paris?", "--chat-id", "chat-7",
                             "--image", image, "--body", '{"locale": "fr"}')  # fmt: skip
@@ -509,7 +514,9 @@ def test_use_chat_assembles_the_response(ui_chat_client: List[str]) -> None:
     assert request == AIChatRequest("chat-7", "Weather in Paris?", None, "submit-message", (image,), "user-1", {"locale": "fr"})
     assert image.split(",", 1)[1] in json.dumps(sent)  # the image reached the model
     message = out["message"]
-    assert message["id"] == "answer-chat-7" and message["role"] == "assistant"
+    assert message["role"] == "assistant"
+    if log is not None:  # published: the message id is the stream's, the same on every resume
+        assert message["id"] == log.current("chat-7")
     # Text: the last step's text parts are the final content; reasoning: all of it.
     last_step = message["parts"][max(i for i, p in enumerate(message["parts"]) if p["type"] == "step-start"):]
     assert "".join(p["text"] for p in parts_of({"parts": last_step}, "text")) == response.content
@@ -529,10 +536,10 @@ def test_use_chat_assembles_the_response(ui_chat_client: List[str]) -> None:
 
 
 @pytest.mark.usefixtures("every_dialect")
-def test_use_chat_sees_an_error_and_an_abort(ui_chat_client: List[str]) -> None:
+def test_use_chat_sees_an_error_and_an_abort(ui_chat_client: List[str], log: Optional[StreamLog]) -> None:
     with MockServer() as server, promptkit.Client(base_url=server.url, api_key="k") as client:
         server.enqueue(MockReply.in_band_error("the model is overloaded", after_text="Hello"))
-        failing = ChatApp(client)
+        failing = ChatApp(client, log=log)
         with serve(failing) as url:
             out = node_chat(ui_chat_client, url + "/api/chat", "Hi")
         assert failing.finished.wait(WAIT)
@@ -540,7 +547,7 @@ def test_use_chat_sees_an_error_and_an_abort(ui_chat_client: List[str]) -> None:
         assert parts_of(out["message"], "text") == [{"type": "text", "text": "Hello", "state": "done"}]
 
         server.enqueue(MockReply.stall(after_text="partial"))
-        stopped = ChatApp(client, stop_after_content=True)
+        stopped = ChatApp(client, stop_after_content=True, log=log)
         with serve(stopped) as url:
             out = node_chat(ui_chat_client, url + "/api/chat", "Hi")
         assert stopped.finished.wait(WAIT)
@@ -553,7 +560,7 @@ def test_use_chat_sees_an_error_and_an_abort(ui_chat_client: List[str]) -> None:
 def test_reconnect_replays_the_stream(ui_chat_client: List[str]) -> None:
     with MockServer() as server, promptkit.Client(base_url=server.url, api_key="k") as client:
         server.enqueue(*weather_replies())
-        chat = ChatApp(client, tools=[get_weather, get_time])
+        chat = ChatApp(client, tools=[get_weather, get_time], log=MemoryStreamLog())
         with serve(chat) as url:
             live = node_chat(ui_chat_client, url + "/api/chat", "Weather in Paris?", "--chat-id", "chat-9")
             assert chat.finished.wait(WAIT)
