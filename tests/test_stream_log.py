@@ -198,16 +198,35 @@ def test_the_same_stream_id_cannot_be_published_twice(make_log: Any, client: pro
     assert _entries(log, "fixed-id") == first
 
 
-@pytest.mark.parametrize("bad", ["", "has space", "x" * 129, "a{b}", None, 7])
-def test_bad_ids_are_refused_before_any_io(make_log: Any, client: promptkit.Client, bad: Any) -> None:
+@pytest.mark.parametrize("bad", ["", "has space", "x" * 129, "a{b}", "../x", None, 7])
+def test_bad_stream_ids_are_refused_before_any_io(make_log: Any, client: promptkit.Client, bad: Any) -> None:
     log = make_log()
-    for call in (lambda: log.stop(bad), lambda: log.info(bad), lambda: log.current(bad)):
+    for call in (lambda: log.stop(bad), lambda: log.info(bad)):
         with pytest.raises(promptkit.ConfigurationError):
             call()
     stream = client.conversation().send_stream("q")
     with pytest.raises(promptkit.ConfigurationError):
+        publish(stream, log, stream_id=bad if bad is not None else 7)
+    assert stream.done
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 1025, None, 7])
+def test_bad_keys_are_refused_before_any_io(make_log: Any, client: promptkit.Client, bad: Any) -> None:
+    log = make_log()
+    with pytest.raises(promptkit.ConfigurationError):
+        log.current(bad)
+    stream = client.conversation().send_stream("q")
+    with pytest.raises(promptkit.ConfigurationError):
         publish(stream, log, key=bad if bad is not None else 7)
     assert stream.done
+
+
+def test_any_conversation_id_is_a_key(make_log: Any, client: promptkit.Client) -> None:
+    log = make_log()
+    key = "user 42 {tenant}/chat:ü"
+    sid = publish(client.conversation(conversation_id=key).send_stream("q"), log, key=key)
+    assert log.current(key) == sid and log.info(sid).key == key
+    assert _entries(log, sid)[-1].terminal
 
 
 def test_heartbeats_while_the_model_is_silent_and_closing_stops_a_follower(make_log: Any, client: promptkit.Client,

@@ -39,6 +39,7 @@ __all__ = [
     "entry_id",
     "parse_entry_id",
     "new_stream_id",
+    "check_key",
     "DEFAULT_TTL",
     "DEFAULT_LEASE",
     "DEFAULT_MAX_EVENTS",
@@ -88,6 +89,13 @@ def check_stream_id(value: Any, name: str = "stream_id") -> str:
     """``value`` if it is a usable stream id or key: 1 to 128 of ``A-Z a-z 0-9 _ . : -``."""
     if not isinstance(value, str) or not _STREAM_ID.match(value):
         raise ConfigurationError(f"{name} must be 1 to 128 characters of A-Z a-z 0-9 _ . : -, got {value!r}")
+    return value
+
+
+def check_key(value: Any) -> str:
+    """``value`` if it is a usable key (a conversation id, say): a non-empty str of at most 1024 characters."""
+    if not isinstance(value, str) or not value or len(value) > 1024:
+        raise ConfigurationError(f"key must be a non-empty str of at most 1024 characters, got {value!r:.80}")
     return value
 
 
@@ -437,7 +445,7 @@ class MemoryStreamLog(StreamLog):
         return True
 
     def current(self, key: str) -> Optional[str]:
-        check_stream_id(key, "key")
+        check_key(key)
         with self._changed:
             self._prune(time.monotonic())
             return self._current.get(key)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from .._errors import ConfigurationError, PromptKitError, StoreError
 from .._stream import start_thread
-from ._log import StreamLog, check_stream_id, new_stream_id
+from ._log import StreamLog, check_key, check_stream_id, new_stream_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._stream import Stream
@@ -52,7 +52,7 @@ def publish(stream: "Stream", log: StreamLog, *, key: Optional[str] = None, stre
         if not isinstance(log, StreamLog):
             raise ConfigurationError(f"log must be a promptkit.web.StreamLog, got {type(log).__name__}")
         if key is not None:
-            check_stream_id(key, "key")
+            check_key(key)
         sid = new_stream_id() if stream_id is None else check_stream_id(stream_id)
         log.create(sid, key)
     except BaseException:

@@ -46,6 +46,7 @@ from ._log import (
     StreamLog,
     StreamNotFoundError,
     check_count,
+    check_key,
     check_seconds,
     check_stream_id,
 )
@@ -389,7 +390,7 @@ class RedisStreamLog(StreamLog):
         return bool(int(self._run("stop", lambda: self._stop(keys=[meta], args=[self.channel, stream_id], client=self._client))))
 
     def current(self, key: str) -> Optional[str]:
-        check_stream_id(key, "key")
+        check_key(key)
         value = self._run("current", lambda: self._client.get(self._current_key(key)))
         return None if value is None else text(value)
 
