@@ -261,9 +261,11 @@ def test_a_producer_whose_lease_lapses_ends_its_followers_with_one_error(redis_u
     log.close()
 
 
+# 0.18: a lease shorter than the keeper's 0.2 s stop-channel tick, which once set the pace of renewals.
+@pytest.mark.parametrize("lease", [0.3, 0.18])
 def test_a_live_producer_keeps_its_lease_through_a_long_silence(redis_url: str, client: promptkit.Client,
-                                                               server: MockServer) -> None:
-    log = _redis_log(redis_url, lease=0.3)
+                                                               server: MockServer, lease: float) -> None:
+    log = _redis_log(redis_url, lease=lease)
     server.enqueue(MockReply.stall(after_text="thinking"))
     sid = publish(client.conversation().send_stream("q"), log)
     seen = []

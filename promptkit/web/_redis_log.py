@@ -497,7 +497,9 @@ class _Keeper:
                                 raise log._redis.TimeoutError("no subscribe confirmation")
                             if message.get("type") == "subscribe":
                                 listening.set()
-                    message = pubsub.get_message(ignore_subscribe_messages=True, timeout=_KEEPER_TICK)
+                    # Wake for the next renewal too: a lease shorter than the tick must still be renewed in time.
+                    wait = max(0.0, min(_KEEPER_TICK, renew_at - time.monotonic()))
+                    message = pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
                     if message is not None and message.get("type") == "message":
                         self._cancel(text(message.get("data")))
                     if time.monotonic() >= renew_at:
