@@ -10,6 +10,7 @@ reaches the producer through the log.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from .._errors import ConfigurationError, PromptKitError, StoreError
@@ -59,7 +60,23 @@ def publish(stream: "Stream", log: StreamLog, *, key: Optional[str] = None, stre
         stream.close()  # a turn nobody can follow or stop must not run on
         raise
     start_thread(_produce, "publish", log, sid, stream)
+    if not _warmed.is_set():
+        _warmed.set()
+        start_thread(_warm_up, "token-warmup", stream)
     return sid
+
+
+# Published replies are the ones stopped from other workers. A stopped reply's usage is estimated
+# with tiktoken, whose first load takes about 0.3 s: the first publish in a process loads it in the
+# background, while the model works, so that the first stop does not wait for it.
+_warmed = threading.Event()
+
+
+def _warm_up(stream: "Stream") -> None:
+    try:
+        stream.usage_so_far()  # counts the prompt: loads the model's encoding
+    except Exception as exc:  # pragma: no cover - an estimate is never worth a failure
+        logger.debug("token counter warm-up failed: %r", exc)
 
 
 def _error_dict(error: BaseException) -> Dict[str, Any]:
