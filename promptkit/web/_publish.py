@@ -74,7 +74,7 @@ _warmed = threading.Event()
 
 def _warm_up(stream: "Stream") -> None:
     try:
-        stream.usage_so_far  # counts the prompt: loads the model's encoding
+        _ = stream.usage_so_far  # counting the prompt loads the model's encoding
     except Exception as exc:  # pragma: no cover - an estimate is never worth a failure
         logger.debug("token counter warm-up failed: %r", exc)
 
