@@ -583,6 +583,26 @@ def chart(results: Dict[str, Any], path: Path) -> None:
             "ms",
             TARGETS["import_ms"],
         )
+    rs = m.get("resumable")
+    if rs and not rs.get("skipped"):
+        ax = next(panels)
+        cells = {
+            f"resume\n{state}\n({engine})": _get(rs, "resume", engine, state)
+            for engine in ("redis", "memory")
+            for state in ("finished", "live")
+        }
+        cells["stop across\nworkers\n(redis)"] = rs.get("stop")
+        names = [name for name, cell in cells.items() if cell]
+        medians = [cells[name]["median_ms"] for name in names]
+        drawn = ax.bar(names, medians, color=["#7fb3de"] * (len(names) - 1) + ["#2a7ab9"])
+        ax.bar_label(drawn, labels=[_label(v) for v in medians], fontsize=8)
+        ax.scatter(names, [cells[name]["max_ms"] for name in names], color="black", marker="_", s=200, label="max")
+        ax.axhline(TARGETS["resumable_stop_ms"], color="red", linestyle="--", linewidth=1, label="stop target")
+        ax.set_yscale("log")
+        ax.set_title("resumable streams: median (bars) and max, over HTTP", fontsize=10)
+        ax.set_ylabel("ms (log)")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.legend(fontsize=8)
     for ax in panels:
         ax.axis("off")
     fig.tight_layout()
