@@ -470,8 +470,10 @@ def resumable(
 
         producer, follower, memory = worker("producer", "redis"), worker("follower", "redis"), worker("memory", "memory")
         workers = (producer, follower, memory)
-        stack.callback(lambda: [each.stop() for each in workers])
-        stack.callback(lambda: [each.close_stdin() for each in workers])  # all exit at once, then are waited for
+        for each in workers:
+            stack.callback(each.stop)
+        for each in workers:  # run first: all are asked to exit at once, then waited for
+            stack.callback(each.close_stdin)
         for each in workers:
             each.ready()
 
