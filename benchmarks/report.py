@@ -369,9 +369,10 @@ def _resumable_rows(m: Dict[str, Any], verdicts: Dict[str, str]) -> List[List[st
         return f"{value['median_ms']:.1f} / {value['max_ms']:.1f} ms"
 
     rows = [[f"resumable streams (median / max of {rs['runs']})", *engines, "target", "result"]]
-    for state in ("finished", "live"):
+    for state in ("finished", "live", "finished_tail"):
         after = _get(rs, "resume", "redis", state, "after")
-        rows.append([f"resume a {state} stream (Last-Event-ID {after}) -> first event", *per(("resume", state), both), "", ""])
+        what = "finished" if state == "finished_tail" else state
+        rows.append([f"resume a {what} stream (Last-Event-ID {after}) -> first event", *per(("resume", state), both), "", ""])
     stop = rs.get("stop")
     if stop:
         verdict = verdicts.get("resumable_stop_latency", "")
@@ -409,9 +410,10 @@ def _resumable_rows(m: Dict[str, Any], verdicts: Dict[str, str]) -> List[List[st
                 "",
             ]
         )
-        rows.append(["  worker CPU per follower (memory: with its producers)", *per(("followers", "cpu_pct_per_follower"), lambda v: f"{v:.2f}% of a core"), "", ""])
+        rows.append(["  worker CPU per follower", *per(("followers", "follower", "cpu_pct_per_follower"), lambda v: f"{v:.2f}% of a core"), "", ""])
         rows.append(["  producer threads per stream (and its process)", *per(("followers", "producer", "threads_per_stream"), lambda v: f"{v:.2f}"), "", ""])
         rows.append(["  producer RSS per stream", *per(("followers", "producer", "rss_per_stream_kb"), lambda v: f"{v:.0f} KB"), "", ""])
+        rows.append(["  producer CPU per stream", *per(("followers", "producer", "cpu_pct_per_stream"), lambda v: f"{v:.2f}% of a core"), "", ""])
     return rows
 
 

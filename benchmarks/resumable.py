@@ -161,13 +161,30 @@ class _Worker:
     def stats(self) -> Dict[str, Any]:
         return self.call("GET", "/stats")
 
+    def steady_stats(self, bound: float = 2.0) -> Dict[str, Any]:
+        """The stats once two readings 50 ms apart agree on the thread count (a request thread that
+        answered a moment ago may still be exiting), or after ``bound``."""
+        deadline = time.monotonic() + bound
+        last = self.stats()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = self.stats()
+            if now["threads"] == last["threads"]:
+                return now
+            last = now
+        return last
+
+    def cpu(self) -> float:
+        """The worker's CPU seconds so far (without the ``gc.collect()`` of :meth:`stats`)."""
+        return float(self.call("GET", "/cpu")["cpu_s"])
+
     def settle(self, bound: float = 5.0) -> Dict[str, Any]:
         """The stats once no promptkit thread is left (a keeper exits soon after its last stream), or after ``bound``."""
         deadline = time.monotonic() + bound
         while True:
             now = self.stats()
             if not any(n.startswith("promptkit-") for n in now["thread_names"]) or time.monotonic() > deadline:
-                return now
+                return self.steady_stats()
             time.sleep(0.05)
 
     def close_stdin(self) -> None:
@@ -277,6 +294,8 @@ def _resume(producer: _Worker, follower: _Worker, stop: Any, runs: int, turn_eve
     out = {
         "finished": _resume_runs(follower, finished, turn_events // 2, runs),
         "live": _resume_runs(follower, live, turn_events // 2, runs),
+        # The same finished stream with 10 events left: how the backlog after the id weighs.
+        "finished_tail": _resume_runs(follower, finished, turn_events - 10, runs),
     }
     stop(live)  # ends the followers the runs left waiting for the next live event, too
     return out
@@ -378,9 +397,13 @@ def _followers(
         follower.settle()
     conn0 = _connections(admin, "bench-producer") if admin else None
     ids = _start(producer, Scenario(n=_LIVE_DELTAS, text=_TEXT, pace=_LIVE_PACE), count=n, events=1)["ids"]
-    p1 = producer.stats()
+    p1 = producer.steady_stats()
     conn1 = _connections(admin, "bench-producer") if admin else None
-    f0 = follower.stats() if follower is not producer else p1
+    # The producers alone, for as long as the followers will be measured: their CPU.
+    pc0, w0 = producer.cpu(), time.perf_counter()
+    time.sleep(hold)
+    producer_cpu = (producer.cpu() - pc0) / (time.perf_counter() - w0)
+    f0 = follower.steady_stats() if follower is not producer else p1
     c0 = _connections(admin, "bench-follower") if admin else None
     readers: List[_Follower] = []
     t0 = time.perf_counter()
@@ -391,14 +414,14 @@ def _followers(
                 raise RuntimeError(f"follower of {sid} ended at once")
         connect_s = time.perf_counter() - t0
         # The hold window: every follower waits in the log's read between two events.
-        cpu0, w0 = follower.call("GET", "/cpu")["cpu_s"], time.perf_counter()
+        cpu0, w0 = follower.cpu(), time.perf_counter()
         samples: List[Dict[str, int]] = []
         while time.perf_counter() - w0 < hold:
             if admin:
                 samples.append(_connections(admin, "bench-follower"))
             time.sleep(0.1)
-        cpu1, window = follower.call("GET", "/cpu")["cpu_s"], time.perf_counter() - w0
-        f1 = follower.stats()
+        cpu1, window = follower.cpu(), time.perf_counter() - w0
+        f1 = follower.steady_stats()
         for sid in ids:
             stop(sid)
         ended = sum(_cancelled(reader.terminal()) for reader in readers)
@@ -415,11 +438,18 @@ def _followers(
         "event_every_ms": _LIVE_PACE * 1000.0,
         "follower": _cost(f0, f1, n),
         "producer": _cost(p0, p1, n),
-        # The follower worker's CPU over the window (for memory: its producers' too), per follower
-        # and per event delivered (about n * window / pace of them).
-        "cpu_pct_per_follower": (cpu1 - cpu0) / window / n * 100.0,
-        "cpu_us_per_event": (cpu1 - cpu0) / (n * window / _LIVE_PACE) * 1e6,
     }
+    # CPU while following: the follower worker's over the window, less (for memory, where they share
+    # the process) what its producers used alone; per follower, and per event delivered (n * window / pace).
+    follow_cpu = (cpu1 - cpu0) / window - (producer_cpu if follower is producer else 0.0)
+    out["follower"].update(
+        cpu_pct_per_follower=follow_cpu / n * 100.0,
+        cpu_us_per_event=follow_cpu / (n / _LIVE_PACE) * 1e6,
+    )
+    out["producer"].update(
+        cpu_pct_per_stream=producer_cpu / n * 100.0,
+        cpu_us_per_event=producer_cpu / (n / _LIVE_PACE) * 1e6,
+    )
     if admin and c0 is not None and conn0 is not None and conn1 is not None:
         blocked = [s["blocked"] for s in samples]
         out["follower"].update(

@@ -137,7 +137,7 @@ def test_quick_mode_measures_resumable_streams(quick_run: Dict[str, Any]) -> Non
         pytest.skip(rs["skipped"])
     assert "resumable streams" in quick_run["stdout"]
     for engine in ("redis", "memory"):
-        for state in ("finished", "live"):
+        for state in ("finished", "live", "finished_tail"):
             row = rs["resume"][engine][state]
             assert len(row["samples_ms"]) == rs["runs"] and all(_number(v) for v in row["samples_ms"])
             assert _number(row["median_ms"]) and _number(row["max_ms"])
@@ -145,10 +145,11 @@ def test_quick_mode_measures_resumable_streams(quick_run: Dict[str, Any]) -> Non
         # Every follower got its first event and, when its stream was stopped, a cancelled done.
         assert followers["connected"] == followers["ended_cancelled"] == rs["followers_n"]
         for side in ("follower", "producer"):
-            for key in ("threads_per_stream", "rss_per_stream_kb", "os_threads_added"):
+            for key in ("threads_per_stream", "rss_per_stream_kb", "os_threads_added", "cpu_us_per_event"):
                 assert _number(followers[side][key]), (engine, side, key)
             assert isinstance(followers[side]["thread_names_added"], dict)
-        assert _number(followers["cpu_pct_per_follower"])
+        assert _number(followers["follower"]["cpu_pct_per_follower"])
+        assert _number(followers["producer"]["cpu_pct_per_stream"])
     redis_followers = rs["followers"]["redis"]
     assert _number(redis_followers["follower"]["redis_connections_per_follower"])
     assert _number(redis_followers["producer"]["redis_connections_added"])
