@@ -42,6 +42,8 @@ class Scenario:
         pace: seconds between deltas; 0 sends them back to back in one write (``MockReply(bulk=True)``).
         silent: if > 0: the headers and one comment, then nothing for this many seconds (or until the
             client hangs up), then the end of the body.
+        stall: the ``n`` deltas (word-split: give ``text`` a leading or trailing space), then nothing
+            more until the client hangs up or the server closes (``MockReply.stall``).
     """
 
     n: int = 1
@@ -50,6 +52,7 @@ class Scenario:
     first_delay: float = 0.0
     pace: float = 0.0
     silent: float = 0.0
+    stall: bool = False
 
     def message(self) -> str:
         """The user message that carries this scenario."""
@@ -59,6 +62,8 @@ class Scenario:
         """The MockReply the server sends for this scenario."""
         if self.silent > 0:
             return MockReply.keepalive_only(self.silent, interval=self.silent)
+        if self.stall:
+            return MockReply.stall(after_text=self.text * self.n)
         return MockReply.text(
             self.text * self.n,
             chunk_size=len(self.text),

@@ -19,6 +19,7 @@ REQUIRED_METRICS: Dict[str, Sequence[str]] = {
     "cancel_phases": ("runs", "bound_s", "phases"),
     "concurrent": ("streams", "deltas", "pace_ms", "clients"),
     "imports": ("runs", "modules"),
+    "resumable": ("skipped", "runs", "stop_runs", "followers_n", "turn_events"),
 }
 
 TARGETS = {
@@ -29,6 +30,7 @@ TARGETS = {
     "rss_per_stream_mb": 1.0,
     "cpu_vs_floor_2t": 1.1,  # concurrent streams: promptkit CPU/event <= 1.1x the two-thread floor
     "import_ms": 150.0,
+    "resumable_stop_ms": 200.0,  # stop from another worker -> the follower's client has `done`, every run
 }
 
 
@@ -170,6 +172,19 @@ def evaluate(metrics: Dict[str, Any]) -> List[Dict[str, Any]]:
                 ms is not None and ms <= limit and imp.get("tiktoken_imported") is False
                 and imp.get("opentelemetry_imported") is False,
                 ms=ms,
+            )
+        )
+    stop = _get(metrics, "resumable", "stop")
+    if stop:
+        limit = TARGETS["resumable_stop_ms"]
+        worst = stop.get("max_ms")
+        out.append(
+            _target(
+                "resumable_stop_latency",
+                f"stop a silent published turn from another worker -> follower gets done (cancelled) <= {limit:g} ms",
+                f"{worst:.1f} ms max, {stop.get('cancelled')}/{stop.get('runs')} cancelled" if worst is not None else "n/a",
+                worst is not None and worst <= limit and bool(stop.get("all_cancelled")),
+                ms=worst,
             )
         )
     return out
@@ -336,12 +351,81 @@ def _phase_rows(m: Dict[str, Any], verdicts: Dict[str, str]) -> List[List[str]]:
     return rows
 
 
+def _resumable_rows(m: Dict[str, Any], verdicts: Dict[str, str]) -> List[List[str]]:
+    """Resumable streams: a column per stream log engine."""
+    rs = m.get("resumable")
+    if not rs or rs.get("skipped"):
+        return []
+    engines = ("redis", "memory")
+
+    def per(path: Sequence[str], fmt: Any) -> List[str]:
+        cells = []
+        for engine in engines:
+            value = _get(rs, *path[:1], engine, *path[1:])
+            cells.append(fmt(value) if value is not None else "-")
+        return cells
+
+    def both(value: Dict[str, Any]) -> str:
+        return f"{value['median_ms']:.1f} / {value['max_ms']:.1f} ms"
+
+    rows = [[f"resumable streams (median / max of {rs['runs']})", *engines, "target", "result"]]
+    for state in ("finished", "live", "finished_tail"):
+        after = _get(rs, "resume", "redis", state, "after")
+        what = "finished" if state == "finished_tail" else state
+        rows.append([f"resume a {what} stream (Last-Event-ID {after}) -> first event", *per(("resume", state), both), "", ""])
+    stop = rs.get("stop")
+    if stop:
+        verdict = verdicts.get("resumable_stop_latency", "")
+        rows.append(
+            [
+                f"stop from another worker -> client has done (cancelled), {stop['runs']} runs",
+                both(stop),
+                "-",
+                f"<= {TARGETS['resumable_stop_ms']:g} ms",
+                verdict.split(" (")[0],
+            ]
+        )
+    mem = rs.get("redis_memory")
+    if mem:
+        rows.append(
+            [
+                f"Redis memory of a finished {mem['content_events']}-event turn (log + meta + current)",
+                f"{mem['bytes'] / 1024:.1f} KB, {mem['bytes_per_event']:.0f} B/event",
+                "-",
+                "(information)",
+                "",
+            ]
+        )
+    fo = rs.get("followers") or {}
+    n = _get(fo, "redis", "followers") or _get(fo, "memory", "followers")
+    if n:
+        label = f"{n} followers of live streams in one worker (an event / {_get(fo, 'redis', 'event_every_ms') or 0:.0f} ms)"
+        rows.append([label + ": threads per follower", *per(("followers", "follower", "threads_per_stream"), lambda v: f"{v:.2f}"), "", ""])
+        rows.append(["  RSS per follower", *per(("followers", "follower", "rss_per_stream_kb"), lambda v: f"{v:.0f} KB"), "", ""])
+        rows.append(
+            [
+                "  Redis connections per waiting follower (blocked in XREAD)",
+                *per(("followers", "follower", "redis_connections_per_follower"), lambda v: f"{v:.2f}"),
+                "",
+                "",
+            ]
+        )
+        rows.append(["  worker CPU per follower", *per(("followers", "follower", "cpu_pct_per_follower"), lambda v: f"{v:.2f}% of a core"), "", ""])
+        rows.append(["  producer threads per stream (and its process)", *per(("followers", "producer", "threads_per_stream"), lambda v: f"{v:.2f}"), "", ""])
+        rows.append(["  producer RSS per stream", *per(("followers", "producer", "rss_per_stream_kb"), lambda v: f"{v:.0f} KB"), "", ""])
+        rows.append(["  producer CPU per stream", *per(("followers", "producer", "cpu_pct_per_stream"), lambda v: f"{v:.2f}% of a core"), "", ""])
+    return rows
+
+
 def table(results: Dict[str, Any]) -> str:
-    """The tables: clients side by side, then promptkit's cancel per phase; then the targets."""
+    """The tables: clients side by side, promptkit's cancel per phase, resumable streams; then the targets."""
     m = results["metrics"]
     verdicts = {t["name"]: ("PASS" if t["pass"] else "FAIL") + f" ({t['value']})" for t in results["targets"]}
     lines: List[str] = []
-    for rows in (_client_rows(m, verdicts), _phase_rows(m, verdicts)):
+    skipped = _get(m, "resumable", "skipped")
+    if skipped:
+        lines += [f"resumable streams: skipped: {skipped}", ""]
+    for rows in (_client_rows(m, verdicts), _phase_rows(m, verdicts), _resumable_rows(m, verdicts)):
         if rows:
             lines += _render(rows) + [""]
     cp = m.get("cancel_phases")
@@ -501,6 +585,26 @@ def chart(results: Dict[str, Any], path: Path) -> None:
             "ms",
             TARGETS["import_ms"],
         )
+    rs = m.get("resumable")
+    if rs and not rs.get("skipped"):
+        ax = next(panels)
+        cells = {
+            f"resume\n{state}\n({engine})": _get(rs, "resume", engine, state)
+            for engine in ("redis", "memory")
+            for state in ("finished", "live")
+        }
+        cells["stop across\nworkers\n(redis)"] = rs.get("stop")
+        names = [name for name, cell in cells.items() if cell]
+        medians = [cells[name]["median_ms"] for name in names]
+        drawn = ax.bar(names, medians, color=["#7fb3de"] * (len(names) - 1) + ["#2a7ab9"])
+        ax.bar_label(drawn, labels=[_label(v) for v in medians], fontsize=8)
+        ax.scatter(names, [cells[name]["max_ms"] for name in names], color="black", marker="_", s=200, label="max")
+        ax.axhline(TARGETS["resumable_stop_ms"], color="red", linestyle="--", linewidth=1, label="stop target")
+        ax.set_yscale("log")
+        ax.set_title("resumable streams: median (bars) and max, over HTTP", fontsize=10)
+        ax.set_ylabel("ms (log)")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.legend(fontsize=8)
     for ax in panels:
         ax.axis("off")
     fig.tight_layout()

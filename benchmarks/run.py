@@ -35,6 +35,7 @@ from benchmarks import measure  # noqa: E402
 from benchmarks._env import prepare  # noqa: E402
 from benchmarks.cancel_phases import cancel_phases  # noqa: E402
 from benchmarks.mock import ServerProcess  # noqa: E402
+from benchmarks.resumable import resumable  # noqa: E402
 from benchmarks.report import chart, evaluate, table  # noqa: E402
 
 __all__ = ["main", "CONFIGS", "MEASUREMENTS"]
@@ -60,6 +61,11 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
         "pace": 0.02,
         "concurrent_rounds": 5,
         "import_runs": 5,
+        "resume_runs": 20,
+        "stop_runs": 20,
+        "followers": 50,
+        "follow_hold": 3.0,
+        "turn_events": 500,
     },
     "quick": {
         "chunks": 2_000,
@@ -77,6 +83,11 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
         "pace": 0.01,
         "concurrent_rounds": 1,
         "import_runs": 1,
+        "resume_runs": 3,
+        "stop_runs": 3,
+        "followers": 10,
+        "follow_hold": 0.5,
+        "turn_events": 100,
     },
 }
 
@@ -111,6 +122,17 @@ def _imports(server: Any, c: Dict[str, Any]) -> Any:
     return measure.imports(("promptkit", "openai"), runs=c["import_runs"])
 
 
+def _resumable(server: Any, c: Dict[str, Any]) -> Any:
+    return resumable(
+        server,
+        runs=c["resume_runs"],
+        stop_runs=c["stop_runs"],
+        followers=c["followers"],
+        hold=c["follow_hold"],
+        turn_events=c["turn_events"],
+    )
+
+
 # name -> (progress label, whether it needs the server process, the step)
 MEASUREMENTS: Dict[str, Any] = {
     "throughput": (lambda c: f"throughput: {c['chunks']:,} chunks x {c['reps']}", True, _throughput),
@@ -124,6 +146,12 @@ MEASUREMENTS: Dict[str, Any] = {
     ),
     "concurrent": (lambda c: f"{c['streams']} concurrent streams (a fresh process per client)", True, _concurrent),
     "imports": (lambda c: f"import time: {c['import_runs']} fresh processes per module", False, _imports),
+    "resumable": (
+        lambda c: f"resumable streams (redis-server, 3 workers): {c['resume_runs']} resumes, {c['stop_runs']} stops, "
+        f"{c['followers']} followers, a {c['turn_events']}-event turn",
+        True,
+        _resumable,
+    ),
 }
 
 

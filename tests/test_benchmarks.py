@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,10 @@ TARGETS = {
     "concurrent_cpu_vs_floor_2t",
     "import_time",
 }
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 def _number(value: Any) -> bool:
@@ -124,9 +129,43 @@ def test_quick_mode_writes_every_metric(quick_run: Dict[str, Any]) -> None:
         assert _number(row["ms"]) and isinstance(row["tiktoken_imported"], bool)
 
 
+def test_quick_mode_measures_resumable_streams(quick_run: Dict[str, Any]) -> None:
+    rs = quick_run["results"]["metrics"]["resumable"]
+    if rs["skipped"]:
+        assert not _in_ci(), f"CI provides redis-server, redis-py and Flask: {rs['skipped']}"
+        assert f"resumable streams: skipped: {rs['skipped']}" in quick_run["stdout"]
+        pytest.skip(rs["skipped"])
+    assert "resumable streams" in quick_run["stdout"]
+    for engine in ("redis", "memory"):
+        for state in ("finished", "live", "finished_tail"):
+            row = rs["resume"][engine][state]
+            assert len(row["samples_ms"]) == rs["runs"] and all(_number(v) for v in row["samples_ms"])
+            assert _number(row["median_ms"]) and _number(row["max_ms"])
+        followers = rs["followers"][engine]
+        # Every follower got its first event and, when its stream was stopped, a cancelled done.
+        assert followers["connected"] == followers["ended_cancelled"] == rs["followers_n"]
+        for side in ("follower", "producer"):
+            for key in ("threads_per_stream", "rss_per_stream_kb", "os_threads_added", "cpu_us_per_event"):
+                assert _number(followers[side][key]), (engine, side, key)
+            assert isinstance(followers[side]["thread_names_added"], dict)
+        assert _number(followers["follower"]["cpu_pct_per_follower"])
+        assert _number(followers["producer"]["cpu_pct_per_stream"])
+    redis_followers = rs["followers"]["redis"]
+    assert _number(redis_followers["follower"]["redis_connections_per_follower"])
+    assert _number(redis_followers["producer"]["redis_connections_added"])
+    stop = rs["stop"]
+    assert len(stop["samples_ms"]) == stop["runs"] == rs["stop_runs"] and _number(stop["max_ms"])
+    assert stop["all_cancelled"] is True  # a stop from another process ends the turn as cancelled
+    memory = rs["redis_memory"]
+    assert memory["events"] == memory["content_events"] + 1  # the content events and the done
+    assert set(memory["keys"]) == {"log", "meta", "current"} and all(v > 0 for v in memory["keys"].values())
+    assert memory["bytes"] == sum(memory["keys"].values()) and _number(memory["bytes_per_event"])
+
+
 def test_quick_mode_reports_every_target(quick_run: Dict[str, Any]) -> None:
     targets = quick_run["results"]["targets"]
-    assert {t["name"] for t in targets} == TARGETS
+    expected = TARGETS if quick_run["results"]["metrics"]["resumable"]["skipped"] else TARGETS | {"resumable_stop_latency"}
+    assert {t["name"] for t in targets} == expected
     assert all(isinstance(t["pass"], bool) and t["target"] and t["value"] for t in targets)
     assert isinstance(quick_run["results"]["all_pass"], bool)
 
@@ -166,3 +205,22 @@ def test_run_py_works_as_a_script() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "--quick" in proc.stdout and "--out" in proc.stdout
+
+
+def test_resumable_is_skipped_with_its_reason_when_redis_server_is_missing(tmp_path: Path) -> None:
+    out = tmp_path / "skipped.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "resumable,close_race", "--out", str(out), "--no-chart"],
+        cwd=str(ROOT),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PATH=str(tmp_path)),  # no redis-server on it
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert "redis-server is not installed" in results["metrics"]["resumable"]["skipped"]
+    assert results["metrics"]["close_race"]["runs"] > 0  # the rest of the run went on
+    assert "resumable streams: skipped: redis-server is not installed" in proc.stdout
+    assert "resumable_stop_latency" not in {t["name"] for t in results["targets"]}
