@@ -421,3 +421,21 @@ with MockServer() as server, promptkit.Client(base_url=server.url, api_key="k") 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "True"
+
+
+def test_last_event_id_0_0_means_from_the_start(make_log: Any, client: promptkit.Client) -> None:
+    from promptkit.web._follow import resume_reply
+    from promptkit.web._log import parse_entry_id
+
+    assert parse_entry_id("0-0") == 0 and parse_entry_id(" 0-17 ") == 17
+    for bad in ("0-01", "1-1", "0-", "-1", "0-1-2", 17):
+        with pytest.raises(promptkit.ConfigurationError):
+            parse_entry_id(bad)
+    log = make_log()
+    sid = publish(client.conversation().send_stream("q"), log)
+    whole = _entries(log, sid)
+    status, body = resume_reply(log, sid, last_event_id="0-0", heartbeat=None)
+    assert status == 200 and body is not None
+    frames = list(body)
+    assert frames[0] == b"retry: 1000\n\n" and len(frames) == 1 + len(whole)
+    assert frames[1].startswith(b"event: content\nid: 0-1\n")

@@ -56,7 +56,7 @@ DEFAULT_MAX_EVENTS = 100_000
 
 TERMINAL_TYPES = ("done", "error")
 
-_ENTRY_ID = re.compile(r"0-([1-9][0-9]{0,17})\Z")
+_ENTRY_ID = re.compile(r"0-(0|[1-9][0-9]{0,17})\Z")
 _STREAM_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
 
 
@@ -73,7 +73,7 @@ def entry_id(seq: int) -> str:
 
 
 def parse_entry_id(value: Any) -> int:
-    """The sequence number in an entry id such as a ``Last-Event-ID`` header (``"0-17"`` -> 17).
+    """The sequence number in an entry id such as a ``Last-Event-ID`` header (``"0-17"`` -> 17; ``"0-0"``: before the first).
 
     Raises:
         ConfigurationError: ``value`` is not an entry id (before any I/O).
@@ -284,10 +284,13 @@ def _wake(future: "asyncio.Future[None]") -> None:
 
 
 class _Record:
-    """One stream in a :class:`MemoryStreamLog`."""
+    """One stream in a :class:`MemoryStreamLog`, with the condition its followers wait on."""
 
-    def __init__(self, key: Optional[str], now: float) -> None:
+    def __init__(self, key: Optional[str], now: float, lock: threading.Lock) -> None:
         self.key = key
+        self.changed = threading.Condition(lock)  # one per stream: an append wakes only its followers
+        # Followers on event loops: (loop, future) pairs, woken with the condition's waiters.
+        self.waiters: List[Tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]] = []
         self.entries: List[LogEntry] = []  # the newest ``max_events``
         self.count = 0  # every entry ever appended: the last seq
         self.finished = False
@@ -298,9 +301,10 @@ class _Record:
 class MemoryStreamLog(StreamLog):
     """A :class:`StreamLog` in this process's memory: resumable streams for a single-process app.
 
-    Followers wait on a condition (an asyncio future on an event loop), so
-    one waiting costs no thread of its own and no polling. A reconnect must reach the same process (one worker, or sticky
-    sessions); use :class:`~promptkit.web.RedisStreamLog` across workers.
+    Followers wait on their stream's condition (an asyncio future on an
+    event loop), so one waiting costs no thread of its own and no polling,
+    and an append wakes only that stream's followers. A reconnect must reach
+    the same process (one worker, or sticky sessions); use :class:`~promptkit.web.RedisStreamLog` across workers.
     The producer cannot die apart from its followers here, so there is no
     lease to watch.
 
@@ -313,9 +317,7 @@ class MemoryStreamLog(StreamLog):
         self.ttl = check_seconds("ttl", ttl)
         self.max_events = check_count("max_events", max_events)
         self.lease = DEFAULT_LEASE
-        self._changed = threading.Condition()
-        # Followers on event loops, woken with the condition's waiters: (loop, future) pairs.
-        self._waiters: List[Tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]] = []
+        self._lock = threading.Lock()
         self._streams: Dict[str, _Record] = {}
         self._current: Dict[str, str] = {}
         self._held: Dict[str, "Stream"] = {}
@@ -339,16 +341,16 @@ class MemoryStreamLog(StreamLog):
     def create(self, stream_id: str, key: Optional[str]) -> None:
         check_stream_id(stream_id)
         now = time.monotonic()
-        with self._changed:
+        with self._lock:
             self._prune(now)
             if stream_id in self._streams:
                 raise ConfigurationError(f"a stream {stream_id!r} is already in the log")
-            self._streams[stream_id] = _Record(key, now + self.ttl)
+            self._streams[stream_id] = _Record(key, now + self.ttl, self._lock)
             if key is not None:
                 self._current[key] = stream_id
 
     def append(self, stream_id: str, event: Mapping[str, Any]) -> Appended:
-        with self._changed:
+        with self._lock:
             record = self._streams.get(stream_id)
             if record is None or record.finished:
                 return Appended(0, live=False)
@@ -359,8 +361,8 @@ class MemoryStreamLog(StreamLog):
             if event.get("type") in TERMINAL_TYPES:
                 record.finished = True
             record.expires = time.monotonic() + self.ttl
-            self._changed.notify_all()
-            waiters, self._waiters = self._waiters, []
+            record.changed.notify_all()
+            waiters, record.waiters = record.waiters, []
             appended = Appended(record.count, stop=record.stop)
         for loop, future in waiters:
             try:
@@ -370,7 +372,7 @@ class MemoryStreamLog(StreamLog):
         return appended
 
     def hold(self, stream_id: str, stream: "Stream") -> None:
-        with self._changed:
+        with self._lock:
             self._held[stream_id] = stream
             record = self._streams.get(stream_id)
             stop = record is not None and record.stop
@@ -378,12 +380,12 @@ class MemoryStreamLog(StreamLog):
             stream.cancel()
 
     def release(self, stream_id: str) -> None:
-        with self._changed:
+        with self._lock:
             self._held.pop(stream_id, None)
 
     def read(self, stream_id: str, after: int, timeout: float) -> List[LogEntry]:
         deadline = time.monotonic() + timeout
-        with self._changed:
+        with self._lock:
             while True:
                 record = self._record(stream_id)
                 if record.count > after:
@@ -392,13 +394,13 @@ class MemoryStreamLog(StreamLog):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
-                self._changed.wait(remaining)
+                record.changed.wait(remaining)
 
     async def aread(self, stream_id: str, after: int, timeout: float) -> List[LogEntry]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            with self._changed:
+            with self._lock:
                 record = self._record(stream_id)
                 if record.count > after:
                     first = record.count - len(record.entries) + 1
@@ -407,15 +409,15 @@ class MemoryStreamLog(StreamLog):
                 if remaining <= 0:
                     return []
                 future: "asyncio.Future[None]" = loop.create_future()
-                self._waiters.append((loop, future))
+                record.waiters.append((loop, future))
             try:
                 await asyncio.wait_for(future, remaining)
             except asyncio.TimeoutError:
                 pass
             finally:
-                with self._changed:
-                    if (loop, future) in self._waiters:
-                        self._waiters.remove((loop, future))
+                with self._lock:
+                    if (loop, future) in record.waiters:
+                        record.waiters.remove((loop, future))
 
     async def ainfo(self, stream_id: str) -> StreamInfo:
         return self.info(stream_id)  # memory only: nothing to wait for
@@ -425,7 +427,7 @@ class MemoryStreamLog(StreamLog):
 
     def info(self, stream_id: str) -> StreamInfo:
         check_stream_id(stream_id)
-        with self._changed:
+        with self._lock:
             record = self._record(stream_id)
             return StreamInfo(stream_id, record.key, record.count, record.finished, record.stop)
 
@@ -434,7 +436,7 @@ class MemoryStreamLog(StreamLog):
 
     def stop(self, stream_id: str) -> bool:
         check_stream_id(stream_id)
-        with self._changed:
+        with self._lock:
             record = self._streams.get(stream_id)
             if record is None or record.finished:
                 return False
@@ -446,6 +448,6 @@ class MemoryStreamLog(StreamLog):
 
     def current(self, key: str) -> Optional[str]:
         check_key(key)
-        with self._changed:
+        with self._lock:
             self._prune(time.monotonic())
             return self._current.get(key)

@@ -122,8 +122,9 @@ return 0
 
 # How often the keeper looks at its stop channel when no message comes: how soon it exits after its last stream.
 _KEEPER_TICK = 0.2
-# How many entries one read returns at most.
-_READ_COUNT = 1000
+# How many entries one read returns at most: small enough that a long replay's first event goes out
+# at once (decoding a thousand entries first cost about 20 ms), large enough to take few round trips.
+_READ_COUNT = 100
 # The connection settings a redis.asyncio pool takes from the synchronous one.
 _ASYNC_KEYS = frozenset(
     ("host", "port", "db", "username", "password", "path", "client_name", "encoding", "encoding_errors",
