@@ -295,6 +295,7 @@ class Conversation:
                 progress=turn.progress,
                 control=control,
                 structured=settings.output is not None,
+                model=settings.model,
             )
         except BaseException as error:  # no worker thread could be started: close the response, free the turn
             turn.discard()

@@ -342,6 +342,7 @@ class Stream:
         progress: Optional[Callable[[], Tuple[Usage, float]]] = None,
         control: Optional[StreamControl] = None,
         structured: bool = False,
+        model: Optional[str] = None,
     ) -> None:
         # A control made before the stream lets a cancel reach the turn while it is still opening.
         self._control = control if control is not None else StreamControl(buffer_size)
@@ -357,6 +358,7 @@ class Stream:
         }
         self._has_callbacks = any(cb is not None for cb in self._callbacks.values())
         self._structured = structured  # content events carry the value so far (response_format)
+        self._model = model
         self._parsed: Any = None
         self._lock = threading.Lock()  # guards _state and _terminal, which change only in _move()
         self._state = _State.NEW
@@ -563,6 +565,11 @@ class Stream:
     def control(self) -> StreamControl:
         """The worker's side of this stream (for promptkit's own modules)."""
         return self._control
+
+    @property
+    def model(self) -> Optional[str]:
+        """The model the turn asked for (``Response.model`` says which model answered)."""
+        return self._model
 
     @property
     def usage_so_far(self) -> Usage:

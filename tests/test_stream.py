@@ -350,3 +350,16 @@ def test_iterating_after_the_terminal_event_was_taken_or_collected_yields_nothin
     assert list(stream.iter_sse(heartbeat=None)) == []
     expected = "stop" if ending == "loop" else "cancelled"
     assert stream.result().finish_reason == expected  # result() after iterating keeps returning the Response
+
+
+def test_a_stream_names_the_model_its_turn_asked_for() -> None:
+    import promptkit
+    from promptkit.testing import MockServer
+
+    with MockServer() as server, promptkit.Client(base_url=server.url, api_key="k", model="gpt-4.1-mini") as client:
+        stream = client.conversation().send_stream("q")
+        assert stream.model == "gpt-4.1-mini"
+        stream.result()
+        other = client.conversation(model="gpt-4o").send_stream("q")
+        assert other.model == "gpt-4o"
+        other.result()

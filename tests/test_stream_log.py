@@ -439,3 +439,65 @@ def test_last_event_id_0_0_means_from_the_start(make_log: Any, client: promptkit
     frames = list(body)
     assert frames[0] == b"retry: 1000\n\n" and len(frames) == 1 + len(whole)
     assert frames[1].startswith(b"event: content\nid: 0-1\n")
+
+
+# -- a log that fails under the producer -------------------------------------------------------------
+
+
+def test_a_retried_append_is_written_once(make_log: Any) -> None:
+    log = make_log()
+    log.create("retry-me", None)
+    first = {"type": "content", "content": "a"}
+    assert log.append("retry-me", first, 1).seq == 1
+    assert log.append("retry-me", first, 1).seq == 1  # the answer was lost, the producer retries
+    assert log.append("retry-me", {"type": "content", "content": "b"}, 2).seq == 2
+    done = {"type": "done", "content": "", "final": {"finish_reason": "stop"}}
+    assert log.append("retry-me", done, 3).seq == 3 and log.append("retry-me", done, 3).seq == 3
+    assert [e.event["content"] for e in _entries(log, "retry-me")] == ["a", "b", ""]
+    assert log.info("retry-me").events == 3
+
+
+class FlakyLog(MemoryStreamLog):
+    """A MemoryStreamLog whose appends fail as a remote engine's can: ``fail(seq)`` says how."""
+
+    def __init__(self, fail: Any) -> None:
+        super().__init__()
+        self.fail = fail
+        self.attempts: List[int] = []
+
+    def append(self, stream_id: str, event: Any, seq: int = 0) -> Any:
+        self.attempts.append(seq)
+        how = self.fail(seq, self.attempts.count(seq))
+        if how == "lost-answer":  # written, but the answer never came back
+            super().append(stream_id, event, seq)
+        if how in ("lost-answer", "down"):
+            raise promptkit.StoreError("FlakyLog: append failed: connection lost")
+        return super().append(stream_id, event, seq)
+
+
+def test_an_append_whose_answer_was_lost_is_retried_without_a_duplicate(client: promptkit.Client) -> None:
+    log = FlakyLog(lambda seq, attempt: "lost-answer" if seq == 3 and attempt == 1 else None)
+    conv = client.conversation()
+    sid = publish(conv.send_stream("Tell me a story."), log)
+    entries = _entries(log, sid)
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    assert _text(entries) == entries[-1].event["final"]["content"] == conv.messages[-1]["content"]
+    assert log.attempts.count(3) == 2
+
+
+def test_a_log_that_stays_down_cancels_the_turn_and_ends_its_followers(client: promptkit.Client,
+                                                                      server: MockServer) -> None:
+    from tests.test_web import RecordingStore
+
+    store = RecordingStore()
+    log = FlakyLog(lambda seq, attempt: "down" if seq >= 3 else None)
+    server.enqueue(MockReply.stall(after_text="one two three four five"))  # then silent: only a cancel ends it
+    conv = client.conversation(store=store)
+    sid = publish(conv.send_stream("q"), log)
+    entries = _entries(log, sid)
+    assert [e.seq for e in entries] == [1, 2, 3]  # two events, then the failure (appended wherever it stood)
+    assert entries[-1].event["type"] == "error" and entries[-1].event["error"]["type"] == "StoreError"
+    assert server.disconnected.wait(10.0), "the turn went on although nobody could follow it"
+    assert log.attempts.count(3) == 3  # tried, then retried twice
+    committed, turn = store.next_commit(timeout=10)
+    assert committed == conv.id and turn.finish_reason == "cancelled"

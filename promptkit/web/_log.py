@@ -202,8 +202,13 @@ class StreamLog(abc.ABC):
         """
 
     @abc.abstractmethod
-    def append(self, stream_id: str, event: Mapping[str, Any]) -> Appended:
-        """Append one event (a terminal one ends the stream and its lease)."""
+    def append(self, stream_id: str, event: Mapping[str, Any], seq: int = 0) -> Appended:
+        """Append one event (a terminal one ends the stream and its lease).
+
+        ``seq`` (from 1; 0: none) is the seq the event must get: an append
+        that finds it already there returns it without writing again, so a
+        producer may retry an append whose answer it did not get.
+        """
 
     @abc.abstractmethod
     def hold(self, stream_id: str, stream: "Stream") -> None:
@@ -349,9 +354,11 @@ class MemoryStreamLog(StreamLog):
             if key is not None:
                 self._current[key] = stream_id
 
-    def append(self, stream_id: str, event: Mapping[str, Any]) -> Appended:
+    def append(self, stream_id: str, event: Mapping[str, Any], seq: int = 0) -> Appended:
         with self._lock:
             record = self._streams.get(stream_id)
+            if record is not None and 0 < seq <= record.count:
+                return Appended(seq, stop=record.stop)  # a retry of an append that was written
             if record is None or record.finished:
                 return Appended(0, live=False)
             record.count += 1

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from .._errors import ConfigurationError, PromptKitError, StoreError
 from .._stream import start_thread
-from ._log import StreamLog, check_key, check_stream_id, new_stream_id
+from ._log import Appended, StreamLog, check_key, check_stream_id, new_stream_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._stream import Stream
@@ -62,7 +62,7 @@ def publish(stream: "Stream", log: StreamLog, *, key: Optional[str] = None, stre
     start_thread(_produce, "publish", log, sid, stream)
     if not _warmed.is_set():
         _warmed.set()
-        start_thread(_warm_up, "token-warmup", stream)
+        start_thread(_warm_up, "token-warmup", stream.model)
     return sid
 
 
@@ -72,9 +72,11 @@ def publish(stream: "Stream", log: StreamLog, *, key: Optional[str] = None, stre
 _warmed = threading.Event()
 
 
-def _warm_up(stream: "Stream") -> None:
+def _warm_up(model: Optional[str]) -> None:
+    from .._tokens import count_text
+
     try:
-        _ = stream.usage_so_far  # counting the prompt loads the model's encoding
+        count_text("warm-up", model)  # loads the model's encoding
     except Exception as exc:  # pragma: no cover - an estimate is never worth a failure
         logger.debug("token counter warm-up failed: %r", exc)
 
@@ -87,9 +89,33 @@ def _error_dict(error: BaseException) -> Dict[str, Any]:
     return StreamEvent("error", error=error).to_dict()
 
 
+# How often, and after which pauses, an append is tried before the log counts as failed.
+_APPEND_PAUSES = (0.05, 0.25)
+
+
+def _append(log: StreamLog, sid: str, event: Dict[str, Any], seq: int, stopped: threading.Event) -> Appended:
+    """Append with retries: a retry of an append that was written is found, not written twice."""
+    for pause in _APPEND_PAUSES:
+        try:
+            return log.append(sid, event, seq)
+        except StoreError as exc:
+            logger.warning("stream %s: appending event %d failed (%s); retrying", sid, seq, exc)
+        stopped.wait(pause)  # a pause before the retry
+    return log.append(sid, event, seq)
+
+
 def _produce(log: StreamLog, sid: str, stream: "Stream") -> None:
-    """The producer thread: every event of ``stream`` into the log, until the terminal one."""
+    """The producer thread: every event of ``stream`` into the log, until the terminal one.
+
+    When the log fails for good (its engine is down through the retries),
+    nobody can follow or stop the turn any more: it is cancelled (and
+    committed as cancelled), and the log gets one ``error`` event if it
+    takes it; otherwise the lease lapses and followers end with
+    ``ProducerLostError``.
+    """
     relaying = True
+    seq = 0
+    never = threading.Event()  # the retry pauses' clock: nothing sets it
     try:
         log.hold(sid, stream)  # from here on a stop request reaches this stream
     except Exception as exc:
@@ -98,12 +124,15 @@ def _produce(log: StreamLog, sid: str, stream: "Stream") -> None:
     try:
         for event in stream:
             if not relaying:
-                continue  # drain: the turn still runs to its end and is committed
+                continue  # drain: the cancelled turn ends and is committed
+            seq += 1
             try:
-                appended = log.append(sid, event.to_dict())
-            except Exception as exc:  # the log's engine failed: nobody can follow this turn now
-                logger.error("stream %s: appending to the log failed (%s); the turn continues unrelayed", sid, exc)
+                appended = _append(log, sid, event.to_dict(), seq, never)
+            except Exception as exc:  # the log's engine failed for good: nobody can follow this turn now
+                logger.error("stream %s: the log failed (%s); cancelling the turn", sid, exc)
                 relaying = False
+                stream.cancel()
+                _record_failure(log, sid, exc)
                 continue
             if not appended.live:  # a follower declared this producer lost: stop the turn
                 logger.warning("stream %s was ended by a follower (its lease lapsed); cancelling the turn", sid)
@@ -114,13 +143,18 @@ def _produce(log: StreamLog, sid: str, stream: "Stream") -> None:
     except BaseException as exc:  # pragma: no cover - iterating a Stream raises only on misuse
         logger.error("stream %s: the producer failed", sid, exc_info=True)
         if relaying:
-            try:
-                log.append(sid, _error_dict(exc))
-            except Exception:
-                logger.error("stream %s: could not record the failure", sid)
+            _record_failure(log, sid, exc)
         raise
     finally:
         try:
             log.release(sid)
         except Exception as exc:
             logger.warning("stream %s: releasing its lease failed (%s)", sid, exc)
+
+
+def _record_failure(log: StreamLog, sid: str, error: BaseException) -> None:
+    """End the stream in the log with an error event, if the log takes it (seq 0: wherever it stands)."""
+    try:
+        log.append(sid, _error_dict(error))
+    except Exception:
+        logger.error("stream %s: could not record the failure; its followers will find the lease lapsed", sid)

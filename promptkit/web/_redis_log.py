@@ -71,9 +71,14 @@ redis.call('SET', KEYS[2], ARGV[2], 'PX', tonumber(ARGV[3]))
 return 1
 """
 
-# KEYS: meta, log, lease. ARGV: event JSON, terminal (0|1), max events, ttl ms.
-# {n, stop}: appended as entry 0-n; {0, 0}: the stream is not running (ended, lost or expired).
+# KEYS: meta, log, lease. ARGV: event JSON, terminal (0|1), max events, ttl ms, the seq it must get (0: any).
+# {n, stop}: appended as entry 0-n (or found there: a retried append); {0, 0}: the stream is not
+# running (ended, lost or expired).
 _APPEND = """
+local want = tonumber(ARGV[5])
+if want > 0 and tonumber(redis.call('HGET', KEYS[1], 'n') or '0') >= want then
+  return {want, tonumber(redis.call('HGET', KEYS[1], 'stop'))}
+end
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then
   return {0, 0}
 end
@@ -243,22 +248,22 @@ class RedisStreamLog(StreamLog):
         if key is not None:
             self._run("create", lambda: self._client.set(self._current_key(key), stream_id, px=ms(self.ttl)))
 
-    def append(self, stream_id: str, event: Mapping[str, Any]) -> Appended:
+    def append(self, stream_id: str, event: Mapping[str, Any], seq: int = 0) -> Appended:
         terminal = event.get("type") in TERMINAL_TYPES
         data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
-        seq, stop = self._run(
+        written, stop = self._run(
             "append",
             lambda: self._append(
                 keys=self._keys(stream_id),
-                args=[data, "1" if terminal else "0", self.max_events, ms(self.ttl)],
+                args=[data, "1" if terminal else "0", self.max_events, ms(self.ttl), seq],
                 client=self._client,
             ),
         )
-        if not int(seq):
+        if not int(written):
             return Appended(0, live=False)
         if terminal:
             self._keep_current(stream_id)
-        return Appended(int(seq), stop=bool(int(stop)))
+        return Appended(int(written), stop=bool(int(stop or 0)))
 
     def _keep_current(self, stream_id: str) -> None:
         key = self._run("append", lambda: self._client.hget(self._key(stream_id, "meta"), "key"))
