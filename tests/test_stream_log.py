@@ -501,3 +501,32 @@ def test_a_log_that_stays_down_cancels_the_turn_and_ends_its_followers(client: p
     assert log.attempts.count(3) == 3  # tried, then retried twice
     committed, turn = store.next_commit(timeout=10)
     assert committed == conv.id and turn.finish_reason == "cancelled"
+
+
+class OpaqueClient:
+    """A redis client promptkit cannot copy (as a cluster or a custom client): no plain connection pool."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._inner = redis.Redis.from_url(url, socket_timeout=10)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "connection_pool":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_async_followers_of_a_client_promptkit_cannot_copy_read_in_the_executor(
+        redis_url: str, client: promptkit.Client) -> None:
+    import asyncio
+
+    opaque = OpaqueClient(redis_url)
+    log = RedisStreamLog(opaque, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    try:
+        sid = publish(client.conversation().send_stream("Tell me a story."), log)
+        live = asyncio.run(_afollow_all(log, sid))
+        assert live == _entries(log, sid) and live[-1].terminal
+    finally:
+        log.close()
+        opaque.close()

@@ -320,26 +320,34 @@ class RedisStreamLog(StreamLog):
 
     # -- followers on an event loop -------------------------------------------------
     def _aclient(self) -> Any:
-        """This loop's redis.asyncio client: the same server and settings, bounded the same way."""
+        """This loop's redis.asyncio client (same server and settings, bounded the same way); ``None``
+        for a client promptkit cannot copy (a cluster or custom client): then the follower's reads run
+        in the loop's executor instead."""
         loop = asyncio.get_running_loop()
         with self._async_lock:
-            client = self._async_clients.get(loop)
-            if client is None:
+            if loop in self._async_clients:
+                return self._async_clients[loop]
+            pool = getattr(self._client, "connection_pool", None)
+            settings = getattr(pool, "connection_kwargs", None)
+            client = None
+            if isinstance(settings, dict):
                 import redis.asyncio
 
-                kwargs = {k: v for k, v in self._client.connection_pool.connection_kwargs.items() if k in _ASYNC_KEYS}
+                kwargs = {k: v for k, v in settings.items() if k in _ASYNC_KEYS}
                 kwargs["socket_timeout"] = self.timeout + self.poll
                 unix = "path" in kwargs
                 if not unix:
                     kwargs["socket_connect_timeout"] = self.timeout
-                ssl = "SSL" in getattr(self._client.connection_pool.connection_class, "__name__", "")
+                ssl = "SSL" in getattr(getattr(pool, "connection_class", None), "__name__", "")
                 connection_class = (
                     redis.asyncio.UnixDomainSocketConnection
                     if unix
                     else redis.asyncio.SSLConnection if ssl else redis.asyncio.Connection
                 )
-                pool = redis.asyncio.ConnectionPool(connection_class=connection_class, **kwargs)
-                client = self._async_clients[loop] = redis.asyncio.Redis(connection_pool=pool)
+                client = redis.asyncio.Redis(
+                    connection_pool=redis.asyncio.ConnectionPool(connection_class=connection_class, **kwargs)
+                )
+            self._async_clients[loop] = client
             return client
 
     async def _arun(self, operation: str, action: Callable[[Any], Awaitable[_T]]) -> _T:
@@ -352,6 +360,8 @@ class RedisStreamLog(StreamLog):
         raise StoreError(f"{self.description}: {operation} failed: {cause}", store=self.description, operation=operation)
 
     async def aread(self, stream_id: str, after: int, timeout: float) -> List[LogEntry]:
+        if self._aclient() is None:
+            return await super().aread(stream_id, after, timeout)
         meta, log = self._key(stream_id, "meta"), self._key(stream_id, "log")
         block = ms(timeout) if timeout > 0 else None
 
@@ -367,11 +377,15 @@ class RedisStreamLog(StreamLog):
         return self._entries(found[0][1]) if found else []
 
     async def ainfo(self, stream_id: str) -> StreamInfo:
+        if self._aclient() is None:
+            return await super().ainfo(stream_id)
         check_stream_id(stream_id)
         meta = self._key(stream_id, "meta")
         return self._info(stream_id, await self._arun("info", lambda client: client.hgetall(meta)))
 
     async def adeclare_lost(self, stream_id: str, event: Mapping[str, Any]) -> bool:
+        if self._aclient() is None:
+            return await super().adeclare_lost(stream_id, event)
         data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
         keys, args = self._keys(stream_id), [data, self.max_events, ms(self.ttl)]
         done = await self._arun(
@@ -414,6 +428,8 @@ class RedisStreamLog(StreamLog):
             clients = list(self._async_clients.items())
             self._async_clients.clear()
         for loop, client in clients:  # closed on their own loops, when those still run
+            if client is None:
+                continue
             try:
                 loop.call_soon_threadsafe(_close_async_client, client)
             except RuntimeError:  # that loop is closed: its connections went with it
