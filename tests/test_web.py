@@ -738,6 +738,26 @@ def test_django_asgi_streams_incrementally_and_disconnect_cancels(mock: MockServ
     assert not [w for w in recwarn if "StreamingHttpResponse" in str(w.message)]
 
 
+def test_django_asgi_streams_more_replies_at_once_than_asgiref_has_threads(mock: MockServer, store: RecordingStore,
+                                                                          django_asgi_url: str) -> None:
+    # asgiref's shared executor has min(32, cpus + 4) threads (6 on 2 cores); a silent model used to
+    # hold one per reply for a whole heartbeat (30 s here), so the 7th reply waited for them.
+    count = (os.cpu_count() or 1) + 4 + 4
+    mock.enqueue(*[MockReply.stall(after_text="Hello") for _ in range(count)])
+    browsers = [WebClient(django_asgi_url, csrf=True) for _ in range(count)]
+    try:
+        for browser in browsers:
+            assert browser.get("/").status_code == 200
+        streams = [browser.open_stream("/chat", {"message": "hi"}) for browser in browsers]
+        for stream in streams:  # every reply's first event arrives while all the others are silent
+            read_text(stream, "Hello")
+        assert mock.wait_for_requests(count)
+    finally:
+        for browser in browsers:
+            browser.close()  # hang up: every reply is cancelled
+    assert sorted(store.next_commit(timeout=20)[1].finish_reason for _ in range(count)) == ["cancelled"] * count
+
+
 def test_django_asgi_full_turn_and_stop(mock: MockServer, store: RecordingStore, django_asgi: WebClient) -> None:
     mock.enqueue(MockReply.text("Async answer.", delay=0.01), MockReply.stall(after_text="Wait"))
     events = django_asgi.open_stream("/chat", {"message": "one"}).events()

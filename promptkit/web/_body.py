@@ -8,9 +8,10 @@ when a write fails), a cancelled ASGI task, or garbage collection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from typing import TYPE_CHECKING, AsyncIterator, Iterator, Optional
+from typing import TYPE_CHECKING, AsyncIterator, Iterator, List, Optional
 
 from ._follow import check_protocol
 
@@ -98,19 +99,16 @@ class SSEBody:
             stream.cancel()
 
 
-def _next_or_none(body: SSEBody) -> Optional[bytes]:
-    return next(body, None)
-
-
 class AsyncSSEBody:
     """An async iterable over an :class:`SSEBody`, for ASGI servers.
 
-    Each frame is pulled from the synchronous body on a worker thread
-    (``asgiref.sync.sync_to_async(thread_sensitive=False)``), so the event
-    loop never blocks on the model and the response is not buffered. When
-    the ASGI server cancels the response task (the client disconnected), the
-    upstream request is cancelled at once, even while a pull is still
-    blocked in its thread.
+    A thread of its own (one per response, gone with it) pulls the frames
+    from the synchronous body and hands each to the event loop as it comes,
+    so the loop never blocks on the model, the response is not buffered, and
+    replies do not queue for asgiref's shared executor (``min(32, cpus + 4)``
+    threads, which a silent model would hold for a heartbeat each). When the
+    ASGI server cancels the response task (the client disconnected), the
+    upstream request is cancelled at once.
 
     ``close()`` is synchronous and is what Django calls as the response's
     resource closer.
@@ -130,23 +128,39 @@ class AsyncSSEBody:
     async def _frames(self) -> AsyncIterator[bytes]:
         from asgiref.sync import sync_to_async
 
-        # thread_sensitive=False: a pull may block for a heartbeat interval; it must
-        # not hold the single thread that Django runs sync views and the ORM on.
-        pull = sync_to_async(_next_or_none, thread_sensitive=False)
+        from .._stream import start_thread
+
+        body = self._body
+        loop = asyncio.get_running_loop()
+        frames: "asyncio.Queue[Optional[bytes]]" = asyncio.Queue()
+        failure: List[BaseException] = []
+
+        def pull() -> None:  # on the body's own thread
+            try:
+                for frame in body:
+                    loop.call_soon_threadsafe(frames.put_nowait, frame)
+            except BaseException as exc:  # handed to the response task, which raises it
+                failure.append(exc)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(frames.put_nowait, None)
+                except RuntimeError:  # the loop is closed: nobody reads any more
+                    pass
+
+        start_thread(pull, "asgi-body")
         try:
             while True:
-                frame = await pull(self._body)
+                frame = await frames.get()
                 if frame is None:
+                    if failure:
+                        raise failure[0]
                     return
                 yield frame
         finally:
-            body = self._body
             body.cancel()  # synchronous and immediate: the model stops now, whatever happens below
             try:
                 await sync_to_async(body.close, thread_sensitive=False)()
             except BaseException:  # cancelled again while waiting: finish closing on a thread of our own
-                from .._stream import start_thread
-
                 start_thread(body.close, "web-close")
                 raise
 
