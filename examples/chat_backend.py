@@ -107,6 +107,15 @@ class ChatState:
         except (StreamNotFoundError, promptkit.ConfigurationError):
             return False
 
+    @staticmethod
+    def ai_chat_id(session_id: str, chat_id: str) -> str:
+        """The conversation of an AI SDK chat: the visitor's session and useChat's chat id.
+
+        The chat id comes from the browser, so it is tied to the session that
+        started it: another visitor who learns it reaches nothing.
+        """
+        return f"{session_id}:ai:{chat_id}"
+
     def stop(self, conversation_id: str) -> bool:
         """Stop this conversation's reply, wherever it runs; whether one was running."""
         if self.log is not None:
@@ -125,6 +134,9 @@ class ChatState:
 
     def history(self, conversation_id: str) -> Dict[str, Any]:
         """The page's view of a conversation: its turns with their messages and cost lines, and totals."""
+        # First: a reply that finishes between the two reads is then in the history (or still running),
+        # never in neither.
+        running = self.running_stream(conversation_id)
         stored = self.store.load(conversation_id)
         turns: List[Dict[str, Any]] = []
         for turn in stored.turns if stored is not None else ():
@@ -139,5 +151,5 @@ class ChatState:
             "total_cost": stored.total_cost() if stored is not None else 0.0,
             "total_tokens": stored.usage_totals().total_tokens if stored is not None else 0,
             # A reply still being generated (the page was reloaded mid-reply): the page resumes it.
-            "running_stream": self.running_stream(conversation_id),
+            "running_stream": running,
         }

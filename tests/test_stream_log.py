@@ -363,13 +363,25 @@ def test_async_followers_see_what_sync_ones_see(make_log: Any, client: promptkit
     assert asyncio.run(_afollow_all(log, sid, len(live))) == []
 
 
+def _blocked_in_xread(url: str) -> int:
+    import redis
+
+    raw = redis.Redis.from_url(url)
+    try:
+        return sum(1 for c in raw.client_list() if c.get("cmd") == "xread" and "b" in c.get("flags", ""))
+    finally:
+        raw.close()
+
+
 def test_many_async_followers_wait_without_a_thread_each(make_log: Any, client: promptkit.Client,
-                                                        server: MockServer) -> None:
+                                                        server: MockServer, engine: str,
+                                                        request: pytest.FixtureRequest) -> None:
     import asyncio
 
     from promptkit.web._follow import afollow
 
     log = make_log()
+    url = request.getfixturevalue("redis_url") if engine == "redis" else None
     server.enqueue(MockReply.stall(after_text="silent now"))
     sid = publish(client.conversation().send_stream("q"), log)
 
@@ -382,6 +394,9 @@ def test_many_async_followers_wait_without_a_thread_each(make_log: Any, client: 
         threads = threading.active_count()
         waiting = [asyncio.ensure_future(f.__anext__()) for f in followers]
         await asyncio.sleep(0)  # one pass of the loop: every follower runs to its wait for the next entry
+        if url is not None:  # Redis: until the server has every one of them blocked in XREAD
+            while _blocked_in_xread(url) < len(followers):
+                await asyncio.sleep(0.01)
         assert threading.active_count() == threads, "a waiting follower took a thread"
         assert not any(w.done() for w in waiting)
         assert await asyncio.get_running_loop().run_in_executor(None, log.stop, sid)  # as another worker would
@@ -530,3 +545,78 @@ def test_async_followers_of_a_client_promptkit_cannot_copy_read_in_the_executor(
     finally:
         log.close()
         opaque.close()
+
+
+# -- the review's cases: a frozen producer, stops while pub/sub is away, runs longer than ttl ------------
+
+
+def test_a_frozen_producers_next_append_finds_its_stream_ended(redis_url: str) -> None:
+    log = _redis_log(redis_url, lease=0.2)
+    log.create("frozen", None)  # its lease is never renewed: as a producer frozen for longer than it
+    assert log.append("frozen", {"type": "content", "content": "a"}, 1).seq == 1
+    while not log.declare_lost("frozen", {"type": "error", "error": {"type": "ProducerLostError"}}):
+        log.read("frozen", 2, 0.05)  # a follower's silent poll, until the lease lapses
+    # The follower's error took seq 2: the producer's append of its own seq 2 must not count as written.
+    assert not log.append("frozen", {"type": "content", "content": "b"}, 2).live
+    assert [e.event["type"] for e in _entries(log, "frozen")] == ["content", "error"]
+    log.close()
+
+
+def test_a_stop_flag_alone_reaches_the_producer_at_its_next_renewal(redis_url: str, client: promptkit.Client,
+                                                                   server: MockServer) -> None:
+    # A stop published while the producer's keeper was reconnecting is not heard on pub/sub: the
+    # flag in the log must still reach it. Here the flag is set without any message at all.
+    import redis
+
+    log = _redis_log(redis_url, lease=0.3)
+    server.enqueue(MockReply.stall(after_text="thinking"))
+    sid = publish(client.conversation().send_stream("q"), log)
+    assert log.read(sid, 0, 10.0)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        raw.hset(f"{log.prefix}stream:{{{sid}}}:meta", "stop", 1)
+    finally:
+        raw.close()
+    assert server.disconnected.wait(10.0), "a stop flag without its pub/sub message was never seen"
+    assert _entries(log, sid)[-1].event["final"]["finish_reason"] == "cancelled"
+    log.close()
+
+
+def test_a_reply_that_runs_longer_than_the_ttl_stays_current_and_readable(redis_url: str, client: promptkit.Client,
+                                                                         server: MockServer) -> None:
+    log = _redis_log(redis_url, ttl=0.4, lease=0.3)
+    server.enqueue(MockReply.stall(after_text="a long think"))
+    conv = client.conversation()
+    sid = publish(conv.send_stream("q"), log, key=conv.id)
+    beats = 0
+    for entry in follow(log, sid, 0, 0.05, threading.Event()):
+        beats += entry is None
+        if beats == 24:  # 1.2 s of silence: three times the ttl
+            break
+    assert log.current(conv.id) == sid and not log.info(sid).finished
+    assert log.stop(sid)
+    assert _entries(log, sid)[-1].event["final"]["finish_reason"] == "cancelled"
+    log.close()
+
+
+def test_a_read_may_ask_to_wait_longer_than_the_connections_allow(redis_url: str) -> None:
+    log = _redis_log(redis_url, timeout=0.3, lease=0.5)
+    log.create("patient", None)
+    assert log.read("patient", 0, 2.0) == []  # returns early (after a poll) instead of failing
+    log.close()
+
+
+@pytest.mark.parametrize("after", [0, 1, 7, 20])
+def test_an_ai_sdk_resume_is_exactly_the_rest_of_the_live_stream(make_log: Any, client: promptkit.Client,
+                                                                after: int) -> None:
+    log = make_log()
+    sid = publish(client.conversation().send_stream("Tell me a story."), log)
+    live = list(FollowBody(log, sid, heartbeat=None, protocol="ai-sdk"))
+    whole = b"".join(live)
+    rest = b"".join(FollowBody(log, sid, after=after, heartbeat=None, protocol="ai-sdk"))
+    if after == 0:
+        assert rest == whole
+    else:
+        cut = whole.index(f"id: 0-{after}\n".encode())
+        cut = whole.index(b"\n\n", cut) + 2  # the end of event 0-<after>'s last frame
+        assert rest == whole[cut:]

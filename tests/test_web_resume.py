@@ -209,20 +209,24 @@ def test_use_chat_resumes_a_running_reply_on_the_example(kind: str, ui_chat_clie
     chat_id = f"chat-{uuid.uuid4().hex[:10]}"
     with served as url:
         api = url + "/api/chat"
-        sender = _node(ui_chat_client, api, "Tell me a story.", "--chat-id", chat_id)
+        page = WebClient(url, csrf=kind.startswith("django"))  # the visitor's session: the chat is theirs
+        key = f"{page.history()['conversation_id']}:ai:{chat_id}"
+        cookie = "Cookie: " + page.headers()["Cookie"]
+        sender = _node(ui_chat_client, api, "Tell me a story.", "--chat-id", chat_id, "--header", cookie)
         # Handshake: the reply is published and its first event logged, then useChat resumes it.
         assert mock.wait_for_requests(1, timeout=30)
         deadline = time.monotonic() + 30
-        while (sid := log.current(f"ai_{chat_id}")) is None:  # set right after send_stream returns
+        while (sid := log.current(key)) is None:  # set right after send_stream returns
             assert time.monotonic() < deadline and sender.poll() is None
             threading.Event().wait(0.005)
         assert log.read(sid, 0, 30), "no event was published"
-        resumer = _node(ui_chat_client, api, "--reconnect", chat_id)
+        stranger = _result(_node(ui_chat_client, api, "--reconnect", chat_id))  # another session: nothing
+        resumer = _node(ui_chat_client, api, "--reconnect", chat_id, "--header", cookie)
         live, resumed = _result(sender), _result(resumer)
         committed = store.next_commit(timeout=20)[1]
-        after = _result(_node(ui_chat_client, api, "--reconnect", chat_id))  # finished: 204, useChat has it
-    assert live["errors"] == [] == resumed["errors"]
-    texts = [[p["text"] for p in m["message"]["parts"] if p["type"] == "text"] for m in (live, resumed)]
-    assert texts == [[STORY], [STORY]] and committed.messages[-1]["content"] == STORY
-    assert resumed["message"]["id"] == live["message"]["id"]
+        after = _result(_node(ui_chat_client, api, "--reconnect", chat_id, "--header", cookie))  # finished: 204
+        stop = page.post(f"/api/chat/{chat_id}/stop", {})
+        page.close()
+    assert stranger == {"message": None, "chunks": [], "errors": []}
+    assert stop.status_code == 200 and stop.json() == {"stopped": False}  # nothing left to stop
     assert after == {"message": None, "chunks": [], "errors": []}

@@ -175,7 +175,8 @@ def stop(request: HttpRequest) -> JsonResponse:
 
 
 # The Vercel AI SDK's useChat: its request body in, its UI message stream out. useChat sends no
-# CSRF token; a JSON body cannot come from a cross-site form without a CORS preflight.
+# CSRF token; a JSON body cannot come from a cross-site form without a CORS preflight. Its chat id
+# names the conversation within this visitor's session (ChatState.ai_chat_id).
 @csrf_exempt
 @require_POST
 def ai_chat(request: HttpRequest) -> HttpResponse:
@@ -184,13 +185,14 @@ def ai_chat(request: HttpRequest) -> HttpResponse:
         return django_error_response(promptkit.ConfigurationError("send the AI SDK's JSON body"))
     try:
         chat = parse_chat_request(json.loads(request.body or b"null"))
-        stream = chat_state.conversation(f"ai_{chat.chat_id}").send_stream(chat.message, images=list(chat.images))
+        cid = chat_state.ai_chat_id(_conversation_id(request), chat.chat_id)
+        stream = chat_state.conversation(cid).send_stream(chat.message, images=list(chat.images))
     except ValueError as exc:  # not JSON at all
         return django_error_response(promptkit.ConfigurationError(f"send the AI SDK's JSON body: {exc}"))
     except Exception as exc:
         return django_error_response(exc)
-    return django_response(stream, heartbeat=chat_state.heartbeat, request=request, log=chat_state.log,
-                           key=f"ai_{chat.chat_id}", protocol="ai-sdk")
+    return django_response(stream, heartbeat=chat_state.heartbeat, request=request, log=chat_state.log, key=cid,
+                           protocol="ai-sdk")
 
 
 @require_GET
@@ -199,8 +201,17 @@ def ai_resume(request: HttpRequest, chat_id: str) -> HttpResponse:
     if chat_state.log is None:
         return HttpResponse(status=204)
     # 204 unless a reply is still being generated: useChat shows finished ones from its own history.
-    return django_resume_response(request, chat_state.log, chat_state.log.current(f"ai_{chat_id}"),
-                                  protocol="ai-sdk", heartbeat=chat_state.heartbeat, replay_finished=False)
+    sid = chat_state.log.current(chat_state.ai_chat_id(_conversation_id(request), chat_id))
+    return django_resume_response(request, chat_state.log, sid, protocol="ai-sdk", heartbeat=chat_state.heartbeat,
+                                  replay_finished=False)
+
+
+# useChat's stop() only aborts its fetch, and a published reply outlives that: call this too.
+@csrf_exempt
+@require_POST
+def ai_stop(request: HttpRequest, chat_id: str) -> JsonResponse:
+    chat_state = state()
+    return JsonResponse({"stopped": chat_state.stop(chat_state.ai_chat_id(_conversation_id(request), chat_id))})
 
 
 @require_POST
@@ -217,6 +228,7 @@ urlpatterns = [
     path("stop", stop),
     path("api/chat", ai_chat),
     path("api/chat/<str:chat_id>/stream", ai_resume),
+    path("api/chat/<str:chat_id>/stop", ai_stop),
     path("reset", reset),
 ]
 

@@ -33,8 +33,9 @@ Routes: ``GET /`` the page, ``GET /history`` the conversation as JSON,
 ``X-Stream-Id`` header names it), ``GET /chat/streams/<id>`` resumes it after
 ``Last-Event-ID`` (or ``?after=``), ``POST /stop`` cancels this session's
 reply on whichever worker runs it, ``POST /reset`` starts a new
-conversation, ``POST /api/chat`` and ``GET /api/chat/<id>/stream`` the AI SDK
-pair, and ``/ws`` (with flask-sock installed) the same chat over a
+conversation, ``POST /api/chat``, ``GET /api/chat/<id>/stream`` and
+``POST /api/chat/<id>/stop`` for the AI SDK (a chat id is the visitor's: it
+names a conversation within their session), and ``/ws`` (with flask-sock installed) the same chat over a
 WebSocket: ``{"action": "send_message", "message": ...}`` / ``{"action": "stop"}``.
 """
 
@@ -155,25 +156,33 @@ def create_app(
             return flask_error_response(promptkit.ConfigurationError("send JSON"))
         return jsonify({"stopped": state.stop(_conversation_id())})
 
-    # The Vercel AI SDK's useChat: its request body in, its UI message stream out. The chat id
-    # (made by useChat) names the conversation; keep it unguessable, as useChat's ids are.
+    # The Vercel AI SDK's useChat: its request body in, its UI message stream out. useChat's chat
+    # id names the conversation within this visitor's session (ChatState.ai_chat_id).
     @app.post("/api/chat")
     def ai_chat() -> Response:
+        if not request.is_json:  # as /chat: a cross-site form cannot send JSON without a preflight
+            return flask_error_response(promptkit.ConfigurationError("send the AI SDK's JSON body"))
         try:
             chat = parse_chat_request(request.get_json(silent=True))
-            stream = state.conversation(f"ai_{chat.chat_id}").send_stream(chat.message, images=list(chat.images))
+            cid = state.ai_chat_id(_conversation_id(), chat.chat_id)
+            stream = state.conversation(cid).send_stream(chat.message, images=list(chat.images))
         except Exception as exc:
             return flask_error_response(exc)
-        return flask_response(stream, heartbeat=state.heartbeat, log=state.log, key=f"ai_{chat.chat_id}",
-                              protocol="ai-sdk")
+        return flask_response(stream, heartbeat=state.heartbeat, log=state.log, key=cid, protocol="ai-sdk")
 
     @app.get("/api/chat/<chat_id>/stream")
     def ai_resume(chat_id: str) -> Response:
         if state.log is None:
             return Response(status=204)
         # 204 unless a reply is still being generated: useChat shows finished ones from its own history.
-        return flask_resume_response(state.log, state.log.current(f"ai_{chat_id}"), protocol="ai-sdk",
-                                     heartbeat=state.heartbeat, replay_finished=False)
+        sid = state.log.current(state.ai_chat_id(_conversation_id(), chat_id))
+        return flask_resume_response(state.log, sid, protocol="ai-sdk", heartbeat=state.heartbeat,
+                                     replay_finished=False)
+
+    # useChat's stop() only aborts its fetch, and a published reply outlives that: call this too.
+    @app.post("/api/chat/<chat_id>/stop")
+    def ai_stop(chat_id: str) -> Response:
+        return jsonify({"stopped": state.stop(state.ai_chat_id(_conversation_id(), chat_id))})
 
     @app.post("/reset")
     def reset() -> Response:

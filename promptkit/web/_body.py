@@ -104,7 +104,9 @@ class AsyncSSEBody:
 
     A thread of its own (one per response, gone with it) pulls the frames
     from the synchronous body and hands each to the event loop as it comes,
-    so the loop never blocks on the model, the response is not buffered, and
+    so the loop never blocks on the model, every frame goes out as soon as
+    the client takes it (frames wait in memory while a client reads slower
+    than the model writes), and
     replies do not queue for asgiref's shared executor (``min(32, cpus + 4)``
     threads, which a silent model would hold for a heartbeat each). When the
     ASGI server cancels the response task (the client disconnected), the

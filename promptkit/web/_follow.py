@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, AsyncGenerator, AsyncIterator, Callable, Dict, Generator, Iterator, List, Mapping, NamedTuple, Optional
 
-from .._errors import ConfigurationError, PromptKitError
+from .._errors import ConfigurationError, PromptKitError, StoreError
 from .._sse_out import HEARTBEAT, sse_event
 from .._types import StreamEvent
 from ._log import LogEntry, StreamLog, StreamNotFoundError, check_stream_id, parse_entry_id
@@ -218,8 +218,14 @@ class _Framer:
         return data if entry.seq > self.skip or entry.seq == 0 else b""
 
     def failed(self, stream_id: str, error: BaseException) -> bytes:
-        """The one error frame of a follower whose log failed (or expired) mid-way."""
+        """The one error frame of a follower whose log failed (or expired) mid-way.
+
+        An engine's failure is logged whole; the browser is told only that the
+        log failed (the message would name the server's internal address).
+        """
         logger.warning("stream %s: following failed: %s", stream_id, error)
+        if isinstance(error, StoreError):
+            error = StoreError("the stream log is unavailable; the reply may still finish (reload to see it)")
         return self.encode(StreamEvent("error", error=error).to_dict(), None)
 
 

@@ -48,7 +48,7 @@ __all__ = [
 DEFAULT_TTL = 3600.0
 """Seconds a published stream stays readable after its last event (and while it runs)."""
 
-DEFAULT_LEASE = 5.0
+DEFAULT_LEASE = 10.0
 """Seconds a producer's lease lasts without renewal: how soon followers learn that it died."""
 
 DEFAULT_MAX_EVENTS = 100_000

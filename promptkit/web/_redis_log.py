@@ -77,6 +77,9 @@ return 1
 _APPEND = """
 local want = tonumber(ARGV[5])
 if want > 0 and tonumber(redis.call('HGET', KEYS[1], 'n') or '0') >= want then
+  if redis.call('HGET', KEYS[1], 'lost') == '1' then
+    return {0, 0}  -- that seq is a follower's error event: this producer was declared lost
+  end
   return {want, tonumber(redis.call('HGET', KEYS[1], 'stop'))}
 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then
@@ -101,7 +104,7 @@ if redis.call('HGET', KEYS[1], 'state') ~= 'running' or redis.call('EXISTS', KEY
 end
 local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '0-' .. n, 'e', ARGV[1])
-redis.call('HSET', KEYS[1], 'state', 'done')
+redis.call('HSET', KEYS[1], 'state', 'done', 'lost', 1)
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]))
 return 1
@@ -115,6 +118,17 @@ end
 redis.call('HSET', KEYS[1], 'stop', 1)
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
+"""
+
+# KEYS: lease, meta, log. ARGV: owner, lease ms, ttl ms. A held stream's renewal: its lease, and its
+# log's time to live while it runs (a reply may be silent for longer than ttl). {stop (0|1), key}.
+_RENEW = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]), 'XX')
+if redis.call('HGET', KEYS[2], 'state') == 'running' then
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]))
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[3]))
+end
+return {tonumber(redis.call('HGET', KEYS[2], 'stop') or '0'), redis.call('HGET', KEYS[2], 'key') or ''}
 """
 
 # KEYS: current. ARGV: stream id, ttl ms. Keeps the pointer as long as the stream's log, if it still names it.
@@ -198,6 +212,7 @@ class RedisStreamLog(StreamLog):
         self._declare_lost = self._client.register_script(_DECLARE_LOST)
         self._stop = self._client.register_script(_STOP)
         self._touch_current = self._client.register_script(_TOUCH_CURRENT)
+        self._renew_script = self._client.register_script(_RENEW)
         self._owner = f"{secrets.token_hex(8)}"  # this process's lease token
         self._keeper = _Keeper(self)
         self._closed = False
@@ -280,18 +295,42 @@ class RedisStreamLog(StreamLog):
     def release(self, stream_id: str) -> None:
         self._keeper.release(stream_id)
 
-    def _renew(self, stream_ids: List[str]) -> None:
+    def _renew(self, stream_ids: List[str]) -> List[str]:
+        """Renew the held streams' leases, their logs' and current pointers' time to live; the ids asked to stop.
+
+        The stop flags read here back pub/sub up: a stop published while the
+        keeper was reconnecting is seen at the next renewal.
+        """
+
         def renew() -> Any:
             with self._client.pipeline(transaction=False) as pipe:
                 for sid in stream_ids:
-                    pipe.set(self._key(sid, "lease"), self._owner, px=ms(self.lease), xx=True)
+                    meta, log, lease = self._keys(sid)
+                    self._renew_script(keys=[lease, meta, log], args=[self._owner, ms(self.lease), ms(self.ttl)], client=pipe)
                 return pipe.execute()
 
-        self._run("renew", renew)
+        answers = self._run("renew", renew)
+        stopping, keys = [], []
+        for sid, (stop, key) in zip(stream_ids, answers):
+            if int(stop):
+                stopping.append(sid)
+            if key:
+                keys.append((sid, text(key)))
+        if keys:
+
+            def touch() -> Any:
+                with self._client.pipeline(transaction=False) as pipe:
+                    for sid, key in keys:
+                        self._touch_current(keys=[self._current_key(key)], args=[sid, ms(self.ttl)], client=pipe)
+                    return pipe.execute()
+
+            self._run("renew", touch)
+        return stopping
 
     # -- followers -------------------------------------------------------------
     def read(self, stream_id: str, after: int, timeout: float) -> List[LogEntry]:
         meta, log = self._key(stream_id, "meta"), self._key(stream_id, "log")
+        timeout = min(timeout, self.poll)  # the connections' bound allows a poll: return early, as allowed
         block = ms(timeout) if timeout > 0 else None
 
         def fetch() -> Any:
@@ -363,6 +402,7 @@ class RedisStreamLog(StreamLog):
         if self._aclient() is None:
             return await super().aread(stream_id, after, timeout)
         meta, log = self._key(stream_id, "meta"), self._key(stream_id, "log")
+        timeout = min(timeout, self.poll)
         block = ms(timeout) if timeout > 0 else None
 
         async def fetch(client: Any) -> Any:
@@ -468,7 +508,8 @@ class _Keeper:
             if listening is None:
                 listening = self._running = threading.Event()
                 self._thread = start_thread(self._run, "stream-log", listening)
-        # Subscribed before the caller reads the stop flag: no stop request falls between the two.
+        # Subscribed (once) before the caller reads the stop flag: no stop request falls between
+        # the two. A keeper that later reconnects reads every held stream's flag when it is back.
         if not listening.wait(self._log.timeout):
             raise StoreError(f"{self._log.description}: could not subscribe to {self._log.channel}")
 
@@ -513,12 +554,16 @@ class _Keeper:
                     if pubsub is None:
                         pubsub = log._client.pubsub()
                         pubsub.subscribe(log.channel)
-                        while not listening.is_set():  # wait for the server's confirmation
+                        while True:  # wait for the server's confirmation
                             message = pubsub.get_message(timeout=log.timeout)
                             if message is None:
                                 raise log._redis.TimeoutError("no subscribe confirmation")
                             if message.get("type") == "subscribe":
-                                listening.set()
+                                break
+                        listening.set()
+                        # A (re)subscription renews at once, which reads the stop flags: a stop
+                        # published while this keeper was not listening is not lost.
+                        renew_at = time.monotonic()
                     # Wake for the next renewal too: a lease shorter than the tick must still be renewed in time.
                     wait = max(0.0, min(_KEEPER_TICK, renew_at - time.monotonic()))
                     message = pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
@@ -528,7 +573,8 @@ class _Keeper:
                         held = self._held_now(listening)
                         if held is None:
                             return
-                        log._renew(held)
+                        for sid in log._renew(held):
+                            self._cancel(sid)
                         renew_at = time.monotonic() + every
                 except Exception as exc:  # Redis down or restarting: reconnect, and keep renewing
                     logger.warning("%s: keeper failed (%s); reconnecting", log.description, type(exc).__name__)

@@ -13,6 +13,8 @@
 //   node ui_chat_client.mjs URL --reconnect CHAT_ID
 //       GET URL/CHAT_ID/stream (transport.reconnectToStream); the server answers 204 when there
 //       is no stream to resume, which prints {"message": null, ...}.
+//   Either form takes --header 'NAME: VALUE' (repeatable): sent with every request (the
+//   transport's headers option), e.g. the Cookie a browser would send.
 //
 // Prints one JSON object on stdout:
 //   {"message": <the final UIMessage, or null>, "chunks": [<every chunk, as parsed>],
@@ -30,7 +32,7 @@ function usage(problem) {
 }
 
 function parseArgs(argv) {
-  const options = { chatId: 'chat-1', images: [], body: undefined, reconnect: undefined, history: [], positional: [] };
+  const options = { chatId: 'chat-1', images: [], body: undefined, reconnect: undefined, history: [], headers: {}, positional: [] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -45,6 +47,12 @@ function parseArgs(argv) {
       options.images[options.images.length - 1].mediaType = value();
     } else if (arg === '--body') options.body = JSON.parse(value());
     else if (arg === '--history') options.history = JSON.parse(readFileSync(value(), 'utf8'));
+    else if (arg === '--header') {
+      const header = value();
+      const colon = header.indexOf(':');
+      if (colon <= 0) usage(`--header needs 'NAME: VALUE', got ${header}`);
+      options.headers[header.slice(0, colon).trim()] = header.slice(colon + 1).trim();
+    }
     else if (arg.startsWith('--')) usage(`unknown option ${arg}`);
     else options.positional.push(arg);
   }
@@ -57,7 +65,7 @@ async function main() {
   if (api === undefined) usage('URL is missing');
   if (options.reconnect === undefined && text === undefined) usage('MESSAGE is missing');
 
-  const transport = new DefaultChatTransport({ api, body: options.body });
+  const transport = new DefaultChatTransport({ api, body: options.body, headers: options.headers });
   let stream;
   if (options.reconnect !== undefined) {
     stream = await transport.reconnectToStream({ chatId: options.reconnect });
