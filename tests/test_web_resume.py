@@ -26,6 +26,7 @@ from promptkit.web import MemoryStreamLog, RedisStreamLog, StreamLog
 
 from tests.redis_server import redis_server, redis_url  # noqa: F401 - fixtures
 from tests.test_ai_sdk import ui_chat_client  # noqa: F401 - fixture
+from tests.test_web import client, mock, store  # noqa: F401 - fixtures
 from tests.test_web import (
     RecordingStore,
     SSEStream,
@@ -40,24 +41,6 @@ from tests.test_web import (
 
 STORY = "Once upon a time a small robot learned to paint the evening sky with a thousand tiny brushes."
 SITES = ("flask", "flask-redis", "django-wsgi", "django-asgi")
-
-
-@pytest.fixture
-def mock() -> Iterator[MockServer]:
-    with MockServer() as server:
-        yield server
-
-
-@pytest.fixture
-def client(mock: MockServer) -> Iterator[promptkit.Client]:
-    timeout = promptkit.Timeout(connect=5, idle=10, total=60)
-    with promptkit.Client(base_url=mock.url, api_key="test", max_retries=0, timeout=timeout) as c:
-        yield c
-
-
-@pytest.fixture
-def store() -> RecordingStore:
-    return RecordingStore()
 
 
 @pytest.fixture(params=SITES)
@@ -229,4 +212,8 @@ def test_use_chat_resumes_a_running_reply_on_the_example(kind: str, ui_chat_clie
         page.close()
     assert stranger == {"message": None, "chunks": [], "errors": []}
     assert stop.status_code == 200 and stop.json() == {"stopped": False}  # nothing left to stop
+    assert live["errors"] == [] == resumed["errors"]
+    texts = [[p["text"] for p in m["message"]["parts"] if p["type"] == "text"] for m in (live, resumed)]
+    assert texts == [[STORY], [STORY]] and committed.messages[-1]["content"] == STORY
+    assert resumed["message"]["id"] == live["message"]["id"]
     assert after == {"message": None, "chunks": [], "errors": []}
