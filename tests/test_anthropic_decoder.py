@@ -12,15 +12,14 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import pytest
 
 from promptkit import Limits
 from promptkit._dialects.anthropic_decoder import FINISH_REASONS, AnthropicDecoder
-from promptkit._errors import StreamError, StreamTruncatedError
+from promptkit._errors import StreamTruncatedError
 from promptkit._retry import is_retryable
-from promptkit._types import StreamEvent
 from tests._decoder_replay import HOWS, Outcome, reads_of
 from tests._decoder_replay import read as replay_reads
 

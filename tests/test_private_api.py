@@ -18,7 +18,6 @@ import ast
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
-import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "promptkit"
 

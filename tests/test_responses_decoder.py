@@ -19,7 +19,7 @@ import pytest
 
 from promptkit import Limits
 from promptkit._dialects.responses_decoder import ResponsesDecoder
-from promptkit._errors import StreamError, StreamTruncatedError
+from promptkit._errors import StreamTruncatedError
 from promptkit._types import StreamEvent
 from tests._decoder_replay import HOWS, Outcome, reads_of
 from tests._decoder_replay import read as replay_reads
