@@ -101,6 +101,9 @@ def django_response(
     Raises:
         ImportError: Django is not installed.
         ConfigurationError: an unknown ``protocol`` (the stream is closed first).
+
+    With ``log``, a key the log refuses or a log that fails is answered as
+    :func:`django_error_response` answers the error, and the stream is closed.
     """
     _http()  # fail before touching the stream when Django is missing
     asgi = request is not None and is_asgi_request(request)

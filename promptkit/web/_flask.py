@@ -78,6 +78,11 @@ def flask_response(
     Raises:
         ImportError: Flask is not installed.
         ConfigurationError: an unknown ``protocol`` (the stream is closed first).
+
+    With ``log``, a key the log refuses or a log that fails (its engine is
+    down) is answered as :func:`flask_error_response` answers the error
+    (a JSON error with its status), and the stream is closed: a turn nobody
+    can follow or stop does not run on.
     """
     flask = _flask()
     return _response(flask, stream_reply(stream, heartbeat=heartbeat, headers=headers, log=log, key=key, protocol=protocol))
