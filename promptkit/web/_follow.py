@@ -382,7 +382,8 @@ def resume_reply(
     if stream_id is None:
         return ResumeReply(204, None)
     check_stream_id(stream_id)
-    after = 0 if last_event_id is None or not last_event_id.strip() else parse_entry_id(last_event_id)
+    blank = last_event_id is None or (isinstance(last_event_id, str) and not last_event_id.strip())
+    after = 0 if blank else parse_entry_id(last_event_id)
     info = log.info(stream_id)
     if after > info.events:
         raise ConfigurationError(f"stream {stream_id!r} has no event 0-{after} (it has {info.events} so far)")
