@@ -134,8 +134,9 @@ class ChatState:
 
     def history(self, conversation_id: str) -> Dict[str, Any]:
         """The page's view of a conversation: its turns with their messages and cost lines, and totals."""
-        # First: a reply that finishes between the two reads is then in the history (or still running),
-        # never in neither.
+        # First: a reply that is over by then is committed (the terminal event is logged after the
+        # commit), so it is in the history read next; one that ends in between may be in both, and
+        # the page draws itself again from the history when the resumed reply ends.
         running = self.running_stream(conversation_id)
         stored = self.store.load(conversation_id)
         turns: List[Dict[str, Any]] = []

@@ -223,3 +223,30 @@ def test_chat_page_resumes_a_dropped_reply_and_eventsource_reconnects_by_itself(
     committed = store.next_commit(timeout=20)[1]
     assert committed.finish_reason == "stop" and committed.messages[-1]["content"] == story
     assert not mock.disconnected.is_set()  # no drop cancelled the model
+
+
+def test_a_page_reloaded_mid_reply_follows_the_reply_to_its_end(browser: Any, mock: MockServer,
+                                                                client: promptkit.Client) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    store = RecordingStore()
+    story = "Once upon a time a small robot learned to paint the evening sky with a thousand tiny brushes."
+    mock.enqueue(MockReply.text(story, chunk_size=4, delay=0.08))
+    app = load_example("flask_chat").create_app(client, store, mode="mock server (test)", mock=True, heartbeat=0.05,
+                                                stream_log=MemoryStreamLog())
+    wait = WebDriverWait(browser, 20, poll_frequency=0.02)
+    with serve_werkzeug(app) as url:
+        browser.get(url + "/")
+        wait.until(lambda d: d.find_element(By.ID, "mode").text == "mock server (test)")
+        browser.find_element(By.ID, "message").send_keys("Tell me a story about a robot.")
+        browser.find_element(By.ID, "send").click()
+        wait.until(lambda d: (t := _streaming_text(d)) and len(t) > 8)
+        browser.refresh()  # mid-reply: the reply goes on, and the reloaded page follows it
+        wait.until(lambda d: _state(d) == "done" and not d.find_elements(By.CSS_SELECTOR, ".msg.assistant.streaming"))
+        committed = store.next_commit(timeout=20)[1]
+        # Drawn again from the history once the reply ended: each message once, the reply whole.
+        wait.until(lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".msg")]
+                   == ["Tell me a story about a robot.", story])
+    assert committed.finish_reason == "stop" and committed.messages[-1]["content"] == story
+    assert not mock.disconnected.is_set()
