@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
 import urllib.request
 from typing import Any, Dict, Iterator, List
 
@@ -94,9 +95,12 @@ def test_llmock_finds_nothing_but_failures_after_content(chaos_server: str, api:
             # That turn failed after content had reached the consumer, and promptkit said so with a typed error.
             assert isinstance(outcome, (promptkit.StreamError, promptkit.APIConnectionError)), what
             assert outcome.partial is not None and outcome.partial.content, what
-    for outcome in outcomes:
+    attempts = Counter(turn_of.values())
+    for turn, outcome in enumerate(outcomes):
         if isinstance(outcome, promptkit.APIError):  # a failure reported came after output; earlier ones were retried
-            assert outcome.partial is not None and outcome.partial.content or isinstance(outcome, promptkit.APIStatusError), outcome
+            exhausted = attempts[turn] >= 1 + 4  # or every attempt failed before output (max_retries=4)
+            assert (outcome.partial is not None and outcome.partial.content or exhausted
+                    or isinstance(outcome, promptkit.APIStatusError)), (outcome, attempts[turn])
 
 
 def _turn_of(body: Any) -> int:
