@@ -7,8 +7,9 @@
   ``json.loads``: the least any Python client can do on the same bytes.
 * ``floor_2t``: the same parsing on a worker thread per stream, each content
   event handed to the consumer through ``queue.Queue(maxsize=10)``: the
-  least a client can do under promptkit's design (a background thread and a
-  bounded queue); the concurrent-streams CPU target compares with it.
+  least a client can do with a background thread and a bounded queue
+  (promptkit's design until a stream's consumer ran its turn itself); the
+  concurrent-streams CPU target compares with it.
 
 Each client measures itself the same way: the clock starts just before the
 request is made, the first-content time is taken when the first non-empty

@@ -56,7 +56,10 @@ HERE = Path(__file__).resolve().parent
 
 @contextlib.contextmanager
 def _profile_workers(profiles: List[cProfile.Profile]) -> Iterator[None]:
-    """Profile every stream worker started inside the block (each thread has its own profiler)."""
+    """Profile every stream worker started inside the block (each thread has its own profiler).
+
+    A stream consumed by a plain loop starts no worker: its consumer runs the turn, and the
+    consumer's own profiler covers it."""
     import promptkit._stream as stream_module
 
     original = stream_module._worker

@@ -1,6 +1,6 @@
 """The tokens and cost of one turn: its rounds as reported (or estimated), and a live estimate.
 
-The worker counts each finished round once; the consumer may ask for the
+The turn counts each finished round once; any thread may ask for the
 running figures at any time (``stream.usage_so_far``), so both go through one
 lock. The live estimate counts completion tokens incrementally: each call
 encodes only the text that arrived since the previous one.

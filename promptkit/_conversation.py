@@ -285,7 +285,7 @@ class Conversation:
             raise
         try:
             stream = Stream(
-                turn.run,  # its buffer is the control's, made above with buffer_size slots
+                steps=turn.steps,  # its buffer is the control's, made above with buffer_size slots
                 on_content=on_content,
                 on_reasoning=on_reasoning,
                 on_tool_call=on_tool_call,
@@ -297,7 +297,7 @@ class Conversation:
                 structured=settings.output is not None,
                 model=settings.model,
             )
-        except BaseException as error:  # no worker thread could be started: close the response, free the turn
+        except BaseException as error:  # the stream could not be made: close the response, free the turn
             turn.discard()
             turn.abandon(error)
             self._end_turn()
@@ -328,9 +328,12 @@ class Conversation:
         if self._busy.acquire(blocking=False):
             return True
         active = self._active
-        return active is not None and active.cancelled and self._busy.acquire(timeout=_CANCELLED_TURN_WAIT)
+        if active is None or not active.cancelled:
+            return False
+        active.settle(_CANCELLED_TURN_WAIT)  # nobody may be running its last steps: run them here
+        return self._busy.acquire(timeout=_CANCELLED_TURN_WAIT)
 
-    # -- TurnSink: called on the worker thread before the terminal event ---------
+    # -- TurnSink: called by the turn's last step, before the terminal event ---------
     def commit(self, messages: List[Dict[str, Any]], response: Response) -> None:
         """Record a turn that ended with ``done`` (in the store first) and release the conversation.
 

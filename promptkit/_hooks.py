@@ -10,16 +10,21 @@ When they run:
 * ``turn_started`` on the thread that called ``send``/``send_stream``, before
   the request is opened (so the caller's tracing context is current there);
 * ``request_sent`` before each attempt's request (the first one on the
-  caller's thread, later ones on the stream's worker thread);
+  caller's thread, later ones on the thread running the turn: the one
+  consuming the stream, or a worker when the stream is relayed with
+  heartbeats);
 * ``first_token`` when a round's first output (text, reasoning or a tool
   call) has been read, ``round_finished`` when a round's reply has ended,
-  ``retry_scheduled`` before a backoff, all on the worker thread;
+  ``retry_scheduled`` before a backoff, all on the thread running the turn;
 * ``tool_started`` and ``tool_finished`` on the thread that runs the tool
   handler, just before and just after it (so a context a hook sets in
   ``tool_started`` is current inside the handler);
 * ``turn_finished`` exactly once per turn that ``turn_started`` announced, with
-  the Response or the error, on the worker thread (or on the caller's thread
-  when ``send_stream`` itself raises).
+  the Response or the error, on the thread running the turn (or on the
+  caller's thread when ``send_stream`` itself raises).
+
+Whatever thread runs them, the turn's steps run in a copy of the context
+``send_stream`` was called in, so a hook sees the caller's tracing context.
 
 Never on the consumer's per-event path: a turn without hooks pays nothing, and
 one with hooks pays per request, round and tool, not per token. A hook that

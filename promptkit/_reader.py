@@ -1,6 +1,7 @@
 """Reading one response body: bytes -> server-sent events -> JSON payloads -> the dialect's decoder -> stream events.
 
-The per-chunk hot path. It runs on the stream's worker thread, enforces the
+The per-chunk hot path. It runs on the thread running the turn (usually the
+consumer's own), enforces the
 idle and total deadlines of the turn's :class:`~promptkit._timeouts.TimeoutPlan`,
 and yields everything one read produced as one batch, which the turn hands to
 the consumer in one queue operation.

@@ -1,15 +1,29 @@
 """Stream: the one module that starts threads.
 
-A worker thread runs a turn (reading the HTTP body, parsing, running tool
-rounds) and puts :class:`~promptkit._types.StreamEvent` objects into a bounded
-:class:`_Channel`; the consumer takes them by iterating the :class:`Stream` or
-calling :meth:`Stream.result`. A slow consumer slows the socket read
-(backpressure); a cancelled one never strands the worker: cancelling lifts
-the channel's bound and shuts the socket down, so a worker blocked in ``put``
-or in ``recv`` wakes at once.
+A turn is a generator of steps (:meth:`promptkit._turn.Turn.steps`): each
+step reads the HTTP body until one read's events are parsed (or runs a tool
+round) and yields them; the generator's value is the Response. A
+:class:`_Driver` runs the steps and puts each batch of
+:class:`~promptkit._types.StreamEvent` objects into a bounded
+:class:`_Channel`, from which the consumer takes them by iterating the
+:class:`Stream` or calling :meth:`Stream.result`.
 
-The worker never holds a reference to the :class:`Stream` object, so an
-abandoned stream is garbage collected, and collection cancels it.
+Who runs a step is whoever needs it, one thread at a time (the driver's
+lock): the consumer itself, when it finds the channel empty, so a token goes
+from the socket to the ``for`` loop on one thread, without waking another;
+a worker thread, started only for a consumer that must be woken while the
+model is silent (``iter_sse`` with a heartbeat); and whoever ends the turn
+early (:meth:`Stream.close` from another thread, a conversation starting its
+next turn after a cancel, a garbage-collected stream). A slow consumer
+slows the socket read (backpressure); a cancel shuts the socket down, so a
+thread blocked in ``recv`` wakes at once, and lifts the channel's bound, so
+a worker blocked in ``put`` does too.
+
+:class:`Stream` built from a plain ``run(control)`` callable (which emits
+through :meth:`StreamControl.emit`) runs it on a worker thread instead.
+Neither the driver nor a worker holds a reference to the :class:`Stream`
+object, so an abandoned stream is garbage collected, and collection cancels
+it.
 """
 
 from __future__ import annotations
@@ -107,6 +121,18 @@ class _Channel:
                 self._producer_waits = False
                 self._producer.release()
 
+    def take(self) -> Any:
+        """The next slot, or ``None`` when the channel is empty (never waits)."""
+        with self._lock:
+            items = self._items
+            if not items:
+                return None
+            item = items.popleft()
+            if self._producer_waits:
+                self._producer_waits = False
+                self._producer.release()
+            return item
+
     def get(self, timeout: Optional[float] = None) -> Any:
         """The next slot, waiting for one (at most ``timeout`` seconds: then ``queue.Empty``)."""
         while True:
@@ -156,10 +182,11 @@ class StreamControl:
     the Stream itself.
     """
 
-    __slots__ = ("channel", "_cancelled", "cancel_error", "_lock", "_http", "_wake", "_delivered")
+    __slots__ = ("channel", "_cancelled", "cancel_error", "_lock", "_http", "_wake", "_delivered", "driver")
 
     def __init__(self, buffer_size: int) -> None:
         self.channel = _Channel(buffer_size)
+        self.driver: Optional["_Driver"] = None  # set by a Stream made from a turn's steps
         self._cancelled = False
         self.cancel_error: Optional[BaseException] = None
         self._lock = threading.Lock()
@@ -251,6 +278,13 @@ class StreamControl:
             self._wake.wait(seconds)
         return not self._cancelled
 
+    def settle(self, timeout: Optional[float] = None) -> None:
+        """After a cancel: make sure the turn runs to its end, running its last steps on this
+        thread when no other thread is (at most ``timeout`` seconds of waiting for one that is)."""
+        driver = self.driver
+        if driver is not None:
+            driver.finish(timeout)
+
 
 def start_thread(target: Callable[..., Any], name: str, *args: Any) -> threading.Thread:
     """Start a daemon thread named ``promptkit-<name>``.
@@ -268,21 +302,117 @@ def start_thread(target: Callable[..., Any], name: str, *args: Any) -> threading
     return thread
 
 
+def _failed(exc: BaseException) -> StreamEvent:
+    """The terminal event of a turn that raised ``exc``: its own error, or (a bug) one clear StreamError."""
+    if isinstance(exc, PromptKitError):
+        return StreamEvent("error", error=exc)
+    logger.error("unexpected error in a promptkit stream", exc_info=exc)
+    error = StreamError(f"unexpected error in the stream: {exc!r}")
+    error.__cause__ = exc
+    return StreamEvent("error", error=error)
+
+
 def _worker(control: StreamControl, run: Callable[[StreamControl], Response]) -> None:
     terminal: Optional[StreamEvent] = None
     try:
         terminal = StreamEvent("done", final=run(control))
-    except PromptKitError as exc:
-        terminal = StreamEvent("error", error=exc)
     except BaseException as exc:  # a bug must still end the stream with one clear error
-        logger.error("unexpected error in a promptkit stream", exc_info=True)
-        error = StreamError(f"unexpected error in the stream worker: {exc!r}")
-        error.__cause__ = exc
-        terminal = StreamEvent("error", error=error)
+        terminal = _failed(exc)
     finally:
         if terminal is None:  # pragma: no cover - only if StreamEvent itself failed
             terminal = StreamEvent("error", error=StreamError("stream ended without a result"))
         control.finish(terminal)
+
+
+Steps = Generator[List[StreamEvent], None, Response]
+
+
+class _Driver:
+    """Runs a turn's steps, one at a time, on whichever thread needs the next events.
+
+    Each step's batch goes into the control's channel; the end (the
+    generator's Response, or its error) becomes the terminal event. The lock
+    is held while a step runs, so exactly one thread reads the socket; each
+    step runs in a copy of the context the stream was created in (its
+    OpenTelemetry span, a web framework's request context), whichever thread
+    runs it. Holds no reference to the :class:`Stream`.
+    """
+
+    __slots__ = ("_control", "_steps", "_context", "_lock", "_owner", "ended", "thread", "__weakref__")
+
+    def __init__(self, control: StreamControl, steps: Steps) -> None:
+        self._control = control
+        self._steps = steps
+        self._context = contextvars.copy_context()
+        self._lock = threading.Lock()
+        self._owner: Optional[int] = None  # the thread running a step
+        self.ended = False  # the terminal event is in the channel
+        self.thread: Optional[threading.Thread] = None  # a worker running every step, once started
+
+    def step_if_free(self) -> bool:
+        """Run one step unless another thread is running one, or the turn ended; whether it ran."""
+        if self.ended or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if not self.ended:
+                self._step()
+        finally:
+            self._owner = None
+            self._lock.release()
+        return True
+
+    def _step(self) -> None:
+        control = self._control
+        self._owner = threading.get_ident()
+        terminal: Optional[StreamEvent] = None
+        try:
+            events = self._context.run(next, self._steps)
+        except StopIteration as stop:
+            terminal = StreamEvent("done", final=stop.value)
+        except Exception as exc:  # the turn's error; a bug still ends the stream with one clear error
+            terminal = _failed(exc)
+        except BaseException as exc:  # KeyboardInterrupt or SystemExit on the consumer's thread: end, then raise
+            error = StreamError(f"the stream was interrupted: {exc!r}")
+            self.ended = True
+            control.cancel()
+            control.finish(StreamEvent("error", error=error))
+            raise
+        else:
+            control.emit_many(events)  # dropped once cancelled: the turn notices the cancel itself
+            return
+        self.ended = True
+        control.finish(terminal)
+
+    def finish(self, timeout: Optional[float] = None) -> None:
+        """Run the turn to its end here, or wait (up to ``timeout``) for the thread running it."""
+        if self.ended or self._owner == threading.get_ident():
+            return  # this thread is inside a step: that step goes on to the end of the (cancelled) turn
+        thread = self.thread
+        if thread is not None:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+            return
+        if not self._lock.acquire(True, -1 if timeout is None else timeout):
+            return
+        try:
+            while not self.ended:
+                self._step()
+        finally:
+            self._owner = None
+            self._lock.release()
+
+    def start_worker(self, name: str) -> None:
+        """Run the remaining steps on a worker thread (a consumer that waits with a timeout needs one)."""
+        if self.thread is None and not self.ended:
+            self.thread = start_thread(self._run_all, name)
+
+    def _run_all(self) -> None:
+        with self._lock:
+            try:
+                while not self.ended:
+                    self._step()
+            finally:
+                self._owner = None
 
 
 class _State(enum.Enum):
@@ -330,8 +460,9 @@ class Stream:
 
     def __init__(
         self,
-        run: Callable[[StreamControl], Response],
+        run: Optional[Callable[[StreamControl], Response]] = None,
         *,
+        steps: Optional[Callable[[StreamControl], Steps]] = None,
         buffer_size: int = 10,
         on_content: Optional[Callable[[str], Any]] = None,
         on_reasoning: Optional[Callable[[str], Any]] = None,
@@ -363,7 +494,17 @@ class Stream:
         self._lock = threading.Lock()  # guards _state and _terminal, which change only in _move()
         self._state = _State.NEW
         self._terminal: Optional[StreamEvent] = None  # set exactly when _state leaves _OPEN
-        self._thread = start_thread(_worker, f"stream-{next(_ids)}", self._control, run)
+        self._name = f"stream-{next(_ids)}"
+        self._thread: Optional[threading.Thread] = None
+        self._driver: Optional[_Driver] = None
+        if (run is None) == (steps is None):
+            raise TypeError("Stream() takes one of run= and steps=")
+        if steps is not None:
+            # Nothing runs until a consumer (or a close) asks for events: see _take().
+            self._driver = self._control.driver = _Driver(self._control, steps(self._control))
+        else:
+            assert run is not None
+            self._thread = start_thread(_worker, self._name, self._control, run)
 
     # -- the lifecycle -----------------------------------------------------
     def _move(self, to: _State, terminal: Optional[StreamEvent] = None, *, replace: bool = False) -> _State:
@@ -434,7 +575,14 @@ class Stream:
         """Events in order (``None`` every ``heartbeat`` seconds of silence, when given)."""
         if self._move(_State.CONSUMING) is not _State.NEW:
             return  # ENDED: the terminal event was already taken or collected; there is nothing more
-        get = self._control.channel.get
+        driver = self._driver
+        if driver is not None and heartbeat is not None:
+            try:
+                driver.start_worker(self._name)  # the wait for the next event must end at each heartbeat
+            except BaseException:
+                self._move(_State.NEW)  # nobody consumes: close() (or the collector) ends the turn
+                raise
+        get = self._take if driver is not None and driver.thread is None else self._control.channel.get
         deliver = self._control.deliver
         callbacks = self._has_callbacks
         structured = self._structured
@@ -468,8 +616,21 @@ class Stream:
                         return
         finally:
             if not last and not self.done:  # the consumer left early: break, exception, generator closed
-                self.close()  # cancels, waits for the worker and collects its terminal event: ENDED
+                self.close()  # cancels, ends the turn and collects its terminal event: ENDED
                 self._move(_State.NEW)  # a no-op unless no terminal could be collected: nobody consumes now
+
+    def _take(self, timeout: Optional[float] = None) -> Any:
+        """The next slot of the channel, running the turn's next step on this thread when it is empty."""
+        channel = self._control.channel
+        step = self._driver.step_if_free  # type: ignore[union-attr]
+        while True:
+            item = channel.take()
+            if item is not None:
+                return item
+            if not step():
+                # Another thread runs the turn (a close() from elsewhere ends it): its events, or
+                # its terminal event, come through the channel.
+                return channel.get(timeout)
 
     def _dispatch(self, event: StreamEvent) -> None:
         callback = self._callbacks[event.type]
@@ -540,14 +701,19 @@ class Stream:
         self._control.cancel()
 
     def close(self, timeout: Optional[float] = None) -> None:
-        """Cancel (if still running) and wait until the worker thread has exited."""
+        """Cancel (if still running) and wait until the turn has ended: its last steps run on this
+        thread when no other thread is running them (at most ``timeout`` seconds of waiting for one
+        that is)."""
         self._control.cancel()
         self._join(timeout)
         if not self.done:
             self._collect_terminal()
 
     def _join(self, timeout: Optional[float] = None) -> None:
-        if threading.current_thread() is not self._thread:
+        """Wait until the turn has ended (running its last steps here when no thread runs them)."""
+        if self._driver is not None:
+            self._driver.finish(timeout)
+        elif self._thread is not None and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
     def _collect_terminal(self) -> None:
@@ -606,7 +772,14 @@ class Stream:
         self.close()
 
     def __del__(self) -> None:
-        # An abandoned stream must not keep a socket and a thread busy.
+        # An abandoned stream must not keep a socket and a thread busy, nor its conversation:
+        # a cancelled turn nobody runs is ended on a thread of its own (it commits what was shown).
         control = getattr(self, "_control", None)
         if control is not None and getattr(self, "_state", None) in _OPEN:
             control.cancel()
+            driver = getattr(self, "_driver", None)
+            if driver is not None and not driver.ended and driver.thread is None:
+                try:
+                    driver.start_worker(self._name)
+                except BaseException:  # interpreter shutdown: nothing can run any more
+                    pass

@@ -1,8 +1,13 @@
 """One turn: the request rounds between a user message and the final reply.
 
-Runs on the stream's worker thread. It reads each HTTP body as bytes arrive,
+:meth:`Turn.steps` is a generator: each step reads until the events of one
+read (or one tool result) are ready and yields them as a batch; its return
+value is the turn's Response. Whichever thread needs the next events runs the
+next step (see :mod:`promptkit._stream`): usually the consumer's own, so a
+token goes from the socket to the ``for`` loop without a thread hand-off. It
+reads each HTTP body as bytes arrive,
 frames them as server-sent events, folds the chunks into an
-:class:`~promptkit._dialects.Decoder` of the turn's wire dialect, and emits events. When a round
+:class:`~promptkit._dialects.Decoder` of the turn's wire dialect, and yields events. When a round
 ends with tool calls that all have handlers, it runs them and starts the next
 round on the same stream. It retries a dropped or silent connection only
 before that request has produced any output, and never after.
@@ -26,7 +31,7 @@ import itertools
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List, Optional, Protocol, Sequence, Tuple
 
 import attrs
 
@@ -54,6 +59,10 @@ __all__ = ["TurnSettings", "Turn", "TurnSink"]
 
 logger = logging.getLogger(__name__)
 _monotonic = time.monotonic
+
+# A turn's steps: batches of events for the consumer, then (as the generator's value) its Response.
+Steps = Generator[List[StreamEvent], None, Response]
+_Attempts = Generator[List[StreamEvent], None, None]
 _turn_ids = itertools.count(1)
 
 
@@ -107,7 +116,7 @@ class _Round:
 
 
 class Turn:
-    """Runs one turn on a stream's worker thread (see the module docstring)."""
+    """Runs one turn, one step at a time, on whichever thread drives its stream (see the module docstring)."""
 
     def __init__(
         self,
@@ -184,7 +193,8 @@ class Turn:
                 messages=tuple(self._history + self._totals.messages), params=dict(settings.params), started=self._t0,
             ))  # fmt: skip
         try:
-            self._attempts(control, read=False)
+            for _ in self._attempts(control, read=False):  # pragma: no cover - opening yields no events
+                raise AssertionError("opening a request yielded events")
         except BaseException as error:
             self.abandon(error)
             raise
@@ -206,20 +216,21 @@ class Turn:
             self._hooks_told = True
             self._hooks("turn_finished", TurnFinished(self._id, response, error, _monotonic() - self._t0))
 
-    # -- the worker's entry point ----------------------------------------
-    def run(self, control: StreamControl) -> Response:
-        """Run every round; return the final (or cancelled) Response, or raise with ``partial`` set."""
+    # -- the stream's entry point ----------------------------------------
+    def steps(self, control: StreamControl) -> Steps:
+        """Run every round, yielding each batch of events; return the final (or cancelled)
+        Response, or raise with ``partial`` set."""
         if self._hooks is None:
-            return self._run(control)
+            return (yield from self._run(control))
         try:
-            response = self._run(control)
+            response = yield from self._run(control)
         except BaseException as error:
             self._tell_finished(None, error)
             raise
         self._tell_finished(response, None)
         return response
 
-    def _run(self, control: StreamControl) -> Response:
+    def _run(self, control: StreamControl) -> Steps:
         totals = self._totals
         try:
             while True:
@@ -229,7 +240,7 @@ class Turn:
                 self._round_output = False
                 if totals.rounds > 1:  # the first round's request was opened by start(), at the turn's start
                     self._round_at = _monotonic()
-                self._attempts(control, read=True)
+                yield from self._attempts(control, read=True)
                 acc = self._acc
                 if control.cancelled or acc is None:
                     return self._end_cancelled(control)
@@ -251,7 +262,7 @@ class Turn:
                 totals.messages.extend(r.to_message() for r in results)
                 totals.tool_results.extend(results)
                 for result in results:
-                    control.emit(StreamEvent("tool_result", tool_result=result))
+                    yield [StreamEvent("tool_result", tool_result=result)]
                 if self._plan.expired():
                     raise self._plan.error("total")
                 self._content_before += len(acc.content)
@@ -278,8 +289,9 @@ class Turn:
             self._release(control)
 
     # -- one request, with retries -----------------------------------------
-    def _attempts(self, control: StreamControl, *, read: bool) -> None:
-        """The one retry loop: open this round's request and, with ``read``, read it into ``self._acc``.
+    def _attempts(self, control: StreamControl, *, read: bool) -> _Attempts:
+        """The one retry loop: open this round's request and, with ``read``, read it into ``self._acc``
+        (yielding the events of each read).
 
         A failure is retried while nothing of the attempt reached the consumer,
         within the policy and the total deadline. Returns quietly when cancelled.
@@ -295,9 +307,12 @@ class Turn:
 
                         self._hooks("request_sent", RequestSent(self._id, self._totals.rounds or 1, self._attempt, self._settings.model))
                     self._http = self._transport.open(payload, self._plan, control)
+                    # The round's decoder exists once its request is answered, so that the live usage
+                    # counts the prompt before the first event is read (whenever the consumer asks).
+                    self._acc = self._settings.dialect.decoder(self._settings.limits, self._settings.output)
                 if not read:
                     return
-                self._read(control, self._http)
+                yield from self._read(control, self._http)
                 self._release(control)
                 return
             except APIError as error:
@@ -327,14 +342,15 @@ class Turn:
         if control.sleep(delay):
             self._attempt += 1
 
-    def _read(self, control: StreamControl, http: "HTTPStream") -> None:
-        """Read one response body into a new ``self._acc``, emitting each read's events at once."""
-        acc = self._acc = self._settings.dialect.decoder(self._settings.limits, self._settings.output)
+    def _read(self, control: StreamControl, http: "HTTPStream") -> _Attempts:
+        """Read one response body into ``self._acc`` (the attempt's new decoder), yielding each read's events at once."""
+        acc = self._acc
+        assert acc is not None
         self._emitted = False
         control.attach(http)
-        emit_many = control.emit_many
-        # Only a store's turn lock, a budget or a hook (the last chunk's time) needs a look after each read.
-        after_read = self._after_read if self._budget is not None or self._sink.renews or self._hooks is not None else None
+        # Only a store's turn lock or a budget needs a look after each read; the hooks need its time.
+        between = self._between_reads if self._budget is not None or self._sink.renews else None
+        stamp = self._hooks is not None
         acc.tool_deltas = self._settings.tool_call_deltas
         parse = self._partial_parser(self._settings.output is not None) if self._settings.output is not None or acc.tool_deltas else None
         for events, last in read_body(control, http, acc, self._plan):
@@ -342,9 +358,11 @@ class Turn:
                 self._first_output()
             if parse is not None:
                 events = parse(events)
-            emit_many(events)
-            if after_read is not None:
-                after_read(last)
+            if stamp:
+                self._last_output_at = _monotonic()  # when it was read, not when the consumer came back for more
+            yield events
+            if between is not None and not last:
+                between()
 
     @staticmethod
     def _partial_parser(content: bool) -> Callable[[List[StreamEvent]], List[StreamEvent]]:
@@ -378,11 +396,8 @@ class Turn:
             self._http.close()
             self._http = None
 
-    def _after_read(self, last: bool) -> None:
-        """After each read with events: note when output last came, keep any turn lock alive, stop at the budget."""
-        self._last_output_at = _monotonic()
-        if last:
-            return
+    def _between_reads(self) -> None:
+        """After a read's events were handed on, before the next read: keep any turn lock alive, stop at the budget."""
         self._sink.renew()
         if self._budget is not None:
             self._check_budget()
@@ -546,7 +561,7 @@ class Turn:
             self._report(None, self._response(finish_reason=None))
             raise control.cancel_error
         acc = self._acc
-        # Keep the text the consumer was given, not what the worker had read ahead.
+        # Keep the text the consumer was given, not what had been read ahead of it.
         seen = max(0, control.delivered - self._content_before)
         text = acc.content[:seen] if acc is not None else ""
         response = self._response("cancelled", content=text)

@@ -226,7 +226,7 @@ def test_reserved_params_rejected(client: promptkit.Client) -> None:
         client.conversation(stream=False)
 
 
-def test_no_worker_thread_frees_the_turn_and_closes_the_response(
+def test_a_plain_consumer_needs_no_thread_and_a_heartbeat_one_that_cannot_start_frees_the_turn(
     server: MockServer, client: promptkit.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import promptkit._stream
@@ -234,11 +234,18 @@ def test_no_worker_thread_frees_the_turn_and_closes_the_response(
     def no_threads(*args: object, **kwargs: object) -> None:
         raise RuntimeError("can't start new thread")
 
-    server.enqueue(MockReply.stall(after_text="never read"))
-    conv = client.conversation()
     monkeypatch.setattr(promptkit._stream, "start_thread", no_threads)
+    server.enqueue(MockReply.text("on this thread"))
+    conv = client.conversation()
+    assert conv.send("q").content == "on this thread"  # the consumer runs the turn itself
+
+    # A heartbeat needs a worker thread: when none can start, iter_sse raises, and closing
+    # its frames (as every web server does) closes the response and frees the conversation.
+    server.enqueue(MockReply.stall(after_text="never read"))
+    frames = conv.send_stream("q2").iter_sse(heartbeat=1.0)
     with pytest.raises(RuntimeError):
-        conv.send_stream("q")
+        next(iter(frames))
+    frames.close()
     assert server.disconnected.wait(5)  # the response was closed, not leaked
     monkeypatch.undo()
     server.enqueue(MockReply.text("works"))

@@ -164,15 +164,18 @@ def test_cancel_while_connecting() -> None:
         listener.close()
 
 
+def first_content(events: Iterator[promptkit.StreamEvent]) -> promptkit.StreamEvent:
+    """The first content event (a dialect may open with others)."""
+    return next(event for event in events if event.type == "content")
+
+
 def test_cancel_while_streaming(server: MockServer, client_options: Dict[str, Any]) -> None:
     server.enqueue(MockReply.stall(after_text="partial"))
     with promptkit.Client(base_url=server.url, api_key="sk-test", timeout=LONG, **client_options) as client:
         conv = client.conversation()
         stream = conv.send_stream("q")
         events = iter(stream)
-        first = next(events)
-        while first.type != "content":
-            first = next(events)
+        first_content(events)
         conv.cancel()  # from the conversation, not the stream: the same turn
         rest = list(events)
         assert [e.type for e in rest] == ["done"]  # what was read ahead is not shown
@@ -234,3 +237,21 @@ def test_closing_the_client_cancels_a_turn_still_waiting_for_headers(server: Moc
     assert server.disconnected.wait(GUARD)
     with pytest.raises(promptkit.ClientClosedError):
         conv.send("again")
+
+
+def test_the_next_turn_ends_a_cancelled_one_that_nobody_consumes(server: MockServer) -> None:
+    # A stream runs as it is consumed: after a "stop" from another request handler, the next
+    # message must not wait for a consumer that may never come back. send_stream() runs the
+    # cancelled turn's last steps itself (it commits what its user saw), then starts its own.
+    server.enqueue(MockReply.stall(after_text="partial"), MockReply.text("next answer"))
+    with promptkit.Client(base_url=server.url, api_key="sk-test", timeout=LONG) as client:
+        conv = client.conversation()
+        stream = conv.send_stream("q")
+        events = iter(stream)
+        assert first_content(events).content == "partial"
+        conv.cancel()  # the consumer is not running the turn: nothing reads its socket now
+        assert conv.send("again").content == "next answer"  # not ConversationBusyError
+        assert [m["content"] for m in conv.messages] == ["q", "partial", "again", "next answer"]
+        rest = list(events)  # the first consumer still gets its terminal event
+        assert [e.type for e in rest] == ["done"] and rest[0].final.finish_reason == "cancelled"
+        assert server.disconnected.wait(GUARD)

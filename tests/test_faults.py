@@ -4,8 +4,8 @@ Every test checks the same invariants:
 
 * the stream ends with exactly one terminal event (``done`` or ``error``), last;
 * the error type (raised by ``send_stream`` before the headers, an ``error`` event after);
-* the worker thread has ended (after ``stream.close(timeout)`` no ``promptkit-stream-*``
-  thread is left, and ``stream.done``);
+* the turn has ended (after ``stream.close(timeout)`` no ``promptkit-stream-*`` thread is
+  left, and ``stream.done``);
 * the socket was closed (the server saw the disconnect) or returned to the pool (reused);
 * the history is unchanged after an error, and holds the partial turn after a cancel.
 
@@ -527,15 +527,16 @@ def test_abandoned_stream_is_collected_and_cancelled(server: MockServer, client:
     server.enqueue(MockReply.stall(after_text="Partial"))
     conv = client.conversation()
     stream = conv.send_stream("q")
-    (worker,) = stream_workers()
     events = iter(stream)  # kept, so that reading one event does not end the stream
     first = next(events)
     assert first.type == "content"
+    assert stream_workers() == []  # the consumer ran the turn's steps itself
     del stream, events, first
     gc.collect()
     assert server.disconnected.wait(GUARD)
-    worker.join(GUARD)
-    assert not worker.is_alive()
+    for worker in stream_workers():  # a thread ends a cancelled turn that nobody runs
+        worker.join(GUARD)
+    assert stream_workers() == []
     assert client_sockets(server) == []
     assert conv.messages == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "Partial"}]
     assert conv.last_response is not None and conv.last_response.finish_reason == "cancelled"
@@ -562,13 +563,14 @@ def test_abandoned_unread_stream_frees_the_conversation_at_once(server: MockServ
         server.enqueue(MockReply.stall(after_text="never read"), MockReply.text("next"))
         conv = client.conversation()
         stream = conv.send_stream("q")
-        (worker,) = stream_workers()
+        assert stream_workers() == []  # nothing runs the turn until someone asks for its events
         del stream  # never iterated: nothing but the stream itself refers to it
-        gc.collect()
+        gc.collect()  # cancels it, and a thread of its own ends the cancelled turn
         try:
             assert conv.send("again").content == "next"
         finally:
-            worker.join(GUARD)
+            for worker in stream_workers():
+                worker.join(GUARD)
     assert prices.slowed  # the cancelled turn did go through the slow step
 
 
@@ -579,15 +581,16 @@ def test_cancel_from_another_thread_during_a_silent_read(server: MockServer) -> 
         server.enqueue(MockReply.stall(after_text="waiting"))
         conv = client.conversation()
         stream = conv.send_stream("q")
-        (worker,) = stream_workers()
         events = iter(stream)
         assert next(events).content == "waiting"
-        wait_until_blocked_in_recv(worker)
-        canceller = threading.Thread(target=stream.cancel, name="test-canceller")
-        canceller.start()
-        rest = within_guard(lambda: list(events))  # ends when the worker, woken by the cancel, queues done
-        canceller.join(GUARD)
-        assert not canceller.is_alive()  # cancel() returned
+        rest: List[StreamEvent] = []
+        # The consuming thread runs the turn: it is the one blocked reading the silent socket.
+        consumer = threading.Thread(target=lambda: rest.extend(events), name="test-consumer")
+        consumer.start()
+        wait_until_blocked_in_recv(consumer)
+        stream.cancel()  # from this thread; returns at once
+        consumer.join(GUARD)  # ends when the read, woken by the cancel, ends the turn
+        assert not consumer.is_alive(), "the cancel did not wake the blocked read"
         assert_one_terminal(rest)
         assert [e.type for e in rest] == ["done"]
         final = rest[-1].final
@@ -639,11 +642,16 @@ def test_cancel_while_the_worker_waits_for_headers_is_prompt(server: MockServer,
                            MockReply.stall(before_headers=True))
             conv = client.conversation(tools=[lookup])
         stream = conv.send_stream("q")
-        assert server.wait_for_requests(2, timeout=GUARD)  # the worker is now waiting for the second headers
+        seen: List[StreamEvent] = []
+        consumer = threading.Thread(target=lambda: seen.extend(stream), name="test-consumer")
+        consumer.start()  # the consuming thread runs the turn, and so opens the second request
+        assert server.wait_for_requests(2, timeout=GUARD)  # it is now waiting for the second headers
         stream.cancel()
+        consumer.join(GUARD)
+        assert not consumer.is_alive(), "the turn is still waiting for the second request's headers"
         stream.close(timeout=GUARD)
-        assert stream_threads() == [], "the worker is still waiting for the second request's headers"
-        assert stream.result().finish_reason == "cancelled"
+        assert stream_threads() == []
+        assert seen[-1].type == "done" and stream.result().finish_reason == "cancelled"
 
 
 def test_cancel_does_not_kill_another_stream_that_reused_the_connection(server: MockServer) -> None:
@@ -666,6 +674,9 @@ def test_cancel_does_not_kill_another_stream_that_reused_the_connection(server: 
         conv_a = client.conversation(tools=[slow_lookup])
         stream_a = conv_a.send_stream("a")
         workers_a = stream_threads()
+        seen_a: List[StreamEvent] = []
+        consumer_a = threading.Thread(target=lambda: seen_a.extend(stream_a), name="test-consumer-a")
+        consumer_a.start()  # A's consumer runs A's turn: its tool round too
         try:
             assert tool_started.wait(GUARD)  # A's first round is over; its connection is back in the pool
             conv_b = client.conversation()
@@ -677,7 +688,8 @@ def test_cancel_does_not_kill_another_stream_that_reused_the_connection(server: 
             stream_a.cancel()  # the user stops A while its tool runs
         finally:
             release_tool.set()
-        assert stream_a.result().finish_reason == "cancelled"
+            consumer_a.join(GUARD)
+        assert seen_a[-1].type == "done" and stream_a.result().finish_reason == "cancelled"
         assert_finished(stream_a, besides=workers_b)
         rest = list(events_b)
         assert_one_terminal(rest)

@@ -221,16 +221,18 @@ def test_redirects_are_not_followed(server: MockServer, status: int, logs: pytes
 # -- 6. what a turn commits is what the user saw ---------------------------------------------------
 
 
-def test_a_cancelled_turn_commits_the_text_the_consumer_saw_not_the_read_ahead(server: MockServer) -> None:
-    # The worker reads ahead of a consumer that takes one event and then presses "stop".
-    server.enqueue(MockReply.stall(after_text=" ".join(f"w{i}" for i in range(50))))
-    with promptkit.Client(base_url=server.url, timeout=promptkit.Timeout(idle=30)) as client:
+def test_a_cancelled_turn_commits_the_text_the_consumer_saw_not_the_read_ahead() -> None:
+    # The turn reads ahead of a consumer that takes one event and then presses "stop": the words
+    # arrive in one write of a close-delimited body, so the read that gives the consumer its
+    # first event has them all (a chunked body is read one HTTP chunk at a time).
+    with MockServer(framing="close") as server, promptkit.Client(base_url=server.url, timeout=promptkit.Timeout(idle=30)) as client:
+        server.enqueue(MockReply.stall(after_text=" ".join(f"w{i}" for i in range(50)), bulk=True))
         conv = client.conversation()
         stream = conv.send_stream("count")
         events = iter(stream)
         first = next(events)
         assert first.type == "content" and first.content == "w0"
-        assert wait_for(lambda: stream.usage_so_far.completion_tokens > 5)  # the worker has read ahead
+        assert wait_for(lambda: stream.usage_so_far.completion_tokens > 5)  # the turn has read ahead
         stream.cancel()
         rest = list(events)
     assert [e.type for e in rest] == ["done"]  # the read-ahead is not delivered after the cancel

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import threading
 from queue import Empty
@@ -363,3 +364,153 @@ def test_a_stream_names_the_model_its_turn_asked_for() -> None:
         other = client.conversation(model="gpt-4o").send_stream("q")
         assert other.model == "gpt-4o"
         other.result()
+
+
+# -- a turn's steps: run by whichever thread needs the next events ----------------------------------
+
+_WHERE: "contextvars.ContextVar[str]" = contextvars.ContextVar("where", default="unset")
+
+
+def stepper(texts: List[str], threads: List[threading.Thread], *, interrupt: bool = False,
+            silent: "threading.Event | None" = None) -> Callable[[StreamControl], Any]:
+    """A turn's steps: one batch per text, each step noting the thread that ran it (and the context
+    variable it saw); ``silent`` makes the turn wait for it (or a cancel) before the last text;
+    ``interrupt`` raises KeyboardInterrupt in its last step."""
+
+    def steps(control: StreamControl) -> Any:
+        sent: List[str] = []
+        for n, text in enumerate(texts):
+            threads.append(threading.current_thread())
+            assert _WHERE.get() == "sender"  # the context the stream was made in, on any thread
+            if silent is not None and n == len(texts) - 1:
+                while not silent.is_set():
+                    if not control.sleep(0.01):
+                        return Response(content="".join(sent), finish_reason="cancelled")
+            if control.cancelled:
+                return Response(content="".join(sent), finish_reason="cancelled")
+            yield [StreamEvent("content", content=text)]
+            sent.append(text)
+        threads.append(threading.current_thread())
+        if interrupt:
+            raise KeyboardInterrupt
+        return Response(content="".join(sent), finish_reason="stop")
+
+    return steps
+
+
+def make_stepped(steps: Callable[[StreamControl], Any], **kwargs: Any) -> Stream:
+    token = _WHERE.set("sender")
+    try:
+        return Stream(steps=steps, **kwargs)
+    finally:
+        _WHERE.reset(token)
+
+
+def stream_threads() -> List[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("promptkit-stream")]
+
+
+def test_the_consumer_runs_the_steps_itself_starting_no_thread() -> None:
+    threads: List[threading.Thread] = []
+    stream = make_stepped(stepper(["a", "b", "c"], threads))
+    assert threads == []  # nothing runs before someone asks for an event
+    events = []
+    for event in stream:
+        events.append(event)
+        assert stream_threads() == []
+    assert [e.type for e in events] == ["content", "content", "content", "done"]
+    assert events[-1].final is not None and events[-1].final.content == "abc"
+    assert set(threads) == {threading.current_thread()}
+
+
+def test_steps_need_exactly_one_of_run_and_steps() -> None:
+    with pytest.raises(TypeError):
+        Stream()
+    with pytest.raises(TypeError):
+        Stream(producer(["a"]), steps=stepper(["a"], []))
+
+
+def test_a_heartbeat_consumer_gets_a_worker_and_keep_alives_while_the_turn_is_silent() -> None:
+    threads: List[threading.Thread] = []
+    silent = threading.Event()
+    stream = make_stepped(stepper(["a", "b"], threads, silent=silent))
+    frames = stream.iter_sse(heartbeat=0.01)
+    chunks = []
+    for frame in frames:
+        chunks.append(frame)
+        if frame.startswith(b": keep-alive"):
+            silent.set()  # the worker waits in the last step: the consumer was woken anyway
+    assert b"".join(chunks).count(b"event: content") == 2 and b"event: done" in chunks[-1]
+    assert any(c.startswith(b": keep-alive") for c in chunks)
+    assert threading.current_thread() not in threads and {t.name.split("-")[1] for t in threads} == {"stream"}
+
+
+def test_close_from_another_thread_ends_a_turn_the_consumer_is_running() -> None:
+    threads: List[threading.Thread] = []
+    stream = make_stepped(stepper(["a", "b"], threads, silent=threading.Event()))
+    seen: List[StreamEvent] = []
+    consumer = threading.Thread(target=lambda: seen.extend(stream), name="test-consumer")
+    consumer.start()
+    while len(threads) < 2:  # the consumer is inside the silent last step
+        threading.Event().wait(0.001)
+    stream.close(timeout=5)  # cancels: the step notices, and the turn ends on the consumer's thread
+    consumer.join(5)
+    assert not consumer.is_alive()
+    assert [e.type for e in seen] == ["content", "done"] and seen[-1].final.finish_reason == "cancelled"  # type: ignore[union-attr]
+    assert set(threads) == {consumer}
+
+
+def test_close_runs_the_last_steps_when_nobody_else_does() -> None:
+    threads: List[threading.Thread] = []
+    stream = make_stepped(stepper(["a", "b"], threads))
+    events = iter(stream)
+    assert next(events).content == "a"
+    stream.cancel()
+    helper = threading.Thread(target=stream.close, name="test-closer")
+    helper.start()
+    helper.join(5)
+    assert stream.done and threads[-1] is helper  # the closing thread ran the rest
+    assert stream.result().finish_reason == "cancelled"
+    assert [e.type for e in events] == ["done"]  # the loop still in progress gets the terminal event
+
+
+def test_settle_runs_a_cancelled_turn_to_its_end() -> None:
+    threads: List[threading.Thread] = []
+    stream = make_stepped(stepper(["a", "b"], threads))
+    stream.cancel()
+    stream.control.settle(5)  # what a conversation's next turn does after a cancel
+    assert threads == [threading.current_thread()]
+    assert stream.result().finish_reason == "cancelled"
+
+
+def test_an_abandoned_stream_is_ended_on_a_thread_of_its_own() -> None:
+    threads: List[threading.Thread] = []
+    ended = threading.Event()
+
+    def steps(control: StreamControl) -> Any:
+        try:
+            yield from stepper(["a", "b"], threads)(control)
+        finally:
+            ended.set()
+        return Response(finish_reason="cancelled")
+
+    stream = make_stepped(steps)
+    del stream
+    gc.collect()
+    assert ended.wait(5)  # the generator ran to its end (it was not just dropped)
+    for thread in threads:
+        if thread is not threading.current_thread():
+            thread.join(5)
+    assert threads and all(t.name.startswith("promptkit-stream") for t in threads)
+
+
+def test_keyboard_interrupt_in_a_step_ends_the_stream_and_reaches_the_consumer() -> None:
+    stream = make_stepped(stepper(["a"], [], interrupt=True))
+    events: List[StreamEvent] = []
+    with pytest.raises(KeyboardInterrupt):
+        for event in stream:
+            events.append(event)
+    assert [e.type for e in events] == ["content"]
+    assert stream.done
+    with pytest.raises(StreamError, match="interrupted"):
+        stream.result()

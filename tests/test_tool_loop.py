@@ -743,25 +743,28 @@ def test_cancel_from_another_thread_while_a_handler_blocks(server: MockServer, c
     server.enqueue(calls_reply(("c1", "slow_search", {"query": "tides"}), content="Searching."))
     conv = client.conversation(tools=[slow_search])
     stream = conv.send_stream("search tides")
+    events: List[promptkit.StreamEvent] = []
+    consumer = threading.Thread(target=lambda: events.extend(stream), name="test-consumer")
+    consumer.start()  # the consuming thread runs the turn: it starts the handler and waits for it
     try:
         assert entered.wait(WAIT)
-        canceller = threading.Thread(target=stream.cancel)
-        canceller.start()
-        canceller.join(WAIT)
-        events = list(stream)
+        stream.cancel()  # from another thread than the one waiting for the handler
+        consumer.join(WAIT)
+        assert not consumer.is_alive()
         resp = stream.result()
         assert not finished.is_set()  # the turn ended without waiting for the handler
     finally:
         release.set()
         join_tool_threads()
     assert finished.is_set()  # the running handler finished on its own
-    # The consumer started reading after the cancel: what was queued is not shown, and a turn
-    # whose user saw nothing commits nothing.
-    assert [e.type for e in events] == ["done"]
+    # The consumer saw the first round; the call's result never came, so nothing of it is kept.
+    assert [e.type for e in events if e.type != "content"] == ["tool_call", "done"]
+    assert "".join(e.content for e in events) == "Searching."
     assert resp is events[-1].final and resp.finish_reason == "cancelled" and resp.cancelled
-    assert resp.content == "" and resp.tool_results == ()
+    assert resp.content == "Searching." and resp.tool_results == ()
     assert not server.wait_for_requests(2, timeout=0.2)  # nothing more went upstream
-    assert conv.messages == []
+    # What the user saw is kept, as after any stop; the unanswered call is not.
+    assert conv.messages == [{"role": "user", "content": "search tides"}, {"role": "assistant", "content": "Searching."}]
     assert_valid_history(conv.messages)
     assert conv.pending_tool_calls == [] and conv.last_response == resp
     server.enqueue(MockReply.text("Starting over."))

@@ -117,7 +117,7 @@ class Renderer(abc.ABC):
             return self._failure([b": keep-alive\n\n", o["interval"]] * count, "close", ctx)
         # stall, reset, truncate, in_band_error: a stream that starts and then breaks off its own way.
         items = self.broken(kind, o, req, ctx)
-        return self._failure(items, kind if kind in ("stall", "reset") else "done", ctx)
+        return self._failure(items, kind if kind in ("stall", "reset") else "done", ctx, bulk=o.get("bulk", False))
 
     @abc.abstractmethod
     def answer(self, o: Mapping[str, Any], req: Dict[str, Any], ctx: Context) -> Plan:
@@ -147,6 +147,6 @@ class Renderer(abc.ABC):
         return Whole(o["status"], data, ctype, o["headers"])
 
     @staticmethod
-    def _failure(items: List[_Item], end: str, ctx: Context) -> Streamed:
+    def _failure(items: List[_Item], end: str, ctx: Context, *, bulk: bool = False) -> Streamed:
         # "length" framing cannot stall or reset half-way, so these fall back to chunked.
-        return Streamed(200, None, "close" if ctx.framing == "close" else "chunked", items, end)
+        return Streamed(200, None, "close" if ctx.framing == "close" else "chunked", items, end, bulk=bulk)

@@ -211,7 +211,7 @@ class MockReply:
 
     @classmethod
     def stall(cls, *, after_text: str = "", before_headers: bool = False,
-              reasoning: Optional[str] = None) -> "MockReply":
+              reasoning: Optional[str] = None, bulk: bool = False) -> "MockReply":
         """Send headers, the role chunk (Responses: ``response.created``; Anthropic: ``message_start``) and
         ``after_text``, then nothing more.
 
@@ -221,6 +221,7 @@ class MockReply:
             after_text: content streamed before stalling.
             before_headers: read the request and send nothing at all, not even the status line.
             reasoning: reasoning streamed before ``after_text`` (see :meth:`reset`).
+            bulk: send all of it in one write, so that a client reads it at once (see the class docstring).
         """
         return cls._of("stall", dict(locals()))
 
