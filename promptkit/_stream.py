@@ -338,7 +338,7 @@ class _Driver:
     runs it. Holds no reference to the :class:`Stream`.
     """
 
-    __slots__ = ("_control", "_steps", "_context", "_lock", "_owner", "ended", "thread", "__weakref__")
+    __slots__ = ("_control", "_steps", "_context", "_lock", "_owner", "ended", "thread")
 
     def __init__(self, control: StreamControl, steps: Steps) -> None:
         self._control = control
@@ -357,14 +357,18 @@ class _Driver:
             if not self.ended:
                 self._step()
         finally:
-            self._owner = None
             self._lock.release()
         return True
 
+    def _rest(self) -> None:
+        """Run the remaining steps (the caller holds the lock)."""
+        while not self.ended:
+            self._step()
+
     def _step(self) -> None:
+        """Run one step (the caller holds the lock): its batch, or the terminal event, into the channel."""
         control = self._control
         self._owner = threading.get_ident()
-        terminal: Optional[StreamEvent] = None
         try:
             events = self._context.run(next, self._steps)
         except StopIteration as stop:
@@ -380,6 +384,8 @@ class _Driver:
         else:
             control.emit_many(events)  # dropped once cancelled: the turn notices the cancel itself
             return
+        finally:
+            self._owner = None
         self.ended = True
         control.finish(terminal)
 
@@ -395,10 +401,8 @@ class _Driver:
         if not self._lock.acquire(True, -1 if timeout is None else timeout):
             return
         try:
-            while not self.ended:
-                self._step()
+            self._rest()
         finally:
-            self._owner = None
             self._lock.release()
 
     def start_worker(self, name: str) -> None:
@@ -408,11 +412,7 @@ class _Driver:
 
     def _run_all(self) -> None:
         with self._lock:
-            try:
-                while not self.ended:
-                    self._step()
-            finally:
-                self._owner = None
+            self._rest()
 
 
 class _State(enum.Enum):

@@ -4,10 +4,11 @@
 read (or one tool result) are ready and yields them as a batch; its return
 value is the turn's Response. Whichever thread needs the next events runs the
 next step (see :mod:`promptkit._stream`): usually the consumer's own, so a
-token goes from the socket to the ``for`` loop without a thread hand-off. It
-reads each HTTP body as bytes arrive,
-frames them as server-sent events, folds the chunks into an
-:class:`~promptkit._dialects.Decoder` of the turn's wire dialect, and yields events. When a round
+token goes from the socket to the ``for`` loop without a thread hand-off.
+
+It reads each HTTP body as bytes arrive, frames them as server-sent events,
+folds the chunks into an :class:`~promptkit._dialects.Decoder` of the turn's
+wire dialect, and yields events. When a round
 ends with tool calls that all have handlers, it runs them and starts the next
 round on the same stream. It retries a dropped or silent connection only
 before that request has produced any output, and never after.

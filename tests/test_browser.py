@@ -38,6 +38,7 @@ CHROME_ARGS = (
     "--window-size=1000,900",
 )
 SUMMARY = re.compile(r"Cost: (\$\d+\.\d+|n/a) \| Latency: \d+ms \| Tokens: ~?\d+")
+STORY = "Once upon a time a small robot learned to paint the evening sky with a thousand tiny brushes."
 
 
 def _missing() -> Optional[str]:
@@ -105,7 +106,7 @@ def test_chat_page_streams_tokens_and_stop_cancels_upstream(browser: Any, mock: 
     from selenium.webdriver.support.ui import WebDriverWait
 
     store = RecordingStore()
-    story = "Once upon a time a small robot learned to paint the evening sky with a thousand tiny brushes."
+    story = STORY
     mock.enqueue(MockReply.text(story, delay=0.08), MockReply.stall(after_text="Let me think about that for a"))
     app = load_example("flask_chat").create_app(client, store, mode="mock server (test)", mock=True, heartbeat=0.05)
     wait = WebDriverWait(browser, 15, poll_frequency=0.02)
@@ -193,25 +194,36 @@ class ConnectionCutter:
                 close()  # only the follower ends: the published reply goes on
 
 
+def _story_app(mock: MockServer, client: promptkit.Client, store: RecordingStore, delay: float) -> Any:
+    """The Flask chat example on a MemoryStreamLog, its mock model about to tell :data:`STORY`."""
+    mock.enqueue(MockReply.text(STORY, chunk_size=4, delay=delay))
+    return load_example("flask_chat").create_app(client, store, mode="mock server (test)", mock=True, heartbeat=0.05,
+                                                 stream_log=MemoryStreamLog())
+
+
+def _ask_for_the_story(browser: Any, wait: Any, url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(url + "/")
+    wait.until(lambda d: d.find_element(By.ID, "mode").text == "mock server (test)")
+    browser.find_element(By.ID, "message").send_keys("Tell me a story about a robot.")
+    browser.find_element(By.ID, "send").click()
+
+
 def test_chat_page_resumes_a_dropped_reply_and_eventsource_reconnects_by_itself(
         browser: Any, mock: MockServer, client: promptkit.Client) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     store = RecordingStore()
-    story = "Once upon a time a small robot learned to paint the evening sky with a thousand tiny brushes."
-    mock.enqueue(MockReply.text(story, chunk_size=4, delay=0.06))
-    app = load_example("flask_chat").create_app(client, store, mode="mock server (test)", mock=True, heartbeat=0.05,
-                                                stream_log=MemoryStreamLog())
+    story = STORY
+    app = _story_app(mock, client, store, delay=0.06)
     # The POST's connection drops after 3 events; the page resumes with an EventSource whose first
     # connection drops after 4 more; EventSource then reconnects by itself, sending Last-Event-ID.
     cutter = ConnectionCutter(app, {"/chat/streams/": [4], "/chat": [3]})
     wait = WebDriverWait(browser, 20, poll_frequency=0.02)
     with serve_werkzeug(cutter) as url:
-        browser.get(url + "/")
-        wait.until(lambda d: d.find_element(By.ID, "mode").text == "mock server (test)")
-        browser.find_element(By.ID, "message").send_keys("Tell me a story about a robot.")
-        browser.find_element(By.ID, "send").click()
+        _ask_for_the_story(browser, wait, url)
         wait.until(lambda d: _state(d) in ("done", "error"))
         assert _state(browser) == "done", browser.find_element(By.ID, "status").text
         assert browser.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1].text == story
@@ -231,16 +243,11 @@ def test_a_page_reloaded_mid_reply_follows_the_reply_to_its_end(browser: Any, mo
     from selenium.webdriver.support.ui import WebDriverWait
 
     store = RecordingStore()
-    story = "Once upon a time a small robot learned to paint the evening sky with a thousand tiny brushes."
-    mock.enqueue(MockReply.text(story, chunk_size=4, delay=0.08))
-    app = load_example("flask_chat").create_app(client, store, mode="mock server (test)", mock=True, heartbeat=0.05,
-                                                stream_log=MemoryStreamLog())
+    story = STORY
+    app = _story_app(mock, client, store, delay=0.08)
     wait = WebDriverWait(browser, 20, poll_frequency=0.02)
     with serve_werkzeug(app) as url:
-        browser.get(url + "/")
-        wait.until(lambda d: d.find_element(By.ID, "mode").text == "mock server (test)")
-        browser.find_element(By.ID, "message").send_keys("Tell me a story about a robot.")
-        browser.find_element(By.ID, "send").click()
+        _ask_for_the_story(browser, wait, url)
         wait.until(lambda d: (t := _streaming_text(d)) and len(t) > 8)
         browser.refresh()  # mid-reply: the reply goes on, and the reloaded page follows it
         wait.until(lambda d: _state(d) == "done" and not d.find_elements(By.CSS_SELECTOR, ".msg.assistant.streaming"))
